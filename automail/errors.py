@@ -1,0 +1,75 @@
+"""The AutoMail error hierarchy: one base class, each error carries its context and a fix."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AutomailError(Exception):
+    """Base of every error AutoMail raises on purpose.
+
+    ``str(err)`` is a complete sentence for a person: what went wrong, where, and
+    (when known) how to fix it.  ``exit_code`` is what the CLI returns for it.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        self.message = message
+        self.fix = fix
+        super().__init__(f"{message} — {fix}" if fix else message)
+
+
+class InputError(AutomailError):
+    """Bad input from the user or a calling program; nothing was stored."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, problem: str, *, fix: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {problem}", fix=fix)
+
+
+class NotFoundError(InputError):
+    """A named company, task or message does not exist."""
+
+
+class DefinitionsError(AutomailError):
+    """automail.json cannot be read or written."""
+
+
+class SecretStoreError(AutomailError):
+    """The OS keyring is missing or refused an operation."""
+
+
+class OutboxError(AutomailError):
+    """A company's outbox database cannot be used."""
+
+
+class TaskLockedError(AutomailError):
+    """Another process on this machine already runs the task."""
+
+
+class FaultKind(StrEnum):
+    """How an SMTP problem affects messages and the task."""
+
+    TRANSIENT = "transient"  # 4xx, timeout, dropped connection: retry the message later
+    PERMANENT = "permanent"  # 5xx for this message: fail it, go on with the next
+    TASK_FATAL = "task_fatal"  # login/TLS/sender rejected: stop the task until settings change
+    TASK_RETRY = "task_retry"  # server unreachable: task waits with backoff, messages stay queued
+
+
+class SmtpError(AutomailError):
+    """An SMTP problem, wrapped at the aiosmtplib boundary and classified."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: FaultKind,
+        code: int | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.kind = kind
+        self.code = code
+        super().__init__(message, fix=fix)

@@ -1,0 +1,397 @@
+"""Frozen dataclasses and enums shared by the store, the engine, the CLI and the UI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from email.utils import formataddr, parseaddr
+from enum import StrEnum
+from typing import Any
+
+from automail.errors import InputError
+
+RATE_MIN = 100
+RATE_MAX = 3000
+DEFAULT_RATE = 1000
+DEFAULT_RETRY_DELAYS: tuple[int, ...] = (60, 300, 900, 3600, 14400)
+DEFAULT_MAX_AGE_S = 3 * 24 * 3600
+DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024
+
+
+class Security(StrEnum):
+    """How the SMTP connection is protected."""
+
+    STARTTLS = "starttls"
+    TLS = "tls"
+    NONE = "none"
+
+    @property
+    def default_port(self) -> int:
+        return {Security.STARTTLS: 587, Security.TLS: 465, Security.NONE: 25}[self]
+
+
+class MessageStatus(StrEnum):
+    """The outbox state machine: queued → sending → sent | deferred | failed | cancelled."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class TaskState(StrEnum):
+    """What a task is doing, as persisted for `automail status` and the UI."""
+
+    STOPPED = "stopped"
+    RUNNING = "running"
+    WAITING = "waiting"
+    ERROR = "error"
+
+
+_ADDR_RE = re.compile(r"^[^@\s<>(),;:\"\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+
+def check_no_newline(field_name: str, value: str) -> str:
+    """Refuse CR/LF in a header value: it would let one value inject more headers."""
+    if "\r" in value or "\n" in value:
+        raise InputError(
+            field_name, "contains a line break (CR/LF)", fix="put the value on one line"
+        )
+    return value
+
+
+def check_address(field_name: str, value: str) -> str:
+    """Validate a bare e-mail address ``local@domain`` and return it stripped."""
+    check_no_newline(field_name, value)
+    addr = value.strip()
+    if not _ADDR_RE.match(addr) or ".." in addr:
+        raise InputError(
+            field_name,
+            f"{addr!r} is not a valid e-mail address",
+            fix="write it as name@example.com",
+        )
+    return addr
+
+
+def check_mailbox(field_name: str, value: str) -> str:
+    """Validate ``Name <addr>`` or a bare address; return it in canonical form."""
+    check_no_newline(field_name, value)
+    name, addr = parseaddr(value)
+    if not addr:
+        raise InputError(
+            field_name,
+            f"{value!r} is not an e-mail address",
+            fix='write it as "Name <name@example.com>" or name@example.com',
+        )
+    check_address(field_name, addr)
+    return formataddr((name, addr)) if name else addr
+
+
+def mailbox_address(mailbox: str) -> str:
+    """The bare address of ``Name <addr>``."""
+    return parseaddr(mailbox)[1]
+
+
+def check_rate(value: int | None) -> int | None:
+    """Messages per hour must be within 100…3000 (None = unlimited)."""
+    if value is None:
+        return None
+    if not RATE_MIN <= value <= RATE_MAX:
+        raise InputError(
+            "rate",
+            f"{value} e-mails per hour is outside {RATE_MIN}…{RATE_MAX}",
+            fix=f"choose a value from {RATE_MIN} to {RATE_MAX}, or --unlimited",
+        )
+    return value
+
+
+def this_computer() -> str:
+    """This computer's host name, as tasks name it."""
+    return socket.gethostname()
+
+
+@dataclass(frozen=True)
+class Company:
+    """An accounting unit with its own outbox database."""
+
+    name: str
+    outbox_path: str
+
+    def to_doc(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Company:
+        return cls(name=str(doc["name"]), outbox_path=str(doc["outbox_path"]))
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """How a task logs in to its SMTP server (the password lives in the keyring)."""
+
+    host: str
+    port: int = 587
+    security: Security = Security.STARTTLS
+    username: str = ""
+    sender: str = ""
+    reply_to: str = ""
+    verify_certs: bool = True
+    allow_insecure_auth: bool = False
+    timeout: float = 30.0
+
+    @property
+    def account_key(self) -> str:
+        """Identity of the SMTP account; tasks sharing it share one throttle bucket."""
+        return f"{self.username.lower()}@{self.host.lower()}:{self.port}"
+
+    @property
+    def sender_address(self) -> str:
+        return mailbox_address(self.sender)
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")
+
+    def validate(self) -> SmtpSettings:
+        """Check every field; raise InputError naming the first bad one."""
+        host = check_no_newline("host", self.host).strip()
+        if not host or " " in host:
+            raise InputError("host", "is empty or contains spaces", fix="enter the SMTP server name, e.g. smtp.example.com")
+        if not 1 <= int(self.port) <= 65535:
+            raise InputError("port", f"{self.port} is not a TCP port", fix="use 1…65535 (587 STARTTLS, 465 TLS, 25 none)")
+        check_no_newline("username", self.username)
+        if not self.sender:
+            raise InputError("sender", "is missing", fix='give the sender as "Name <name@example.com>"')
+        sender = check_mailbox("sender", self.sender)
+        reply_to = check_mailbox("reply-to", self.reply_to) if self.reply_to else ""
+        if (
+            self.username
+            and Security(self.security) is Security.NONE
+            and not self.allow_insecure_auth
+            and not self.is_loopback
+        ):
+            raise InputError(
+                "security",
+                f"logging in to {host} without encryption would send the password in clear",
+                fix="choose starttls or tls, or allow insecure auth explicitly",
+            )
+        if self.timeout <= 0:
+            raise InputError("timeout", "must be positive", fix="use e.g. 30 seconds")
+        return replace(self, host=host, security=Security(self.security), sender=sender, reply_to=reply_to)
+
+    def to_doc(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["security"] = str(self.security)
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> SmtpSettings:
+        known = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
+        known["security"] = Security(known.get("security", "starttls"))
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class Task:
+    """An automatic task; type "email" is Automatic e-mail sending."""
+
+    name: str
+    company: str
+    smtp: SmtpSettings
+    type: str = "email"
+    computer: str = field(default_factory=this_computer)
+    user: str = ""
+    enabled: bool = False
+    rate_per_hour: int | None = DEFAULT_RATE  # None = unlimited
+    daily_cap: int | None = None  # rolling 24 h
+    tags: tuple[str, ...] = ()
+    retry_delays: tuple[int, ...] = DEFAULT_RETRY_DELAYS
+    max_age_s: int = DEFAULT_MAX_AGE_S
+    start_seq: int = 0  # bumped by every explicit start: clears a sticky error
+    secret_rev: int = 0  # bumped when the password changes: clears a sticky error
+
+    def validate(self) -> Task:
+        """Check every field; raise InputError naming the first bad one."""
+        name = check_no_newline("name", self.name).strip()
+        if not name:
+            raise InputError("name", "is empty", fix="give the task a name")
+        if self.type not in TASK_TYPES:
+            raise InputError("type", f"unknown task type {self.type!r}", fix=f"use one of {', '.join(TASK_TYPES)}")
+        check_rate(self.rate_per_hour)
+        if self.daily_cap is not None and self.daily_cap < 1:
+            raise InputError("daily-cap", f"{self.daily_cap} is not a positive number", fix="give e.g. 2000, or leave it unset")
+        if not self.retry_delays or any(d <= 0 for d in self.retry_delays):
+            raise InputError("retry-delays", "must be positive seconds", fix="e.g. 60,300,900,3600,14400")
+        for tag in self.tags:
+            check_no_newline("tag", tag)
+            if not tag.strip():
+                raise InputError("tag", "is empty", fix="drop the empty tag")
+        check_no_newline("computer", self.computer)
+        check_no_newline("user", self.user)
+        return replace(
+            self,
+            name=name,
+            smtp=self.smtp.validate(),
+            computer=self.computer.strip() or this_computer(),
+            user=self.user.strip(),
+            tags=tuple(t.strip() for t in self.tags),
+        )
+
+    def retry_delay(self, attempts: int) -> int:
+        """Seconds to wait after the given number of failed attempts (≥ 1)."""
+        return self.retry_delays[min(max(attempts, 1), len(self.retry_delays)) - 1]
+
+    def runs_here(self, computer: str, user: str) -> bool:
+        """Whether an engine on this computer, as this OS user, should run the task."""
+        if self.computer.lower() != computer.lower():
+            return False
+        return not self.user or self.user.lower() == user.lower()
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever the definition, the password or an explicit start changes."""
+        blob = json.dumps(self.to_doc(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def cadence_text(self) -> str:
+        parts = [f"{self.rate_per_hour}/h" if self.rate_per_hour else "unlimited"]
+        if self.daily_cap:
+            parts.append(f"max {self.daily_cap}/24 h")
+        return ", ".join(parts)
+
+    def to_doc(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["smtp"] = self.smtp.to_doc()
+        doc["tags"] = list(self.tags)
+        doc["retry_delays"] = list(self.retry_delays)
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Task:
+        known = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
+        known["smtp"] = SmtpSettings.from_doc(doc["smtp"])
+        known["tags"] = tuple(doc.get("tags", ()))
+        known["retry_delays"] = tuple(doc.get("retry_delays", DEFAULT_RETRY_DELAYS))
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class TaskType:
+    """A kind of automatic task; the registry lets other kinds be added later."""
+
+    key: str
+    title: str
+
+
+TASK_TYPES: dict[str, TaskType] = {"email": TaskType("email", "Automatic e-mail sending")}
+
+
+def register_task_type(task_type: TaskType) -> None:
+    """Add a task type to the registry."""
+    TASK_TYPES[task_type.key] = task_type
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One row of a company's outbox."""
+
+    id: int
+    status: MessageStatus
+    mail_from: str
+    recipients: tuple[str, ...]
+    from_header: str
+    subject: str
+    tag: str
+    message_id: str
+    attempts: int
+    last_error_code: int | None
+    last_error: str
+    refused: dict[str, str]
+    server_reply: str
+    task: str
+    created_at: float
+    next_attempt_at: float | None
+    sent_at: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        from automail.clock import iso
+
+        return {
+            "id": self.id,
+            "status": str(self.status),
+            "from": self.from_header or self.mail_from,
+            "to": list(self.recipients),
+            "subject": self.subject,
+            "tag": self.tag,
+            "attempts": self.attempts,
+            "last_error": (
+                f"{self.last_error_code} {self.last_error}".strip()
+                if self.last_error_code
+                else self.last_error
+            )
+            or None,
+            "refused": self.refused or None,
+            "created_at": iso(self.created_at),
+            "sent_at": iso(self.sent_at),
+            "next_attempt_at": iso(self.next_attempt_at),
+            "message_id": self.message_id,
+        }
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """A task's persisted state plus its outbox counts, for `status` and the UI."""
+
+    task: str
+    company: str
+    state: TaskState
+    queued: int
+    deferred: int
+    sent_last_hour: int
+    sent_last_24h: int
+    failed: int
+    last_error: str
+    updated_at: float | None = None
+    pid: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "company": self.company,
+            "state": str(self.state),
+            "queued": self.queued,
+            "deferred": self.deferred,
+            "sent_last_hour": self.sent_last_hour,
+            "sent_last_24h": self.sent_last_24h,
+            "failed": self.failed,
+            "last_error": self.last_error or None,
+        }
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """Something the engine did, for the CLI to print and the UI to show."""
+
+    kind: str  # "sent" | "deferred" | "failed" | "state_changed" | "queue_drained"
+    task: str
+    company: str
+    message_id: int | None = None
+    state: TaskState | None = None
+    detail: str = ""
+    recipients: tuple[str, ...] = ()
+    fault: str = ""  # FaultKind value for state_changed to error
+
+
+EventSink = Callable[[EngineEvent], None]
+
+
+def unique_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    """Tags in given order without duplicates."""
+    return tuple(dict.fromkeys(t for t in tags if t))

@@ -60,9 +60,7 @@ _ADDR_RE = re.compile(r"^[^@\s<>(),;:\"\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Z
 def check_no_newline(field_name: str, value: str) -> str:
     """Refuse CR/LF in a header value: it would let one value inject more headers."""
     if "\r" in value or "\n" in value:
-        raise InputError(
-            field_name, "contains a line break (CR/LF)", fix="put the value on one line"
-        )
+        raise InputError(field_name, "contains a line break (CR/LF)", fix="put the value on one line")
     return value
 
 
@@ -162,9 +160,17 @@ class SmtpSettings:
         """Check every field; raise InputError naming the first bad one."""
         host = check_no_newline("host", self.host).strip()
         if not host or " " in host:
-            raise InputError("host", "is empty or contains spaces", fix="enter the SMTP server name, e.g. smtp.example.com")
+            raise InputError(
+                "host",
+                "is empty or contains spaces",
+                fix="enter the SMTP server name, e.g. smtp.example.com",
+            )
         if not 1 <= int(self.port) <= 65535:
-            raise InputError("port", f"{self.port} is not a TCP port", fix="use 1…65535 (587 STARTTLS, 465 TLS, 25 none)")
+            raise InputError(
+                "port",
+                f"{self.port} is not a TCP port",
+                fix="use 1…65535 (587 STARTTLS, 465 TLS, 25 none)",
+            )
         check_no_newline("username", self.username)
         if not self.sender:
             raise InputError("sender", "is missing", fix='give the sender as "Name <name@example.com>"')
@@ -222,10 +228,18 @@ class Task:
         if not name:
             raise InputError("name", "is empty", fix="give the task a name")
         if self.type not in TASK_TYPES:
-            raise InputError("type", f"unknown task type {self.type!r}", fix=f"use one of {', '.join(TASK_TYPES)}")
+            raise InputError(
+                "type",
+                f"unknown task type {self.type!r}",
+                fix=f"use one of {', '.join(TASK_TYPES)}",
+            )
         check_rate(self.rate_per_hour)
         if self.daily_cap is not None and self.daily_cap < 1:
-            raise InputError("daily-cap", f"{self.daily_cap} is not a positive number", fix="give e.g. 2000, or leave it unset")
+            raise InputError(
+                "daily-cap",
+                f"{self.daily_cap} is not a positive number",
+                fix="give e.g. 2000, or leave it unset",
+            )
         if not self.retry_delays or any(d <= 0 for d in self.retry_delays):
             raise InputError("retry-delays", "must be positive seconds", fix="e.g. 60,300,900,3600,14400")
         for tag in self.tags:
@@ -332,9 +346,7 @@ class StoredMessage:
             "tag": self.tag,
             "attempts": self.attempts,
             "last_error": (
-                f"{self.last_error_code} {self.last_error}".strip()
-                if self.last_error_code
-                else self.last_error
+                f"{self.last_error_code} {self.last_error}".strip() if self.last_error_code else self.last_error
             )
             or None,
             "refused": self.refused or None,

@@ -26,8 +26,7 @@ def set_password(task_name: str, password: str) -> None:
     except keyring.errors.KeyringError as exc:
         # The library's message never contains the password; keep only its class name.
         raise SecretStoreError(
-            f"cannot save the password of task {task_name!r} in the OS keyring "
-            f"({type(exc).__name__})",
+            f"cannot save the password of task {task_name!r} in the OS keyring ({type(exc).__name__})",
             fix=_FIX,
         ) from None
 
@@ -38,8 +37,7 @@ def get_password(task_name: str) -> str | None:
         return keyring.get_password(APP_NAME, _key(task_name))
     except keyring.errors.KeyringError as exc:
         raise SecretStoreError(
-            f"cannot read the password of task {task_name!r} from the OS keyring "
-            f"({type(exc).__name__})",
+            f"cannot read the password of task {task_name!r} from the OS keyring ({type(exc).__name__})",
             fix=_FIX,
         ) from None
 

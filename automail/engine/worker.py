@@ -1,0 +1,221 @@
+"""One task's loop: claim → wait for the bucket → send → record; it never dies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from automail.clock import Clock
+from automail.errors import AutomailError, FaultKind, SmtpError
+from automail.message import with_sender_headers
+from automail.models import Company, EngineEvent, EventSink, MessageStatus, Task, TaskState
+from automail.store.outbox import Outbox
+
+from .sender import SmtpSession
+from .throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_S = 1.0  # how often an idle worker looks for messages another process queued
+IDLE_CLOSE_S = 20.0  # close the SMTP connection after this long without sending
+UNREACHABLE_BACKOFF_S = (15, 30, 60, 120, 300, 600, 900)
+STEP_ERROR_BACKOFF_S = 5.0
+
+
+@dataclass
+class WorkerStatus:
+    """What the worker is doing now."""
+
+    state: TaskState = TaskState.STOPPED
+    reason: str = ""
+    fault: str = ""
+    code: int | None = None
+
+
+class Worker:
+    """Sends the messages of one task.  ``step(now)`` does one unit of work and
+    says how long to sleep; ``run()`` repeats it until ``stop()``."""
+
+    def __init__(
+        self,
+        task: Task,
+        company: Company,
+        outbox: Outbox,
+        throttle: Throttle,
+        clock: Clock,
+        emit: EventSink,
+        password: str | None,
+        session_factory: Callable[[Task, str | None], SmtpSession] | None = None,
+    ) -> None:
+        self.task = task
+        self.company = company
+        self.outbox = outbox
+        self.throttle = throttle
+        self.clock = clock
+        self.emit = emit
+        factory = session_factory or (lambda t, p: SmtpSession(t.smtp, p))
+        self.session = factory(task, password)
+        self.status = WorkerStatus()
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.finished = False  # stopped itself (sticky task error)
+        self._had_work = False
+        self._last_send = 0.0
+        self._unreachable = 0
+        self._retry_at = 0.0
+        self.failed_count = 0
+
+    # ---- state -----------------------------------------------------------------
+    def _set_state(self, state: TaskState, reason: str = "", fault: str = "", code: int | None = None) -> None:
+        new = WorkerStatus(state, reason, fault, code)
+        if new == self.status:
+            return
+        self.status = new
+        self.outbox.set_task_state(self.task.name, state, self.clock.now(), reason, fault, code, self.task.fingerprint)
+        self.emit(
+            EngineEvent(
+                "state_changed",
+                self.task.name,
+                self.company.name,
+                state=state,
+                detail=reason,
+                fault=fault,
+            )
+        )
+
+    def fail_to_start(self, error: AutomailError, fault: FaultKind = FaultKind.TASK_FATAL) -> None:
+        """Record why the task could not even start (no password, locked by another process…)."""
+        code = error.code if isinstance(error, SmtpError) else None
+        self._set_state(TaskState.ERROR, str(error), str(fault), code)
+        self.finished = True
+
+    # ---- the loop ---------------------------------------------------------------
+    async def run(self) -> None:
+        """Repeat ``step`` until stopped; every step's crash is logged and backed off."""
+        self.outbox.recover(self.task.name, self.clock.now())
+        self._set_state(TaskState.RUNNING)
+        try:
+            while not self.stopping and not self.finished:
+                try:
+                    sleep = await self.step(self.clock.now())
+                except Exception:
+                    log.exception("task %s: unexpected error in the sending loop", self.task.name)
+                    sleep = STEP_ERROR_BACKOFF_S
+                if sleep > 0 and not self.stopping:
+                    await self._sleep(sleep)
+        finally:
+            await self.session.close()
+            if not self.finished:
+                self._set_state(TaskState.STOPPED)
+
+    async def _sleep(self, seconds: float) -> None:
+        self.wake.clear()
+        try:
+            await asyncio.wait_for(self.wake.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    def stop(self) -> None:
+        """Finish the message in flight, then end ``run``."""
+        self.stopping = True
+        self.wake.set()
+
+    async def step(self, now: float) -> float:
+        """Do one unit of work at time ``now``; return seconds to sleep before the next."""
+        task = self.task
+        if now < self._retry_at:
+            return self._retry_at - now
+        due = self.outbox.next_due(task.tags)
+        if due is None or due > now:
+            await self._close_if_idle(now)
+            if self._had_work and self.outbox.counts(task.tags)[MessageStatus.SENDING] == 0 and due is None:
+                self._had_work = False
+                self.emit(EngineEvent("queue_drained", task.name, self.company.name))
+            if due is None:
+                self._set_state(TaskState.RUNNING)
+                return IDLE_POLL_S
+            self._set_state(TaskState.WAITING, "waiting to retry deferred messages")
+            return min(due - now, IDLE_POLL_S)
+        delay = self.throttle.delay(now)
+        if delay > 0:
+            self._set_state(TaskState.WAITING, f"throttled to {task.cadence_text}")
+            if delay > IDLE_CLOSE_S:
+                await self.session.close()
+            return delay
+        # Claim and take the bucket's slot before the first await, so workers sharing
+        # the bucket in this loop cannot both pass the check above.
+        claimed = self.outbox.claim(task.name, now, task.tags, mail_from=task.smtp.sender_address)
+        if claimed is None:
+            return 0.0
+        self.throttle.record(now)
+        self._had_work = True
+        msg = claimed.message
+        try:
+            await self.session.ensure_connected()
+        except SmtpError as exc:
+            self.outbox.release(msg.id, self.clock.now())
+            return self._task_fault(exc, self.clock.now())
+        self._set_state(TaskState.RUNNING)
+        raw = with_sender_headers(claimed.raw, task.smtp.sender, task.smtp.reply_to)
+        account = task.smtp.account_key
+        try:
+            result = await self.session.send(task.smtp.sender_address, msg.recipients, raw)
+        except SmtpError as exc:
+            done = self.clock.now()
+            if exc.kind in (FaultKind.TASK_FATAL, FaultKind.TASK_RETRY):
+                self.outbox.release(msg.id, done)
+                return self._task_fault(exc, done)
+            if exc.kind is FaultKind.TRANSIENT:
+                attempts = msg.attempts + 1
+                next_at = done + task.retry_delay(attempts)
+                if next_at - claimed.queued_at <= task.max_age_s:
+                    self.outbox.mark_deferred(msg.id, done, next_at, exc.code, str(exc), account, task.name)
+                    self.emit(self._msg_event("deferred", msg.id, str(exc), msg.recipients))
+                    return 0.0
+                reason = f"gave up after {attempts} attempts over {task.max_age_s // 3600} h: {exc}"
+                self._fail(msg.id, done, exc.code, reason, msg.recipients)
+                return 0.0
+            self._fail(msg.id, done, exc.code, str(exc), msg.recipients)
+            return 0.0
+        done = self.clock.now()
+        self.outbox.mark_sent(msg.id, done, result.reply, result.refused, account, task.name)
+        self._last_send = done
+        self._unreachable = 0
+        detail = result.reply
+        if result.refused:
+            detail += " (refused: " + ", ".join(f"{a} {r}" for a, r in result.refused.items()) + ")"
+        self.emit(self._msg_event("sent", msg.id, detail, msg.recipients))
+        return 0.0
+
+    def _fail(self, msg_id: int, now: float, code: int | None, reason: str, rcpts: tuple[str, ...]) -> None:
+        self.outbox.mark_failed(msg_id, now, code, reason, self.task.smtp.account_key, self.task.name)
+        self.failed_count += 1
+        self.emit(self._msg_event("failed", msg_id, reason, rcpts))
+
+    def _msg_event(self, kind: str, msg_id: int, detail: str, rcpts: tuple[str, ...]) -> EngineEvent:
+        return EngineEvent(
+            kind,
+            self.task.name,
+            self.company.name,
+            message_id=msg_id,
+            detail=detail,
+            recipients=rcpts,
+        )
+
+    def _task_fault(self, exc: SmtpError, now: float) -> float:
+        log.warning("task %s: %s", self.task.name, exc)
+        if exc.kind is FaultKind.TASK_FATAL:
+            self._set_state(TaskState.ERROR, str(exc), str(exc.kind), exc.code)
+            self.finished = True
+            return 0.0
+        backoff = UNREACHABLE_BACKOFF_S[min(self._unreachable, len(UNREACHABLE_BACKOFF_S) - 1)]
+        self._unreachable += 1
+        self._retry_at = now + backoff
+        self._set_state(TaskState.ERROR, f"{exc} (retrying every {backoff} s at most)", str(exc.kind), exc.code)
+        return float(backoff)
+
+    async def _close_if_idle(self, now: float) -> None:
+        if self.session.connected and now - self._last_send > IDLE_CLOSE_S:
+            await self.session.close()

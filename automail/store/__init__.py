@@ -1,0 +1,1 @@
+"""Storage: TinyDB task definitions and per-company SQLite outboxes."""

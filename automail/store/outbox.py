@@ -1,0 +1,543 @@
+"""A company's outbox: one SQLite file holding the message state machine.
+
+queued → sending → sent | deferred | failed | cancelled.  A message is claimed
+atomically (``BEGIN IMMEDIATE`` + ``UPDATE … RETURNING``), so two engines or two
+tasks never send the same message; a message found in ``sending`` after a crash
+goes back to the queue with its Message-ID unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from automail.errors import InputError, NotFoundError, OutboxError
+from automail.models import MessageStatus, StoredMessage, TaskState
+
+SCHEMA_VERSION = 1
+
+_SCHEMA_V1 = """
+CREATE TABLE messages (
+    id              INTEGER PRIMARY KEY,
+    status          TEXT    NOT NULL,
+    mail_from       TEXT    NOT NULL DEFAULT '',
+    recipients      TEXT    NOT NULL,
+    from_header     TEXT    NOT NULL DEFAULT '',
+    subject         TEXT    NOT NULL DEFAULT '',
+    tag             TEXT    NOT NULL DEFAULT '',
+    message_id      TEXT    NOT NULL,
+    size            INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error_code INTEGER,
+    last_error      TEXT    NOT NULL DEFAULT '',
+    refused         TEXT    NOT NULL DEFAULT '',
+    server_reply    TEXT    NOT NULL DEFAULT '',
+    task            TEXT    NOT NULL DEFAULT '',
+    created_at      REAL    NOT NULL,
+    queued_at       REAL    NOT NULL,
+    next_attempt_at REAL,
+    claimed_at      REAL,
+    sent_at         REAL,
+    updated_at      REAL    NOT NULL
+);
+CREATE TABLE bodies (
+    id  INTEGER PRIMARY KEY,
+    raw BLOB NOT NULL
+);
+-- next_attempt_at is set exactly while a message waits (queued or deferred), so this
+-- partial index holds only the queue, however many sent messages pile up.
+CREATE INDEX ix_ready   ON messages(next_attempt_at, id) WHERE next_attempt_at IS NOT NULL;
+CREATE INDEX ix_status  ON messages(status, id);
+CREATE INDEX ix_sending ON messages(task) WHERE status = 'sending';
+CREATE TABLE send_log (
+    account TEXT NOT NULL,
+    task    TEXT NOT NULL,
+    at      REAL NOT NULL
+);
+CREATE INDEX ix_send_account ON send_log(account, at);
+CREATE INDEX ix_send_task    ON send_log(task, at);
+CREATE TABLE task_state (
+    task        TEXT PRIMARY KEY,
+    state       TEXT NOT NULL,
+    reason      TEXT NOT NULL DEFAULT '',
+    fault       TEXT NOT NULL DEFAULT '',
+    code        INTEGER,
+    fingerprint TEXT NOT NULL DEFAULT '',
+    pid         INTEGER,
+    updated_at  REAL NOT NULL
+);
+"""
+
+_COLUMNS = (
+    "id, status, mail_from, recipients, from_header, subject, tag, message_id, attempts, "
+    "last_error_code, last_error, refused, server_reply, task, created_at, next_attempt_at, sent_at"
+)
+
+_READY = "next_attempt_at IS NOT NULL"
+SEND_LOG_KEEP_S = 2 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A validated message ready to be queued."""
+
+    raw: bytes
+    recipients: tuple[str, ...]
+    from_header: str
+    subject: str
+    message_id: str
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    """A message this task now owns (status ``sending``), with its MIME bytes."""
+
+    message: StoredMessage
+    raw: bytes
+    queued_at: float
+
+
+@dataclass(frozen=True)
+class TaskStateRecord:
+    """The persisted state of one task."""
+
+    task: str
+    state: TaskState
+    reason: str
+    fault: str
+    code: int | None
+    fingerprint: str
+    pid: int | None
+    updated_at: float
+
+
+def _row_to_message(row: Sequence[Any]) -> StoredMessage:
+    return StoredMessage(
+        id=row[0],
+        status=MessageStatus(row[1]),
+        mail_from=row[2],
+        recipients=tuple(json.loads(row[3])),
+        from_header=row[4],
+        subject=row[5],
+        tag=row[6],
+        message_id=row[7],
+        attempts=row[8],
+        last_error_code=row[9],
+        last_error=row[10],
+        refused=json.loads(row[11]) if row[11] else {},
+        server_reply=row[12],
+        task=row[13],
+        created_at=row[14],
+        next_attempt_at=row[15],
+        sent_at=row[16],
+    )
+
+
+def _tag_clause(tags: Sequence[str]) -> tuple[str, list[Any]]:
+    if not tags:
+        return "", []
+    return f" AND tag IN ({','.join('?' * len(tags))})", list(tags)
+
+
+class Outbox:
+    """The outbox database of one company.  Safe to share between threads:
+    each thread gets its own SQLite connection."""
+
+    def __init__(self, path: str | Path, company: str = "") -> None:
+        self.path = Path(path)
+        self.company = company
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._conn_lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._migrate(self._conn())
+
+    # ---- connection and transactions ----------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                # FULL: every committed status change survives power loss, not only a crash.
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.Error as exc:
+                raise OutboxError(
+                    f"cannot open the outbox of {self.company or self.path.stem} at {self.path}: {exc}",
+                    fix="check that the folder exists and is writable",
+                ) from exc
+            self._local.conn = conn
+            with self._conn_lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox {self.path} is busy or unusable: {exc}", fix="try again") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        with self.transaction():
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise OutboxError(
+                    f"outbox {self.path} was written by a newer AutoMail (schema {version})",
+                    fix="upgrade AutoMail",
+                )
+            if version < 1:
+                for stmt in _SCHEMA_V1.split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close every connection this object opened (all threads)."""
+        with self._conn_lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._connections.clear()
+        self._local = threading.local()
+
+    def data_version(self) -> int:
+        """Changes when another connection commits: cheap detection of outside enqueues."""
+        return int(self._conn().execute("PRAGMA data_version").fetchone()[0])
+
+    # ---- producing -----------------------------------------------------------
+    def enqueue(self, messages: Sequence[NewMessage], now: float) -> list[int]:
+        """Queue a batch in one transaction: all of it or nothing."""
+        ids: list[int] = []
+        with self.transaction() as conn:
+            for m in messages:
+                cur = conn.execute(
+                    "INSERT INTO messages (status, recipients, from_header, subject, tag, message_id, size,"
+                    " created_at, queued_at, next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        MessageStatus.QUEUED,
+                        json.dumps(list(m.recipients)),
+                        m.from_header,
+                        m.subject,
+                        m.tag,
+                        m.message_id,
+                        len(m.raw),
+                        now,
+                        now,
+                        now,
+                        now,
+                    ),
+                )
+                assert cur.lastrowid is not None
+                ids.append(cur.lastrowid)
+                conn.execute("INSERT INTO bodies (id, raw) VALUES (?, ?)", (cur.lastrowid, m.raw))
+        return ids
+
+    # ---- consuming -----------------------------------------------------------
+    def next_due(self, tags: Sequence[str] = ()) -> float | None:
+        """When the earliest queued or deferred message becomes due (None: nothing waiting)."""
+        clause, args = _tag_clause(tags)
+        row = self._conn().execute(f"SELECT min(next_attempt_at) FROM messages WHERE {_READY}{clause}", args).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def claim(self, task: str, now: float, tags: Sequence[str] = (), mail_from: str = "") -> ClaimedMessage | None:
+        """Atomically take the next due message for ``task`` (status → sending)."""
+        clause, args = _tag_clause(tags)
+        with self.transaction() as conn:
+            row = conn.execute(
+                f"UPDATE messages SET status='sending', task=?, mail_from=?, claimed_at=?, updated_at=?,"
+                f" next_attempt_at=NULL"
+                f" WHERE id = (SELECT id FROM messages WHERE next_attempt_at <= ?{clause}"
+                f" ORDER BY next_attempt_at, id LIMIT 1) RETURNING {_COLUMNS}, queued_at",
+                [task, mail_from, now, now, now, *args],
+            ).fetchone()
+            if row is None:
+                return None
+            raw = conn.execute("SELECT raw FROM bodies WHERE id=?", (row[0],)).fetchone()[0]
+        return ClaimedMessage(_row_to_message(row), bytes(raw), float(row[-1]))
+
+    def mark_sent(self, msg_id: int, now: float, reply: str, refused: dict[str, str], account: str, task: str) -> None:
+        """Record a delivery (with any refused recipients) and log it for the throttle."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE messages SET status='sent', sent_at=?, updated_at=?, attempts=attempts+1,"
+                " server_reply=?, refused=?, next_attempt_at=NULL, last_error_code=NULL, last_error=''"
+                " WHERE id=?",
+                (now, now, reply, json.dumps(refused) if refused else "", msg_id),
+            )
+            conn.execute("INSERT INTO send_log (account, task, at) VALUES (?,?,?)", (account, task, now))
+
+    def mark_deferred(
+        self,
+        msg_id: int,
+        now: float,
+        next_at: float,
+        code: int | None,
+        error: str,
+        account: str,
+        task: str,
+    ) -> None:
+        """A transient failure: try again at ``next_at``."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE messages SET status='deferred', updated_at=?, attempts=attempts+1, next_attempt_at=?,"
+                " last_error_code=?, last_error=? WHERE id=?",
+                (now, next_at, code, error, msg_id),
+            )
+            conn.execute("INSERT INTO send_log (account, task, at) VALUES (?,?,?)", (account, task, now))
+
+    def mark_failed(self, msg_id: int, now: float, code: int | None, error: str, account: str, task: str) -> None:
+        """A permanent failure: the message will not be tried again unless retried by hand."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE messages SET status='failed', updated_at=?, attempts=attempts+1, next_attempt_at=NULL,"
+                " last_error_code=?, last_error=? WHERE id=?",
+                (now, code, error, msg_id),
+            )
+            if account:
+                conn.execute("INSERT INTO send_log (account, task, at) VALUES (?,?,?)", (account, task, now))
+
+    def release(self, msg_id: int, now: float) -> None:
+        """Give a claimed message back untouched (a task-level fault, not the message's)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE messages SET status='queued', updated_at=?, claimed_at=NULL,"
+                " next_attempt_at=? WHERE id=? AND status='sending'",
+                (now, now, msg_id),
+            )
+
+    def recover(self, task: str | None, now: float, older_than: float | None = None) -> int:
+        """Return messages stuck in ``sending`` (after a crash) to the queue; same Message-ID."""
+        sql = (
+            "UPDATE messages SET status='queued', updated_at=?, claimed_at=NULL, next_attempt_at=?"
+            " WHERE status='sending'"
+        )
+        args: list[Any] = [now, now]
+        if task is not None:
+            sql += " AND task=?"
+            args.append(task)
+        if older_than is not None:
+            sql += " AND claimed_at < ?"
+            args.append(older_than)
+        with self.transaction() as conn:
+            return conn.execute(sql, args).rowcount
+
+    def send_times(self, account: str, since: float) -> list[float]:
+        """Send attempts on an SMTP account since ``since``: restores the throttle after a restart."""
+        rows = (
+            self._conn()
+            .execute("SELECT at FROM send_log WHERE account=? AND at>? ORDER BY at", (account, since))
+            .fetchall()
+        )
+        return [float(r[0]) for r in rows]
+
+    def prune_send_log(self, now: float) -> None:
+        """Forget send-log entries the throttle no longer needs."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM send_log WHERE at < ?", (now - SEND_LOG_KEEP_S,))
+
+    # ---- user actions ----------------------------------------------------------
+    def retry(self, ids: Iterable[int] | None, now: float) -> int:
+        """Queue failed (or deferred) messages again: the given ids, or every failed one if None."""
+        with self.transaction() as conn:
+            if ids is None:
+                cur = conn.execute(
+                    "UPDATE messages SET status='queued', attempts=0, queued_at=?, next_attempt_at=?, updated_at=?"
+                    " WHERE status='failed'",
+                    (now, now, now),
+                )
+                return cur.rowcount
+            id_list = list(ids)
+            self._check_ids(conn, id_list, ("failed", "deferred"), "retry")
+            for msg_id in id_list:
+                conn.execute(
+                    "UPDATE messages SET status='queued', attempts=0, queued_at=?, next_attempt_at=?,"
+                    " updated_at=? WHERE id=?",
+                    (now, now, now, msg_id),
+                )
+            return len(id_list)
+
+    def cancel(self, ids: Iterable[int], now: float) -> int:
+        """Cancel queued or deferred messages; refuses the whole list if any cannot be cancelled."""
+        id_list = list(ids)
+        with self.transaction() as conn:
+            self._check_ids(conn, id_list, ("queued", "deferred"), "cancel")
+            for msg_id in id_list:
+                conn.execute(
+                    "UPDATE messages SET status='cancelled', next_attempt_at=NULL, updated_at=? WHERE id=?",
+                    (now, msg_id),
+                )
+        return len(id_list)
+
+    def _check_ids(self, conn: sqlite3.Connection, ids: list[int], allowed: tuple[str, ...], verb: str) -> None:
+        if not ids:
+            raise InputError("id", "no message ids given", fix=f"name the messages to {verb}")
+        for msg_id in ids:
+            row = conn.execute("SELECT status FROM messages WHERE id=?", (msg_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(
+                    "id",
+                    f"message {msg_id} is not in the outbox of {self.company}",
+                    fix="see `automail outbox`",
+                )
+            if row[0] not in allowed:
+                raise InputError(
+                    "id",
+                    f"message {msg_id} is {row[0]} and cannot be {verb}ed"
+                    if verb != "retry"
+                    else f"message {msg_id} is {row[0]}; only {' or '.join(allowed)} messages can be retried",
+                    fix=f"{verb} only {' or '.join(allowed)} messages",
+                )
+
+    # ---- reading -------------------------------------------------------------------
+    def get(self, msg_id: int) -> StoredMessage:
+        """One message or NotFoundError."""
+        row = self._conn().execute(f"SELECT {_COLUMNS} FROM messages WHERE id=?", (msg_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(
+                "id",
+                f"message {msg_id} is not in the outbox of {self.company}",
+                fix="see `automail outbox`",
+            )
+        return _row_to_message(row)
+
+    def raw(self, msg_id: int) -> bytes:
+        """The MIME bytes of a message."""
+        row = self._conn().execute("SELECT raw FROM bodies WHERE id=?", (msg_id,)).fetchone()
+        if row is None:
+            raise NotFoundError("id", f"message {msg_id} has no body", fix="see `automail outbox`")
+        return bytes(row[0])
+
+    def _filter(self, status: MessageStatus | None, search: str) -> tuple[str, list[Any]]:
+        where, args = [], []
+        if status is not None:
+            where.append("status=?")
+            args.append(str(status))
+        if search:
+            where.append("(subject LIKE ? OR recipients LIKE ? OR from_header LIKE ? OR message_id LIKE ?)")
+            args.extend([f"%{search}%"] * 4)
+        return (" WHERE " + " AND ".join(where)) if where else "", args
+
+    def list(
+        self,
+        status: MessageStatus | None = None,
+        search: str = "",
+        limit: int = -1,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> list[StoredMessage]:
+        """Messages, optionally filtered by status and a search text, one page at a time."""
+        where, args = self._filter(status, search)
+        order = "DESC" if newest_first else "ASC"
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT {_COLUMNS} FROM messages{where} ORDER BY id {order} LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            )
+            .fetchall()
+        )
+        return [_row_to_message(r) for r in rows]
+
+    def count(self, status: MessageStatus | None = None, search: str = "") -> int:
+        """How many messages match the filter."""
+        where, args = self._filter(status, search)
+        return int(self._conn().execute(f"SELECT count(*) FROM messages{where}", args).fetchone()[0])
+
+    def counts(self, tags: Sequence[str] = ()) -> dict[MessageStatus, int]:
+        """Messages per status (restricted to tags when given)."""
+        clause, args = _tag_clause(tags)
+        rows = (
+            self._conn()
+            .execute(f"SELECT status, count(*) FROM messages WHERE 1{clause} GROUP BY status", args)
+            .fetchall()
+        )
+        result = {s: 0 for s in MessageStatus}
+        result.update({MessageStatus(r[0]): int(r[1]) for r in rows})
+        return result
+
+    def sent_count(self, task: str, since: float) -> int:
+        """Messages a task delivered since ``since``."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT count(*) FROM messages WHERE status='sent' AND task=? AND sent_at>?",
+                (task, since),
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
+    def failed_count(self, task: str, tags: Sequence[str]) -> int:
+        """Failed messages of a task (claimed by it, or in its scope and never claimed)."""
+        clause, args = _tag_clause(tags)
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT count(*) FROM messages WHERE status='failed' AND (task=? OR (task=''{clause}))",
+                [task, *args],
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
+    # ---- task state ----------------------------------------------------------------
+    def set_task_state(
+        self,
+        task: str,
+        state: TaskState,
+        now: float,
+        reason: str = "",
+        fault: str = "",
+        code: int | None = None,
+        fingerprint: str = "",
+    ) -> None:
+        """Persist a task's state so other processes (and later runs) can show it."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO task_state (task, state, reason, fault, code, fingerprint, pid, updated_at)"
+                " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(task) DO UPDATE SET state=excluded.state,"
+                " reason=excluded.reason, fault=excluded.fault, code=excluded.code,"
+                " fingerprint=excluded.fingerprint, pid=excluded.pid, updated_at=excluded.updated_at",
+                (task, str(state), reason, fault, code, fingerprint, os.getpid(), now),
+            )
+
+    def task_state(self, task: str) -> TaskStateRecord | None:
+        """The persisted state of a task, if it ever ran."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT task, state, reason, fault, code, fingerprint, pid, updated_at FROM task_state WHERE task=?",
+                (task,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return TaskStateRecord(row[0], TaskState(row[1]), row[2], row[3], row[4], row[5], row[6], row[7])
+
+    def delete_task_state(self, task: str) -> None:
+        """Forget a removed task's state."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM task_state WHERE task=?", (task,))

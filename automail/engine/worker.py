@@ -140,7 +140,11 @@ class Worker:
             return min(due - now, IDLE_POLL_S)
         delay = self.throttle.delay(now)
         if delay > 0:
-            self._set_state(TaskState.WAITING, f"throttled to {task.cadence_text}")
+            # Normal spacing between sends is "running"; "waiting" is a cap that holds sending back.
+            if delay > self.throttle.interval + 1.0:
+                self._set_state(TaskState.WAITING, f"sending limit reached ({task.cadence_text})")
+            else:
+                self._set_state(TaskState.RUNNING)
             if delay > IDLE_CLOSE_S:
                 await self.session.close()
             return delay

@@ -1,0 +1,369 @@
+"""The facade the CLI and the UI call: definitions, outboxes, the engine and its events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from automail import secrets
+from automail.clock import Clock, SystemClock
+from automail.errors import AutomailError, InputError
+from automail.message import compose, max_message_bytes, prepare_raw
+from automail.models import (
+    Company,
+    EngineEvent,
+    EventSink,
+    MessageStatus,
+    StoredMessage,
+    Task,
+    TaskState,
+    TaskStatus,
+    this_computer,
+)
+from automail.paths import data_dir, definitions_file, lock_dir
+from automail.store.definitions import Definitions
+from automail.store.outbox import NewMessage, Outbox
+
+from .runtime import Engine, EngineHooks, current_user
+from .sender import SmtpSession
+from .tasklock import TaskLock
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """Everything AutoMail can do, for one data folder."""
+
+    def __init__(
+        self,
+        home: Path | None = None,
+        clock: Clock | None = None,
+        computer: str | None = None,
+        user: str | None = None,
+        session_factory: Callable[[Task, str | None], SmtpSession] | None = None,
+    ) -> None:
+        self.home = home or data_dir()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.clock: Clock = clock or SystemClock()
+        self.computer = computer or this_computer()
+        self.user = current_user() if user is None else user
+        self.definitions = Definitions(definitions_file(self.home), self.home)
+        self._outboxes: dict[str, Outbox] = {}
+        self._outbox_lock = threading.Lock()
+        self._sinks: list[EventSink] = []
+        self._session_factory = session_factory
+        self._engine: Engine | None = None
+
+    # ---- events -------------------------------------------------------------------
+    def subscribe(self, sink: EventSink) -> Callable[[], None]:
+        """Call ``sink`` (from the engine thread) for every engine event; returns an unsubscribe."""
+        self._sinks.append(sink)
+        return lambda: self._sinks.remove(sink) if sink in self._sinks else None
+
+    def _emit(self, event: EngineEvent) -> None:
+        for sink in list(self._sinks):
+            try:
+                sink(event)
+            except Exception:
+                log.exception("event listener failed")
+
+    # ---- companies -------------------------------------------------------------------
+    def companies(self) -> list[Company]:
+        return self.definitions.companies()
+
+    def add_company(self, name: str, outbox_path: str | None = None) -> Company:
+        """Create a company and its outbox database."""
+        company = self.definitions.add_company(name, outbox_path)
+        try:
+            self.outbox(company.name)
+        except AutomailError:
+            self.definitions.remove_company(company.name)
+            raise
+        return company
+
+    def remove_company(self, name: str) -> Company:
+        """Remove a company without tasks (its outbox file stays on disk)."""
+        company = self.definitions.remove_company(name)
+        with self._outbox_lock:
+            box = self._outboxes.pop(company.outbox_path, None)
+        if box is not None:
+            box.close()
+        return company
+
+    def outbox(self, company_name: str) -> Outbox:
+        """The outbox of a company (opened once per process)."""
+        return self._outbox_of(self.definitions.company(company_name))
+
+    def _outbox_of(self, company: Company) -> Outbox:
+        with self._outbox_lock:
+            box = self._outboxes.get(company.outbox_path)
+            if box is None:
+                box = Outbox(company.outbox_path, company.name)
+                self._outboxes[company.outbox_path] = box
+            return box
+
+    # ---- tasks ---------------------------------------------------------------------
+    def tasks(self, company: str | None = None) -> list[Task]:
+        tasks = self.definitions.tasks()
+        if company is not None:
+            tasks = [t for t in tasks if t.company.lower() == company.lower()]
+        return tasks
+
+    def task(self, name: str) -> Task:
+        return self.definitions.task(name)
+
+    def add_task(self, task: Task, password: str | None = None) -> Task:
+        """Validate and store a task; its password goes to the keyring only. All or nothing."""
+        task = task.validate()
+        self.definitions.company(task.company)
+        if any(t.name.lower() == task.name.lower() for t in self.definitions.tasks()):
+            raise InputError("task", f"a task named {task.name!r} exists already", fix="choose another name")
+        if password:
+            secrets.set_password(task.name, password)
+        try:
+            return self.definitions.add_task(task)
+        except BaseException:
+            if password:
+                secrets.delete_password(task.name)
+            raise
+
+    def edit_task(self, name: str, change: Callable[[Task], Task], password: str | None = None) -> Task:
+        """Change a task; a new password is stored first and bumps the task's secret revision."""
+        current = self.definitions.task(name)
+        candidate = change(current).validate()  # refuse bad input before touching the keyring
+        if candidate.name.lower() != current.name.lower():
+            raise InputError("name", "a task cannot be renamed here", fix="add a new task and remove the old one")
+        if password:
+            secrets.set_password(current.name, password)
+
+        def apply(t: Task) -> Task:
+            updated = change(t)
+            return replace(updated, secret_rev=t.secret_rev + 1) if password else updated
+
+        task = self.definitions.update_task(name, apply)
+        self._poke()
+        return task
+
+    def remove_task(self, name: str) -> Task:
+        """Delete a task and its password (a running engine stops it within a second)."""
+        task = self.definitions.remove_task(name)
+        secrets.delete_password(task.name)
+        try:
+            self.outbox(task.company).delete_task_state(task.name)
+        except AutomailError:
+            pass
+        self._poke()
+        return task
+
+    def has_password(self, name: str) -> bool:
+        return secrets.get_password(name) is not None
+
+    def start_task(self, name: str) -> Task:
+        """Enable a task; also clears a sticky login/TLS/sender error."""
+        task = self.definitions.update_task(name, lambda t: replace(t, enabled=True, start_seq=t.start_seq + 1))
+        self._poke()
+        return task
+
+    def stop_task(self, name: str) -> Task:
+        """Disable a task (the engine finishes the message in flight)."""
+        task = self.definitions.update_task(name, lambda t: replace(t, enabled=False))
+        self._poke()
+        return task
+
+    def start_all(self) -> list[Task]:
+        tasks = self.definitions.set_all_enabled(True, self.computer, self.user)
+        self._poke()
+        return tasks
+
+    def stop_all(self) -> list[Task]:
+        tasks = self.definitions.set_all_enabled(False, self.computer, self.user)
+        self._poke()
+        return tasks
+
+    def test_task(self, task: Task | str, password: str | None = None) -> str:
+        """Connect, secure and log in with a task's settings; return what the server said.
+
+        Runs its own short event loop: call it from a worker thread in a GUI.
+        """
+        if isinstance(task, str):
+            task = self.definitions.task(task)
+        task = task.validate()
+        if password is None and task.smtp.username:
+            password = secrets.get_password(task.name)
+
+        async def probe() -> str:
+            session = SmtpSession(task.smtp, password)
+            greeting = await session.connect()
+            await session.close()
+            return greeting
+
+        greeting = asyncio.run(probe())
+        login = f", logged in as {task.smtp.username}" if task.smtp.username else ""
+        return f"Connected to {task.smtp.host}:{task.smtp.port} ({task.smtp.security}){login}. Server: {greeting}"
+
+    def send_test_email(self, task: Task, to: str, password: str | None = None) -> str:
+        """Send one test e-mail now, outside the outbox and the throttle; return the server's reply."""
+        task = task.validate()
+        if password is None and task.smtp.username:
+            password = secrets.get_password(task.name)
+        msg = compose(
+            to=[to],
+            subject=f"AutoMail test from task {task.name}",
+            text=f"This is a test e-mail sent by AutoMail task {task.name!r} on {self.computer}.",
+            sender=task.smtp.sender,
+        )
+
+        async def deliver() -> str:
+            session = SmtpSession(task.smtp, password)
+            try:
+                result = await session.send(task.smtp.sender_address, msg.recipients, msg.raw)
+            finally:
+                await session.close()
+            return result.reply
+
+        return asyncio.run(deliver())
+
+    # ---- messages -------------------------------------------------------------------
+    def enqueue(self, company: str, messages: Sequence[NewMessage]) -> list[int]:
+        """Queue already prepared messages in one transaction."""
+        if not messages:
+            raise InputError("messages", "nothing to queue", fix="give at least one message")
+        ids = self.outbox(company).enqueue(messages, self.clock.now())
+        self._poke()
+        return ids
+
+    def enqueue_raw(self, company: str, items: Iterable[tuple[str, bytes]], tag: str = "") -> list[int]:
+        """Validate every (source name, MIME bytes) pair, then queue all or nothing."""
+        self.definitions.company(company)
+        limit = max_message_bytes()
+        prepared = [prepare_raw(raw, source, tag, limit) for source, raw in items]
+        return self.enqueue(company, prepared)
+
+    def enqueue_files(self, company: str, paths: Sequence[Path], tag: str = "") -> list[int]:
+        """Queue .eml files: every file is read and checked before any is queued."""
+        items = []
+        for path in paths:
+            try:
+                items.append((str(path), path.read_bytes()))
+            except OSError as exc:
+                raise InputError(str(path), f"cannot be read: {exc.strerror}", fix="check the path") from exc
+        return self.enqueue_raw(company, items, tag)
+
+    def send(self, company: str, **parts: object) -> int:
+        """Compose a message from parts (see message.compose) and queue it."""
+        self.definitions.company(company)
+        msg = compose(max_bytes=max_message_bytes(), **parts)  # type: ignore[arg-type]
+        return self.enqueue(company, [msg])[0]
+
+    def messages(
+        self, company: str, status: MessageStatus | None = None, search: str = "", limit: int = -1, offset: int = 0
+    ) -> list[StoredMessage]:
+        return self.outbox(company).list(status, search, limit, offset)
+
+    def retry(self, company: str, ids: Sequence[int] | None) -> int:
+        """Queue failed messages again (all failed ones when ids is None)."""
+        count = self.outbox(company).retry(ids, self.clock.now())
+        self._poke()
+        return count
+
+    def cancel(self, company: str, ids: Sequence[int]) -> int:
+        return self.outbox(company).cancel(ids, self.clock.now())
+
+    # ---- status --------------------------------------------------------------------------
+    def status(self, company: str | None = None) -> list[TaskStatus]:
+        """Every task's persisted state and counts (works with or without a running engine)."""
+        now = self.clock.now()
+        result = []
+        companies = {c.name.lower(): c for c in self.definitions.companies()}
+        running = self._engine.running_tasks() if self._engine is not None else {}
+        for task in self.tasks(company):
+            comp = companies.get(task.company.lower())
+            if comp is None:
+                continue
+            box = self._outbox_of(comp)
+            record = box.task_state(task.name)
+            state = record.state if record else TaskState.STOPPED
+            reason = record.reason if record and record.state is TaskState.ERROR else ""
+            if state in (TaskState.RUNNING, TaskState.WAITING) and task.name not in running:
+                # Persisted as running, but no engine holds the task: it was killed or has exited.
+                if not self.lock_for(task.name).is_held_elsewhere():
+                    state = TaskState.STOPPED
+            counts = box.counts(task.tags)
+            result.append(
+                TaskStatus(
+                    task=task.name,
+                    company=comp.name,
+                    state=state,
+                    queued=counts[MessageStatus.QUEUED] + counts[MessageStatus.SENDING],
+                    deferred=counts[MessageStatus.DEFERRED],
+                    sent_last_hour=box.sent_count(task.name, now - 3600),
+                    sent_last_24h=box.sent_count(task.name, now - 86400),
+                    failed=box.failed_count(task.name, task.tags),
+                    last_error=reason,
+                    updated_at=record.updated_at if record else None,
+                    pid=record.pid if record else None,
+                )
+            )
+        return result
+
+    def pending(self, tasks: Sequence[Task]) -> int:
+        """Messages still queued, sending or deferred in the scope of the given tasks."""
+        total = 0
+        for task in tasks:
+            counts = self.outbox(task.company).counts(task.tags)
+            total += counts[MessageStatus.QUEUED] + counts[MessageStatus.SENDING] + counts[MessageStatus.DEFERRED]
+        return total
+
+    def local_tasks(self) -> list[Task]:
+        """Tasks assigned to this computer (and this OS user, where they name one)."""
+        return [t for t in self.definitions.tasks() if t.runs_here(self.computer, self.user)]
+
+    # ---- engine ------------------------------------------------------------------------
+    def lock_for(self, task_name: str) -> TaskLock:
+        return TaskLock(lock_dir(self.home), task_name)
+
+    @property
+    def engine(self) -> Engine | None:
+        return self._engine
+
+    @property
+    def engine_running(self) -> bool:
+        return self._engine is not None and self._engine.running
+
+    def start_engine(self) -> Engine:
+        """Start sending in the background (the "server")."""
+        if self._engine is None or not self._engine.running:
+            hooks = EngineHooks(
+                outbox_for=self._outbox_of,
+                lock_for=self.lock_for,
+                emit=self._emit,
+                session_factory=self._session_factory,
+            )
+            self._engine = Engine(self.definitions, hooks, self.clock, self.computer, self.user)
+            self._engine.start()
+            self._emit(EngineEvent("engine_started", "", ""))
+        return self._engine
+
+    def stop_engine(self, timeout: float = 15.0) -> bool:
+        """Stop sending, finishing the messages in flight within ``timeout`` seconds."""
+        if self._engine is None:
+            return True
+        ok = self._engine.stop(timeout)
+        self._emit(EngineEvent("engine_stopped", "", ""))
+        return ok
+
+    def _poke(self) -> None:
+        if self._engine is not None:
+            self._engine.poke()
+
+    def close(self) -> None:
+        """Stop the engine and close every database connection."""
+        self.stop_engine()
+        with self._outbox_lock:
+            for box in self._outboxes.values():
+                box.close()
+            self._outboxes.clear()

@@ -30,8 +30,18 @@ def make_message(to: str = "jan@example.sk", n: int = 1) -> EmailMessage:
 
 
 def send(server: SmtpServer, message: EmailMessage | None = None, **kwargs: Any) -> Any:
+    """aiosmtplib.send in a fresh event loop; returns (refused recipients, reply text)."""
     kwargs.setdefault("timeout", 2)
-    return asyncio.run(aiosmtplib.send(message or make_message(), hostname=server.host, port=server.port, **kwargs))
+
+    async def run() -> Any:
+        try:
+            return await aiosmtplib.send(message or make_message(), hostname=server.host, port=server.port, **kwargs)
+        finally:
+            # After an error aiosmtplib closes its transport, which finishes closing on a
+            # later loop iteration; without this asyncio.run ends first (ResourceWarning).
+            await asyncio.sleep(0.01)
+
+    return asyncio.run(run())
 
 
 def test_send_is_recorded(smtp_server: SmtpServer) -> None:

@@ -1,0 +1,585 @@
+"""The `automail` command line; the GUI is imported only for the GUI commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from automail import __version__
+from automail.display import has_display
+from automail.errors import AutomailError, InputError
+from automail.models import (
+    DEFAULT_RATE,
+    EngineEvent,
+    MessageStatus,
+    Security,
+    SmtpSettings,
+    Task,
+    TaskState,
+    unique_tags,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _out(text: str = "") -> None:
+    # A windowed (frozen) build has no stdout.
+    if sys.stdout is not None:
+        print(text, flush=True)
+
+
+def _err(text: str) -> None:
+    if sys.stderr is not None:
+        print(text, file=sys.stderr, flush=True)
+
+
+# ---- argument parsing -------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # exit 2 with a hint, as argparse does, but say how to get help
+        self.print_usage(sys.stderr)
+        _err(f"automail: bad input: {message} (see `{self.prog} --help`)")
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _positive_int(field: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{field}: {text!r} is not a whole number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{field}: must be positive, got {value}")
+        return value
+
+    return parse
+
+
+def _delays(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"retry-delays: {text!r} is not a list of seconds like 60,300,900") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError("retry-delays: give positive seconds, e.g. 60,300,900,3600,14400")
+    return values
+
+
+def _task_options(p: argparse.ArgumentParser, adding: bool) -> None:
+    p.add_argument("--company", required=adding, help="company (outbox) the task sends from")
+    p.add_argument("--host", required=adding, help="SMTP server name")
+    p.add_argument("--port", type=_positive_int("port"), help="default: 587 starttls, 465 tls, 25 none")
+    p.add_argument("--security", choices=[s.value for s in Security], help="default starttls")
+    p.add_argument("--username", help="SMTP login name")
+    p.add_argument("--password-stdin", action="store_true", help="read the SMTP password from standard input")
+    p.add_argument("--sender", help='"Name <address>" of the sender')
+    p.add_argument("--reply-to", help="Reply-To address")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--rate", type=int, help=f"e-mails per hour, 100…3000 (default {DEFAULT_RATE})")
+    rate.add_argument("--unlimited", action="store_true", help="no spacing between e-mails")
+    p.add_argument("--daily-cap", type=_positive_int("daily-cap"), help="at most N e-mails in any 24 hours")
+    p.add_argument("--computer", help="computer that runs the task (default: this one)")
+    p.add_argument("--user", help="OS user the task runs for (default: any)")
+    p.add_argument("--tag", action="append", help="send only messages with this tag (repeatable)")
+    p.add_argument("--retry-delays", type=_delays, help="seconds between attempts, e.g. 60,300,900,3600,14400")
+    p.add_argument("--allow-insecure-auth", action="store_true", help="allow a login without encryption")
+    p.add_argument("--no-verify-certs", action="store_true", help="do not verify the server's certificate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="automail", description="Throttled, durable mass e-mail sending.")
+    parser.add_argument("--version", action="version", version=f"AutoMail {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    company = sub.add_parser("company", help="companies and their outboxes").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    p = company.add_parser("add")
+    p.add_argument("name")
+    p.add_argument("--outbox", help="outbox database path (default: data folder)")
+    p = company.add_parser("list")
+    p.add_argument("--json", action="store_true")
+    company.add_parser("remove").add_argument("name")
+
+    task = sub.add_parser("task", help="automatic e-mail sending tasks").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    p = task.add_parser("add")
+    p.add_argument("name")
+    _task_options(p, adding=True)
+    p = task.add_parser("edit")
+    p.add_argument("name")
+    _task_options(p, adding=False)
+    p = task.add_parser("list")
+    p.add_argument("--json", action="store_true")
+    task.add_parser("remove").add_argument("name")
+    for verb in ("start", "stop"):
+        p = task.add_parser(verb)
+        g = p.add_mutually_exclusive_group(required=True)
+        g.add_argument("name", nargs="?")
+        g.add_argument("--all", action="store_true")
+    task.add_parser("test").add_argument("name")
+
+    p = sub.add_parser("enqueue", help="queue .eml files")
+    p.add_argument("--company", required=True)
+    p.add_argument("--tag", default="")
+    p.add_argument("files", nargs="+", help=".eml files, or - for standard input")
+
+    p = sub.add_parser("send", help="compose and queue one message")
+    p.add_argument("--company", required=True)
+    p.add_argument("--to", nargs="+", default=[], action="extend")
+    p.add_argument("--cc", nargs="+", default=[], action="extend")
+    p.add_argument("--bcc", nargs="+", default=[], action="extend")
+    p.add_argument("--subject", required=True)
+    p.add_argument("--text", type=Path)
+    p.add_argument("--html", type=Path)
+    p.add_argument("--attach", nargs="+", default=[], action="extend", type=Path)
+    p.add_argument("--tag", default="")
+    p.add_argument("--from", dest="sender", default="", help="From header (default: the task's sender)")
+
+    p = sub.add_parser("outbox", help="list a company's messages")
+    p.add_argument("--company", required=True)
+    p.add_argument("--status", choices=[s.value for s in MessageStatus])
+    p.add_argument("--search", default="")
+    p.add_argument("--limit", type=int, default=-1)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("retry", help="queue failed messages again")
+    p.add_argument("--company", required=True)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--failed", action="store_true", help="every failed message")
+    g.add_argument("ids", nargs="*", type=int, default=[])
+
+    p = sub.add_parser("cancel", help="cancel queued messages")
+    p.add_argument("--company", required=True)
+    p.add_argument("ids", nargs="+", type=int)
+
+    p = sub.add_parser("status", help="state of every task")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("run", help="send in the foreground until stopped")
+    p.add_argument("--until-empty", action="store_true", help="exit when nothing is left to send")
+
+    p = sub.add_parser("demo", help="show AutoMail sending a sample mailing to a local capture server")
+    p.add_argument("--headless", action="store_true", help="no windows: print progress")
+
+    sub.add_parser("gui", help="start the desktop app (the default with a display)")
+    return parser
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def _service() -> Any:
+    from automail.engine.service import Service
+
+    return Service()
+
+
+def _read_password(args: argparse.Namespace) -> str | None:
+    if not getattr(args, "password_stdin", False):
+        return None
+    line = sys.stdin.readline()
+    password = line.rstrip("\r\n")
+    if not password:
+        raise InputError("password", "standard input was empty", fix="pipe the password, e.g. `echo … | automail …`")
+    return password
+
+
+def _apply_task_options(task: Task, args: argparse.Namespace) -> Task:
+    smtp = task.smtp
+    if args.security is not None:
+        security = Security(args.security)
+        port = args.port or (security.default_port if smtp.port == Security(smtp.security).default_port else smtp.port)
+        smtp = replace(smtp, security=security, port=port)
+    elif args.port is not None:
+        smtp = replace(smtp, port=args.port)
+    for name in ("host", "username", "sender", "reply_to"):
+        value = getattr(args, name)
+        if value is not None:
+            smtp = replace(smtp, **{name: value})
+    if args.allow_insecure_auth:
+        smtp = replace(smtp, allow_insecure_auth=True)
+    if args.no_verify_certs:
+        smtp = replace(smtp, verify_certs=False)
+    changes: dict[str, Any] = {"smtp": smtp}
+    if args.company is not None:
+        changes["company"] = args.company
+    if args.rate is not None:
+        changes["rate_per_hour"] = args.rate
+    if args.unlimited:
+        changes["rate_per_hour"] = None
+    if args.daily_cap is not None:
+        changes["daily_cap"] = args.daily_cap
+    if args.computer is not None:
+        changes["computer"] = args.computer
+    if args.user is not None:
+        changes["user"] = args.user
+    if args.tag:
+        changes["tags"] = unique_tags(args.tag)
+    if args.retry_delays is not None:
+        changes["retry_delays"] = args.retry_delays
+    return replace(task, **changes)
+
+
+def _print_table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> None:
+    cells = [list(map(str, header))] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for r in cells:
+        _out("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _print_event(event: EngineEvent) -> None:
+    if event.kind in ("sent", "deferred", "failed"):
+        to = ", ".join(event.recipients[:3]) + (" …" if len(event.recipients) > 3 else "")
+        _out(f"[{event.task}] {event.kind} #{event.message_id} to {to}: {event.detail}")
+    elif event.kind == "state_changed":
+        text = f"[{event.task}] {event.state}" + (f": {event.detail}" if event.detail else "")
+        (_err if event.state is TaskState.ERROR else _out)(text)
+    elif event.kind == "queue_drained":
+        _out(f"[{event.task}] queue empty")
+
+
+# ---- commands ----------------------------------------------------------------------------------
+def cmd_company(args: argparse.Namespace) -> int:
+    svc = _service()
+    if args.action == "add":
+        c = svc.add_company(args.name, args.outbox)
+        _out(f"Company {c.name!r} added; outbox: {c.outbox_path}")
+    elif args.action == "list":
+        companies = svc.companies()
+        if args.json:
+            _out(json.dumps([c.to_doc() for c in companies], indent=2, ensure_ascii=False))
+        else:
+            _print_table([(c.name, c.outbox_path) for c in companies], ("COMPANY", "OUTBOX"))
+    else:
+        c = svc.remove_company(args.name)
+        _out(f"Company {c.name!r} removed (its outbox file {c.outbox_path} was kept)")
+    return EXIT_OK
+
+
+def cmd_task(args: argparse.Namespace) -> int:
+    svc = _service()
+    action = args.action
+    if action == "add":
+        password = _read_password(args)
+        base = Task(name=args.name, company=args.company, smtp=SmtpSettings(host=args.host, port=0))
+        base = replace(base, smtp=replace(base.smtp, port=Security(args.security or "starttls").default_port))
+        task = svc.add_task(_apply_task_options(base, args), password)
+        _out(f"Task {task.name!r} added ({task.company}, {task.smtp.host}:{task.smtp.port}, {task.cadence_text}).")
+        _out(f"Start it with: automail task start {task.name!r}")
+    elif action == "edit":
+        password = _read_password(args)
+        task = svc.edit_task(args.name, lambda t: _apply_task_options(t, args), password)
+        _out(f"Task {task.name!r} saved.")
+    elif action == "list":
+        tasks = svc.tasks()
+        states = {s.task: s for s in svc.status()}
+        if args.json:
+            docs = []
+            for t in tasks:
+                doc = t.to_doc()
+                doc.pop("start_seq", None)
+                doc.pop("secret_rev", None)
+                doc["state"] = str(states[t.name].state) if t.name in states else "stopped"
+                docs.append(doc)
+            _out(json.dumps(docs, indent=2, ensure_ascii=False))
+        else:
+            rows = [
+                (
+                    t.name,
+                    t.company,
+                    t.computer,
+                    t.user or "-",
+                    f"{t.smtp.host}:{t.smtp.port}",
+                    t.cadence_text,
+                    "yes" if t.enabled else "no",
+                    states[t.name].state if t.name in states else "stopped",
+                )
+                for t in tasks
+            ]
+            _print_table(rows, ("TASK", "COMPANY", "COMPUTER", "USER", "SERVER", "CADENCE", "ENABLED", "STATE"))
+    elif action == "remove":
+        task = svc.remove_task(args.name)
+        _out(f"Task {task.name!r} removed.")
+    elif action in ("start", "stop"):
+        if args.all:
+            tasks = svc.start_all() if action == "start" else svc.stop_all()
+            _out(f"{'Started' if action == 'start' else 'Stopped'} {len(tasks)} task(s) of {svc.computer}.")
+        else:
+            task = svc.start_task(args.name) if action == "start" else svc.stop_task(args.name)
+            verb = "started" if action == "start" else "stopped"
+            note = ""
+            if action == "start" and not task.runs_here(svc.computer, svc.user):
+                note = f" It runs on {task.computer}" + (f" for user {task.user}" if task.user else "") + "."
+            _out(f"Task {task.name!r} {verb}.{note} A running engine picks this up within seconds.")
+    elif action == "test":
+        _out(svc.test_task(args.name))
+    return EXIT_OK
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    svc = _service()
+    items: list[tuple[str, bytes]] = []
+    for name in args.files:
+        if name == "-":
+            items.append(("stdin", sys.stdin.buffer.read()))
+        else:
+            path = Path(name)
+            try:
+                items.append((name, path.read_bytes()))
+            except OSError as exc:
+                raise InputError(name, f"cannot be read: {exc.strerror}", fix="check the path") from exc
+    ids = svc.enqueue_raw(args.company, items, args.tag)
+    _out(f"Queued {len(ids)} message(s) in {svc.definitions.company(args.company).name}: ids {_id_ranges(ids)}")
+    return EXIT_OK
+
+
+def _id_ranges(ids: Sequence[int]) -> str:
+    return f"{ids[0]}–{ids[-1]}" if len(ids) > 1 else str(ids[0])
+
+
+def _read_text(path: Path | None, field: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(field, f"cannot read {path}: {exc}", fix="give a readable UTF-8 text file") from exc
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    svc = _service()
+    for path in args.attach:
+        if not path.is_file():
+            raise InputError("attach", f"{path} is not a readable file", fix="check the path")
+    msg_id = svc.send(
+        args.company,
+        to=args.to,
+        cc=args.cc,
+        bcc=args.bcc,
+        subject=args.subject,
+        text=_read_text(args.text, "text"),
+        html=_read_text(args.html, "html"),
+        attachments=args.attach,
+        sender=args.sender,
+        tag=args.tag,
+    )
+    _out(f"Queued message {msg_id}.")
+    return EXIT_OK
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    svc = _service()
+    status = MessageStatus(args.status) if args.status else None
+    messages = svc.messages(args.company, status, args.search, args.limit)
+    if args.json:
+        _out(json.dumps([m.to_json() for m in messages], indent=2, ensure_ascii=False))
+        return EXIT_OK
+    rows = []
+    for m in messages:
+        j = m.to_json()
+        rows.append((m.id, m.status, ", ".join(m.recipients)[:40], m.subject[:40], m.attempts, j["last_error"] or ""))
+    _print_table(rows, ("ID", "STATUS", "TO", "SUBJECT", "TRIES", "LAST ERROR"))
+    return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    svc = _service()
+    n = svc.retry(args.company, None if args.failed else args.ids)
+    _out(f"{n} message(s) queued again.")
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    n = _service().cancel(args.company, args.ids)
+    _out(f"{n} message(s) cancelled.")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    statuses = _service().status()
+    if args.json:
+        _out(json.dumps([s.to_json() for s in statuses], indent=2, ensure_ascii=False))
+        return EXIT_OK
+    rows = [
+        (s.task, s.company, s.state, s.queued, s.deferred, s.sent_last_hour, s.sent_last_24h, s.failed, s.last_error)
+        for s in statuses
+    ]
+    _print_table(rows, ("TASK", "COMPANY", "STATE", "QUEUED", "DEFERRED", "SENT 1H", "SENT 24H", "FAILED", "ERROR"))
+    return EXIT_OK
+
+
+class _StopSignal:
+    """SIGINT/SIGTERM set an event instead of raising in the middle of a send."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignal:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, lambda *_: self.event.set())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def run_engine(svc: Any, until_empty: bool, on_event: Callable[[EngineEvent], None] = _print_event) -> int:
+    """Run the engine in the foreground; see `automail run`."""
+    failed = 0
+
+    def count(event: EngineEvent) -> None:
+        nonlocal failed
+        if event.kind == "failed":
+            failed += 1
+        on_event(event)
+
+    svc.subscribe(count)
+    local = [t for t in svc.local_tasks() if t.enabled]
+    if not local:
+        _err(
+            f"No enabled task runs on this computer ({svc.computer}). "
+            "Start one with `automail task start NAME` (see `automail task list`)."
+        )
+        return EXIT_FAILED if until_empty else EXIT_OK
+    _out(f"AutoMail engine running {len(local)} task(s) on {svc.computer}. Ctrl+C stops it.")
+    code = EXIT_OK
+    with _StopSignal() as stop:
+        svc.start_engine()
+        time.sleep(0.2)
+        while not stop.event.wait(0.5):
+            if not until_empty:
+                continue
+            local = [t for t in svc.local_tasks() if t.enabled]
+            states = {s.task: s for s in svc.status()}
+            active = [t for t in local if states.get(t.name) and states[t.name].state is not TaskState.ERROR]
+            errored = [states[t.name] for t in local if t.name in states and states[t.name].state is TaskState.ERROR]
+            fatal = [s for s in errored if _is_sticky(svc, s)]
+            if local and len(fatal) == len(local):
+                for s in fatal:
+                    _err(f"Task {s.task!r} stopped: {s.last_error}")
+                code = EXIT_FAILED
+                break
+            if svc.pending(active + [t for t in local if t.name in {s.task for s in errored}]) == 0:
+                code = EXIT_FAILED if failed else EXIT_OK
+                break
+            if not active and not errored:
+                break
+    svc.stop_engine(timeout=30)
+    if failed:
+        _err(f"{failed} message(s) failed permanently during this run (see `automail outbox --status failed`).")
+    return code
+
+
+def _is_sticky(svc: Any, status: Any) -> bool:
+    record = svc.outbox(status.company).task_state(status.task)
+    from automail.errors import FaultKind
+
+    return record is not None and record.fault == FaultKind.TASK_FATAL
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return run_engine(_service(), args.until_empty)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if not args.headless:
+        if not has_display():
+            _err("No display found: the desktop demo needs one. Run `automail demo --headless` instead.")
+            return EXIT_FAILED
+        return _gui(demo=True)
+    from automail.demo import DEMO_TASK, CaptureServer, prepare_demo, sample_size
+    from automail.paths import data_dir
+
+    svc = _service()
+    server = CaptureServer(data_dir() / "demo-received").start()
+    try:
+        # Only the demo task runs: stop the others for the demo's engine, but leave their settings.
+        prepare_demo(svc, server)
+        total = sample_size()
+        _out(f"Demo SMTP server listening on {server.host}:{server.port}; sending {total} e-mails at 3,000/h …")
+        done = 0
+
+        def progress(event: EngineEvent) -> None:
+            nonlocal done
+            if event.task != DEMO_TASK:
+                return
+            if event.kind == "sent":
+                done += 1
+                _out(f"  [{done:>2}/{total}] sent #{event.message_id} to {', '.join(event.recipients)}")
+            elif event.kind in ("failed", "deferred") or event.state is TaskState.ERROR:
+                _print_event(event)
+
+        code = run_engine(svc, until_empty=True, on_event=progress)
+    finally:
+        server.stop()
+    _out(f"The capture server received {server.received} message(s); saved as .eml files in {server.folder}")
+    return code
+
+
+def _gui(demo: bool = False) -> int:
+    try:
+        from automail.ui.app import run_app
+    except ImportError as exc:  # the GUI packages are optional for headless servers
+        _err(f"The desktop app is not available ({exc}). Use `automail run` or `automail demo --headless`.")
+        return EXIT_FAILED
+    return int(run_app(demo=demo))
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    if not has_display():
+        _err(
+            "No display found, so the desktop app cannot open. On a server use `automail run` "
+            "(send in the foreground) or `automail demo --headless`; see `automail --help`."
+        )
+        return EXIT_FAILED
+    return _gui()
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "company": cmd_company,
+    "task": cmd_task,
+    "enqueue": cmd_enqueue,
+    "send": cmd_send,
+    "outbox": cmd_outbox,
+    "retry": cmd_retry,
+    "cancel": cmd_cancel,
+    "status": cmd_status,
+    "run": cmd_run,
+    "demo": cmd_demo,
+    "gui": cmd_gui,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `automail`, `python -m automail` and app.py."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from automail.logsetup import setup_logging
+    from automail.paths import data_dir
+
+    command = args.command or "gui"
+    try:
+        setup_logging(data_dir(), verbose=args.verbose)
+        return COMMANDS[command](args)
+    except InputError as exc:
+        _err(f"automail: bad input: {exc}")
+        return EXIT_BAD_INPUT
+    except AutomailError as exc:
+        _err(f"automail: {exc}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Small builders shared by the core tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from automail.engine.service import Service
+from automail.models import Security, SmtpSettings, Task
+from automail.store.outbox import NewMessage
+
+
+def make_task(
+    name: str = "Mailing",
+    company: str = "Firma",
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    rate: int | None = None,
+    **extra: object,
+) -> Task:
+    smtp_fields = {k: extra.pop(k) for k in list(extra) if k in SmtpSettings.__dataclass_fields__}
+    smtp = SmtpSettings(
+        host=host,
+        port=port,
+        security=smtp_fields.pop("security", Security.NONE),  # type: ignore[arg-type]
+        sender=smtp_fields.pop("sender", "Firma s.r.o. <info@firma.sk>"),  # type: ignore[arg-type]
+        **smtp_fields,  # type: ignore[arg-type]
+    )
+    return Task(name=name, company=company, smtp=smtp, rate_per_hour=rate, **extra)  # type: ignore[arg-type]
+
+
+def make_service(home: Path, *tasks: Task, password: str | None = None, **kwargs: object) -> Service:
+    svc = Service(home, **kwargs)  # type: ignore[arg-type]
+    for company in dict.fromkeys(t.company for t in tasks):
+        svc.add_company(company)
+    for task in tasks:
+        svc.add_task(task, password)
+        svc.start_task(task.name)
+    return svc
+
+
+def eml(n: int, to: str | None = None, subject: str | None = None, extra: str = "") -> bytes:
+    to = to or f"customer{n}@example.com"
+    return f"To: {to}\r\nSubject: {subject or f'Invoice {n}'}\r\n{extra}\r\nHello {n}\r\n".encode()
+
+
+def new_message(n: int, tag: str = "", size: int = 0) -> NewMessage:
+    body = b"x" * size
+    raw = eml(n) + body
+    return NewMessage(raw, (f"customer{n}@example.com",), "", f"Invoice {n}", f"<{n}@test>", tag)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

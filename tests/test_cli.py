@@ -1,0 +1,358 @@
+"""The `automail` command line as other programs drive it: real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import AUTH_PASSWORD, AUTH_USER
+from tests.helpers import eml
+from tests.smtpd import SmtpServer
+
+
+def cli(
+    *args: str, stdin: str | bytes | None = None, check: int | None = 0, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    proc = subprocess.run(
+        [sys.executable, "-m", "automail", *args],
+        input=data,
+        capture_output=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    if check is not None:
+        assert result.returncode == check, f"exit {result.returncode}\nstdout:{result.stdout}\nstderr:{result.stderr}"
+    return result
+
+
+def setup_task(port: int, *extra: str, company: str = "Firma", name: str = "Mailing") -> None:
+    cli("company", "add", company)
+    cli(
+        "task",
+        "add",
+        name,
+        "--company",
+        company,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--security",
+        "none",
+        "--sender",
+        "Firma <info@firma.sk>",
+        *extra,
+    )
+
+
+def write_emls(folder: Path, count: int) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        p = folder / f"m{i}.eml"
+        p.write_bytes(eml(i))
+        paths.append(str(p))
+    return paths
+
+
+def test_full_cycle_enqueue_run_outbox_status(tmp_path: Path, smtp_server: SmtpServer) -> None:
+    setup_task(smtp_server.port, "--unlimited")
+    cli("task", "start", "Mailing")
+    out = cli("enqueue", "--company", "Firma", *write_emls(tmp_path / "in", 3)).stdout
+    assert "Queued 3 message(s)" in out
+    cli("send", "--company", "Firma", "--to", "a@example.com", "--subject", "Hello", "--tag", "x")
+    run = cli("run", "--until-empty")
+    assert run.stdout.count(" sent #") == 4
+    assert len(smtp_server.messages) == 4
+    outbox = json.loads(cli("outbox", "--company", "Firma", "--json").stdout)
+    assert [m["status"] for m in outbox] == ["sent"] * 4
+    assert set(outbox[0]) >= {
+        "id",
+        "status",
+        "from",
+        "to",
+        "subject",
+        "tag",
+        "attempts",
+        "last_error",
+        "created_at",
+        "sent_at",
+        "next_attempt_at",
+        "message_id",
+    }
+    assert outbox[3]["tag"] == "x" and outbox[3]["to"] == ["a@example.com"]
+    status = json.loads(cli("status", "--json").stdout)
+    assert status == [
+        {
+            "task": "Mailing",
+            "company": "Firma",
+            "state": "stopped",
+            "queued": 0,
+            "deferred": 0,
+            "sent_last_hour": 4,
+            "sent_last_24h": 4,
+            "failed": 0,
+            "last_error": None,
+        }
+    ]
+
+
+def test_run_until_empty_exits_1_when_messages_failed(tmp_path: Path, smtp_server: SmtpServer) -> None:
+    smtp_server.data_replies = ["550 5.7.1 rejected"]
+    setup_task(smtp_server.port, "--unlimited")
+    cli("task", "start", "Mailing")
+    cli("enqueue", "--company", "Firma", *write_emls(tmp_path / "in", 2))
+    run = cli("run", "--until-empty", check=1)
+    assert "failed" in run.stdout + run.stderr
+    failed = json.loads(cli("outbox", "--company", "Firma", "--status", "failed", "--json").stdout)
+    assert len(failed) == 1 and failed[0]["last_error"].startswith("550")
+    cli("retry", "--company", "Firma", "--failed")
+    assert cli("run", "--until-empty").returncode == 0
+    assert len(smtp_server.messages) == 2
+
+
+def test_password_only_in_keyring_and_wrong_password_stops_run(
+    tmp_path: Path, automail_home: Path, smtp_server_auth: SmtpServer
+) -> None:
+    secret = "Wr0ng-But-Secret-Pa55!"
+    cli("company", "add", "Firma")
+    cli(
+        "task",
+        "add",
+        "Mailing",
+        "--company",
+        "Firma",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(smtp_server_auth.port),
+        "--security",
+        "none",
+        "--username",
+        AUTH_USER,
+        "--password-stdin",
+        "--sender",
+        "info@firma.sk",
+        "--unlimited",
+        stdin=secret + "\n",
+    )
+    cli("task", "start", "Mailing")
+    cli("enqueue", "--company", "Firma", *write_emls(tmp_path / "in", 2))
+    run = cli("run", "--until-empty", check=1)
+    assert "login rejected" in run.stderr and "535" in run.stderr
+    assert secret not in run.stdout + run.stderr
+    status = json.loads(cli("status", "--json").stdout)[0]
+    assert status["state"] == "error" and status["queued"] == 2
+    # the secret is nowhere in the data folder: definitions, outbox, logs, locks
+    for path in automail_home.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), f"password found in {path}"
+    assert json.loads((tmp_path / "keyring.json").read_text())["AutoMail"]["task:Mailing"] == secret
+    # the right password, set through the CLI, clears the error and sends
+    cli("task", "edit", "Mailing", "--password-stdin", stdin=AUTH_PASSWORD + "\n")
+    assert cli("run", "--until-empty").returncode == 0
+    assert len(smtp_server_auth.messages) == 2
+
+
+def test_no_keyring_refuses_password_and_stores_nothing(automail_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "tests.keyring_backend.FailKeyring")
+    cli("company", "add", "Firma")
+    res = cli(
+        "task",
+        "add",
+        "Mailing",
+        "--company",
+        "Firma",
+        "--host",
+        "smtp.example.com",
+        "--username",
+        "u",
+        "--password-stdin",
+        "--sender",
+        "info@firma.sk",
+        stdin="pw\n",
+        check=1,
+    )
+    assert "keyring" in res.stderr and "PYTHON_KEYRING_BACKEND" in res.stderr
+    assert json.loads(cli("task", "list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["task", "add", "T", "--company", "Firma", "--host", "h", "--rate", "50", "--sender", "a@b.sk"], "rate"),
+        (["task", "add", "T", "--company", "Firma", "--host", "h", "--rate", "3001", "--sender", "a@b.sk"], "rate"),
+        (["task", "add", "T", "--company", "Firma", "--host", "h", "--sender", "not an address"], "sender"),
+        (["task", "add", "T", "--company", "Firma", "--host", "h", "--sender", "a@b.sk\r\nBcc: x@y.sk"], "sender"),
+        (["task", "add", "T", "--company", "Nope", "--host", "h", "--sender", "a@b.sk"], "company"),
+        (["task", "edit", "Nope", "--rate", "200"], "task"),
+        (["send", "--company", "Firma", "--to", "bad", "--subject", "s"], "to"),
+        (["send", "--company", "Firma", "--to", "a@b.sk", "--subject", "a\nBcc: evil@x.sk"], "subject"),
+        (["send", "--company", "Firma", "--subject", "no recipients"], "to"),
+        (["send", "--company", "Firma", "--to", "a@b.sk", "--subject", "s", "--attach", "/nonexistent"], "attach"),
+        (["enqueue", "--company", "Firma", "/nonexistent.eml"], "nonexistent"),
+        (["enqueue", "--company", "Nope", "-"], "company"),
+        (["outbox", "--company", "Nope"], "company"),
+        (["cancel", "--company", "Firma", "999"], "id"),
+        (
+            ["task", "add", "T", "--company", "Firma", "--host", "h", "--sender", "a@b.sk", "--retry-delays", "1,x"],
+            "retry",
+        ),
+    ],
+)
+def test_bad_input_exits_2_naming_the_field_and_stores_nothing(
+    args: list[str], field: str, automail_home: Path
+) -> None:
+    cli("company", "add", "Firma")
+    before = (automail_home / "automail.json").read_bytes()
+    res = cli(*args, stdin=eml(1), check=2)
+    assert field in res.stderr.lower()
+    assert res.stdout == ""
+    assert (automail_home / "automail.json").read_bytes() == before
+    assert json.loads(cli("outbox", "--company", "Firma", "--json").stdout) == []
+
+
+def test_batch_enqueue_is_all_or_nothing(tmp_path: Path, automail_home: Path) -> None:
+    cli("company", "add", "Firma")
+    good = write_emls(tmp_path / "in", 3)
+    bad = tmp_path / "in" / "bad.eml"
+    bad.write_bytes(b"To: someone\r\nSubject: broken\r\n\r\nx")
+    res = cli("enqueue", "--company", "Firma", *good, str(bad), check=2)
+    assert "bad.eml" in res.stderr and "not a valid e-mail address" in res.stderr
+    big = tmp_path / "in" / "big.eml"
+    big.write_bytes(eml(9) + b"x" * 2_000_000)
+    res = subprocess.run(
+        [sys.executable, "-m", "automail", "enqueue", "--company", "Firma", *good, str(big)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AUTOMAIL_MAX_MESSAGE_MB": "1"},
+    )
+    assert res.returncode == 2 and "limit" in res.stderr
+    nobody = tmp_path / "in" / "nobody.eml"
+    nobody.write_bytes(b"Subject: no recipients\r\n\r\nx")
+    assert "no recipients" in cli("enqueue", "--company", "Firma", str(nobody), check=2).stderr
+    assert json.loads(cli("outbox", "--company", "Firma", "--json").stdout) == []
+
+
+def test_enqueue_from_stdin_and_bcc_is_stripped(smtp_server: SmtpServer) -> None:
+    setup_task(smtp_server.port, "--unlimited")
+    cli("task", "start", "Mailing")
+    cli("enqueue", "--company", "Firma", "-", stdin=eml(1, extra="Bcc: hidden@example.com\r\n"))
+    cli("run", "--until-empty")
+    msg = smtp_server.messages[0]
+    assert sorted(msg.rcpt_tos) == ["customer1@example.com", "hidden@example.com"]
+    assert b"hidden@example.com" not in msg.data
+
+
+def test_cancel_and_retry(tmp_path: Path) -> None:
+    cli("company", "add", "Firma")
+    cli("enqueue", "--company", "Firma", *write_emls(tmp_path / "in", 2))
+    cli("cancel", "--company", "Firma", "1")
+    rows = json.loads(cli("outbox", "--company", "Firma", "--json").stdout)
+    assert [r["status"] for r in rows] == ["cancelled", "queued"]
+    assert "cannot be cancel" in cli("cancel", "--company", "Firma", "1", check=2).stderr
+    assert "only failed or deferred" in cli("retry", "--company", "Firma", "2", check=2).stderr
+
+
+def test_corrupt_definitions_stop_with_clear_error_and_are_not_touched(automail_home: Path) -> None:
+    cli("company", "add", "Firma")
+    path = automail_home / "automail.json"
+    path.write_text('{"companies": {"1": {"name": "Fir', encoding="utf-8")
+    before = path.read_bytes()
+    for args in (["status"], ["company", "add", "Other"], ["task", "list"]):
+        res = cli(*args, check=1)
+        assert str(path) in res.stderr and "damaged" in res.stderr
+    assert path.read_bytes() == before
+
+
+def test_company_and_task_listing_and_removal(smtp_server: SmtpServer) -> None:
+    setup_task(
+        smtp_server.port,
+        "--tag",
+        "Shop A",
+        "--tag",
+        "Shop B",
+        "--daily-cap",
+        "500",
+        "--rate",
+        "1800",
+        "--computer",
+        "other-pc",
+        "--user",
+        "jana",
+    )
+    companies = json.loads(cli("company", "list", "--json").stdout)
+    assert companies[0]["name"] == "Firma" and companies[0]["outbox_path"].endswith("Firma.sqlite3")
+    tasks = json.loads(cli("task", "list", "--json").stdout)
+    assert tasks[0]["tags"] == ["Shop A", "Shop B"] and tasks[0]["daily_cap"] == 500
+    assert tasks[0]["rate_per_hour"] == 1800 and tasks[0]["computer"] == "other-pc" and tasks[0]["user"] == "jana"
+    assert "used by task" in cli("company", "remove", "Firma", check=2).stderr
+    assert "runs on other-pc" in cli("task", "start", "Mailing").stdout
+    cli("task", "remove", "Mailing")
+    cli("company", "remove", "Firma")
+    assert json.loads(cli("company", "list", "--json").stdout) == []
+
+
+def test_task_test_reports_server_answer_and_login_failure(smtp_server_auth: SmtpServer) -> None:
+    cli("company", "add", "Firma")
+    cli(
+        "task",
+        "add",
+        "Mailing",
+        "--company",
+        "Firma",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(smtp_server_auth.port),
+        "--security",
+        "none",
+        "--username",
+        AUTH_USER,
+        "--password-stdin",
+        "--sender",
+        "info@firma.sk",
+        stdin=AUTH_PASSWORD,
+    )
+    assert "logged in as info@firma.sk" in cli("task", "test", "Mailing").stdout
+    cli("task", "edit", "Mailing", "--password-stdin", stdin="bad")
+    assert "535" in cli("task", "test", "Mailing", check=1).stderr
+
+
+def test_second_engine_says_which_process_holds_the_task(tmp_path: Path, smtp_server: SmtpServer) -> None:
+    setup_task(smtp_server.port)
+    cli("task", "start", "Mailing")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "automail", "run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        import time
+
+        time.sleep(2.0)
+        second = cli("run", "--until-empty", check=None, timeout=30)
+        assert "already being run by process" in second.stderr and str(first.pid) in second.stderr
+    finally:
+        first.terminate()
+        assert first.wait(15) == 0
+
+
+def test_headless_demo_sends_sample_and_saves_eml(automail_home: Path) -> None:
+    res = cli("demo", "--headless", timeout=120)
+    saved = sorted((automail_home / "demo-received").glob("*.eml"))
+    assert len(saved) == 10
+    assert "saved as .eml files in" in res.stdout
+    assert b"Subject: Invoice 2026-0141" in saved[0].read_bytes()
+
+
+def test_gui_without_display_points_to_headless(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert "--headless" in cli("demo", check=1).stderr
+    assert "automail run" in cli(check=1).stderr

@@ -1,0 +1,281 @@
+"""The desktop app: one Tk root, the main window, the tray icon, notifications, single instance."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from automail.models import EngineEvent
+from automail.paths import data_dir, resource_path
+
+from . import instance, theme
+from .bridge import Bridge
+from .notify import Delivery, Notifier
+from .tray import Tray
+
+log = logging.getLogger(__name__)
+
+WINDOW_TITLE = "AutoMail – Automatic tasks"
+TICK_MS = 2000  # notifier timers and the tray tooltip ("sent in the last hour" ages without events)
+TRAY_CHECK_MS = 2500  # after this, an icon no tray host embedded counts as missing
+STOP_TIMEOUT_S = 10
+
+
+class App:
+    """Wires the service, the main window, the tray and the notifier together (Tk thread)."""
+
+    def __init__(self, root: Any, service: Any, *, demo: bool = False, icon_factory: Callable[..., Any] | None = None):
+        self.root = root
+        self.service = service
+        self.demo = demo
+        self.bridge = Bridge(root)
+        self.window = _make_window(root, service, on_quit=self.quit)
+        self.tray = Tray(
+            service,
+            self.bridge,
+            open_window=self.show_window,
+            open_outbox=lambda: self.window.open_outbox(None),
+            quit=self.quit,
+            refresh_ui=self.window.refresh,
+            icon_factory=icon_factory,
+        )
+        self.delivery: Delivery | None = None
+        self.notifier: Notifier | None = None
+        self.demo_server: Any = None
+        self.guard: instance.SingleInstance | None = None
+        self._quitting = False
+        self._unsubscribe: Callable[[], None] | None = None
+        root.protocol("WM_DELETE_WINDOW", self.close_window)
+
+    # ---- start ------------------------------------------------------------------------
+    def start(self) -> None:
+        self.bridge.start()
+        self.bridge.add_handler(self._on_event)
+        self._unsubscribe = self.service.subscribe(self.bridge.sink)
+        tray_ok = self.tray.start()
+        self.delivery = Delivery(icon=self.tray.icon)
+        self.notifier = Notifier(self.delivery.send)
+        if self.demo:
+            self._start_demo()
+        elif any(t.enabled for t in self.service.local_tasks()):
+            # A tray sender should just work: with enabled tasks here, the "server" starts by itself.
+            self.service.start_engine()
+        self.tray.refresh()
+        self.window.refresh()
+        first_start = not self.service.companies()
+        if self.demo or first_start or not tray_ok:
+            self.show_window()
+        else:
+            self.window.hide()
+            self.root.after(TRAY_CHECK_MS, self._check_tray)
+        self.root.after(TICK_MS, self._tick)
+
+    def _start_demo(self) -> None:
+        from automail.demo import DEMO_COMPANY, CaptureServer, prepare_demo
+
+        self.demo_server = CaptureServer(self.service.home / "demo-received").start()
+        prepare_demo(self.service, self.demo_server)
+        self.service.start_engine()
+        self.window.refresh()
+        self.window.select_company(DEMO_COMPANY)
+
+    def _check_tray(self) -> None:
+        if not self._quitting and not self.tray.docked():
+            log.warning("the tray icon is not shown (no tray host?): showing the window instead")
+            self.show_window()
+
+    def _tick(self) -> None:
+        if self._quitting:
+            return
+        if self.notifier is not None:
+            self.notifier.tick()
+        self.tray.refresh_if_due(30.0)
+        self.root.after(TICK_MS, self._tick)
+
+    def _on_event(self, event: EngineEvent) -> None:
+        for handler in (self.window.on_event, self.tray.on_event, self.notifier.on_event if self.notifier else None):
+            if handler is None:
+                continue
+            try:
+                handler(event)
+            except Exception:
+                log.exception("handling %s failed", event.kind)
+
+    # ---- window -----------------------------------------------------------------------
+    def show_window(self) -> None:
+        if not self._quitting:
+            self.window.show()
+
+    def close_window(self) -> None:
+        """The window's close button hides to the tray; without a docked icon it minimizes."""
+        if self.tray.docked():
+            self.window.hide()
+        else:
+            self.root.iconify()
+
+    # ---- quit ----------------------------------------------------------------------------
+    def quit(self) -> None:
+        """Tray icon away first (pystray#143), engine stopped gracefully, then the Tk root destroyed."""
+        if self._quitting:
+            return
+        self._quitting = True
+        log.info("quitting")
+        self.tray.stop()
+        try:
+            self.window.hide()
+        except Exception:
+            pass
+
+        def stop_engine() -> None:
+            try:
+                if not self.service.stop_engine(timeout=STOP_TIMEOUT_S):
+                    log.warning("the engine did not stop within %s s", STOP_TIMEOUT_S)
+            except Exception:
+                log.exception("stopping the engine failed")
+            self.bridge.post(self._destroy)
+
+        # Not on the Tk thread: the message in flight may take seconds and Tk must keep running.
+        threading.Thread(target=stop_engine, name="automail-quit", daemon=True).start()
+
+    def _destroy(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self.bridge.close()
+        if self.delivery is not None:
+            self.delivery.close()
+        self.root.quit()
+
+    def close(self) -> None:
+        """After mainloop: release everything (idempotent)."""
+        try:
+            self.root.destroy()
+        except Exception:
+            pass
+        if self.demo_server is not None:
+            self.demo_server.stop()
+            self.demo_server = None
+        if self.guard is not None:
+            self.guard.close()
+            self.guard = None
+        self.service.close()
+
+
+def _make_window(root: Any, service: Any, on_quit: Callable[[], None]) -> Any:
+    try:
+        from .main_window import MainWindow
+    except ImportError as exc:
+        log.error("main window not available (%s): using the minimal window", exc)
+        return _MinimalWindow(root, service, on_quit=on_quit)
+    return MainWindow(root, service, on_quit=on_quit)
+
+
+class _MinimalWindow:
+    """A status-only stand-in used when automail.ui.main_window cannot be imported."""
+
+    def __init__(self, root: Any, service: Any, *, on_quit: Callable[[], None]) -> None:
+        import customtkinter as ctk
+
+        self.root, self.service = root, service
+        self.label = ctk.CTkLabel(root, text="", justify="left", anchor="nw")
+        self.label.pack(fill="both", expand=True, padx=16, pady=16)
+        self.button = ctk.CTkButton(root, text="Start server", command=self._toggle)
+        self.button.pack(pady=(0, 16))
+
+    def _toggle(self) -> None:
+        if self.service.engine_running:
+            threading.Thread(target=self.service.stop_engine, daemon=True).start()
+        else:
+            self.service.start_engine()
+
+    def on_event(self, event: EngineEvent) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        lines = [
+            f"{s.task} ({s.company}): {s.state}, {s.queued} queued, {s.sent_last_hour} sent/h"
+            for s in self.service.status()
+        ]
+        self.label.configure(text="\n".join(lines) or "No tasks yet.")
+        self.button.configure(text="Stop server" if self.service.engine_running else "Start server")
+
+    def show(self) -> None:
+        self.root.deiconify()
+        self.root.lift()
+        self.root.focus_force()
+
+    def hide(self) -> None:
+        self.root.withdraw()
+
+    def open_outbox(self, company: str | None = None) -> None:
+        self.show()
+
+    def select_company(self, name: str) -> None:
+        pass
+
+
+def _set_window_icon(root: Any) -> None:
+    # customtkinter tracks iconbitmap(.ico) only (customtkinter#2663); X11 needs iconphoto.
+    try:
+        if sys.platform == "win32":
+            root.iconbitmap(str(resource_path("assets", "automail.ico")))
+        else:
+            import tkinter
+
+            photo = tkinter.PhotoImage(master=root, file=str(resource_path("assets", "automail.png")))
+            root.iconphoto(True, photo)
+            root._automail_icon = photo  # keep a reference
+    except Exception:
+        log.debug("window icon not set", exc_info=True)
+
+
+def run_app(demo: bool = False) -> int:
+    """Run the desktop app until Quit, SIGTERM or SIGINT; return the exit code (0)."""
+    theme.apply()
+    home = data_dir()
+    shown = threading.Event()
+    holder: dict[str, App] = {}
+
+    def on_show() -> None:  # from the instance listener thread
+        app = holder.get("app")
+        if app is not None:
+            app.bridge.post(app.show_window)
+        shown.set()
+
+    guard = instance.claim(home, on_show)
+    if guard is None:
+        print("AutoMail is already running: its window was brought to the front.")
+        return 0
+
+    import customtkinter as ctk
+
+    from automail.engine.service import Service
+
+    service = Service(home)
+    root = ctk.CTk()
+    root.title(WINDOW_TITLE)
+    root.withdraw()  # shown by App.start when wanted; avoids a flash on a tray-only start
+    _set_window_icon(root)
+    app = App(root, service, demo=demo)
+    app.guard = guard
+    holder["app"] = app
+    if shown.is_set():
+        app.bridge.post(app.show_window)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        # Runs between Tk callbacks on the main thread; the bridge's after() loop gives it a chance.
+        log.info("signal %s: quitting", signum)
+        app.bridge.post(app.quit)
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        app.start()
+        root.mainloop()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        app.close()
+    return 0

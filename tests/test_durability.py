@@ -1,0 +1,101 @@
+"""Crash safety and concurrency with real processes: kill -9 mid-sending, parallel enqueuers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import eml, wait_until
+from tests.smtpd import SmtpServer
+from tests.test_cli import cli, setup_task
+
+pytestmark = pytest.mark.slow
+
+
+def outbox(company: str = "Firma") -> list[dict]:
+    return json.loads(cli("outbox", "--company", company, "--json").stdout)
+
+
+def test_kill_9_during_sending_loses_nothing_and_duplicates_at_most_one(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    setup_task(smtp_server.port, "--unlimited")
+    cli("task", "start", "Mailing")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    files = []
+    for i in range(60):
+        p = folder / f"{i}.eml"
+        p.write_bytes(eml(i))
+        files.append(str(p))
+    cli("enqueue", "--company", "Firma", *files)
+    ids = {m["message_id"] for m in outbox()}
+    smtp_server.stall_seconds = 0.05  # slow enough that the kill lands mid-run, often mid-DATA
+    for _round in range(2):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "automail", "run"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        assert wait_until(lambda: len(smtp_server.messages) >= 15 * (_round + 1), 30)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    sending = [m for m in outbox() if m["status"] == "sending"]
+    assert len(sending) <= 1  # a claim caught by the kill, before recovery
+    smtp_server.stall_seconds = 0
+    assert cli("run", "--until-empty", timeout=120).returncode == 0
+    rows = outbox()
+    assert [m["status"] for m in rows] == ["sent"] * 60  # nothing lost
+    got = Counter(m.message_id for m in smtp_server.messages)
+    assert set(got) == ids  # every message arrived, with the Message-ID it was queued with
+    duplicates = sum(n - 1 for n in got.values())
+    assert duplicates <= 2  # at most one per kill
+
+
+def test_four_processes_enqueue_while_engine_sends_exactly_once(tmp_path: Path, smtp_server: SmtpServer) -> None:
+    setup_task(smtp_server.port, "--unlimited")
+    cli("task", "start", "Mailing")
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "automail", "run"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(1.0)
+        script = (
+            "import sys\n"
+            "from automail.engine.service import Service\n"
+            "svc = Service()\n"
+            "w = int(sys.argv[1])\n"
+            "for b in range(10):\n"
+            "    svc.enqueue_raw('Firma', [(f'{w}-{b}-{i}', (f'To: p{w}x{b}x{i}@example.com\\r\\n'\n"
+            "        f'Subject: w{w} b{b} i{i}\\r\\n\\r\\nbody').encode()) for i in range(10)])\n"
+        )
+        producers = [subprocess.Popen([sys.executable, "-c", script, str(w)]) for w in range(4)]
+        for p in producers:
+            assert p.wait(60) == 0
+        assert wait_until(lambda: len(smtp_server.messages) >= 400, 60)
+        time.sleep(0.5)
+    finally:
+        engine.send_signal(signal.SIGTERM)
+        assert engine.wait(20) == 0, engine.stderr.read() if engine.stderr else ""
+    got = Counter(r for m in smtp_server.messages for r in m.rcpt_tos)
+    assert len(got) == 400 and set(got.values()) == {1}
+    assert Counter(m["status"] for m in outbox()) == {"sent": 400}
+
+
+def test_sigterm_finishes_the_message_in_flight(tmp_path: Path, smtp_server: SmtpServer) -> None:
+    setup_task(smtp_server.port, "--unlimited")
+    cli("task", "start", "Mailing")
+    cli("enqueue", "--company", "Firma", "-", stdin=eml(1))
+    smtp_server.stall_seconds = 2.0
+    proc = subprocess.Popen([sys.executable, "-m", "automail", "run"], stdout=subprocess.DEVNULL)
+    assert wait_until(lambda: any(m["status"] == "sending" for m in outbox()), 20)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    assert [m["status"] for m in outbox()] == ["sent"]
+    assert len(smtp_server.messages) == 1

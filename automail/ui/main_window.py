@@ -1,0 +1,552 @@
+"""The "Automatic tasks" main window: companies, their tasks, the server switch and the error panel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from tkinter import filedialog
+from typing import TYPE_CHECKING, Any
+
+import customtkinter as ctk
+
+from automail.errors import AutomailError, InputError
+from automail.models import TASK_TYPES, Task, TaskState, TaskStatus
+from automail.paths import outbox_dir, safe_filename
+from automail.ui.error_panel import ErrorPanel
+from automail.ui.outbox_window import OutboxWindow
+from automail.ui.settings_dialog import SettingsDialog
+from automail.ui.task_dialog import TaskDialog
+from automail.ui.widgets import (
+    MUTED_COLOR,
+    PAD,
+    Background,
+    ConfirmDialog,
+    Dialog,
+    Field,
+    font,
+    input_error_text,
+    table_with_scrollbar,
+)
+
+if TYPE_CHECKING:
+    from automail.engine.service import Service
+    from automail.models import EngineEvent
+
+REFRESH_MS = 2000  # periodic refresh while visible (none while hidden)
+EVENT_COALESCE_MS = 250  # engine events arriving in a burst cause one refresh
+NO_COMPANY = "(no company yet)"
+COLUMNS = [
+    ("name", "Name", 130, "w"),
+    ("type", "Type", 175, "w"),
+    ("computer", "Computer", 110, "w"),
+    ("user", "User", 70, "w"),
+    ("state", "State", 220, "w"),
+    ("queued", "Queued", 75, "e"),
+    ("sent", "Sent last hour", 115, "e"),
+    ("failed", "Failed", 65, "e"),
+    ("cadence", "Cadence", 150, "w"),
+]
+STATE_WORDS = {
+    TaskState.STOPPED: "Stopped",
+    TaskState.RUNNING: "Running",
+    TaskState.WAITING: "Waiting",
+    TaskState.ERROR: "Error",
+}
+
+
+def state_text(status: TaskStatus | None, task: Task, computer: str) -> str:
+    """ "Running", "Error: SMTP login rejected", "Stopped (runs on PC-7)"…"""
+    from automail.ui.error_panel import explain
+
+    if status is None:
+        return "Stopped"
+    words = STATE_WORDS[status.state]
+    if status.state is TaskState.ERROR and status.last_error:
+        return f"{words}: {explain(status.last_error)[0]}"
+    if status.state is TaskState.STOPPED and task.enabled:
+        if task.computer.lower() != computer.lower():
+            return f"Enabled (runs on {task.computer})"
+        return "Enabled (server stopped)"
+    return words
+
+
+class CompanyDialog(Dialog):
+    """Add a company: its name and where its outbox database lives."""
+
+    def __init__(self, master: Any, service: Service, on_added: Callable[[str], None]) -> None:
+        super().__init__(master, "Add company")
+        self.service = service
+        self._on_added = on_added
+        b = self.body
+        b.grid_columnconfigure(1, weight=1)
+        self.name = Field(b, 0, "Company name", width=320, placeholder="e.g. Firma s.r.o.")
+        self.name.entry.bind("<KeyRelease>", lambda _e: self._follow_name())
+        self.location = Field(b, 2, "Outbox location", width=320)
+        self.browse = ctk.CTkButton(b, text="Browse…", width=90, command=self._browse)
+        self.browse.grid(row=2, column=2, sticky="w", padx=(8, 0), pady=(6, 0))
+        ctk.CTkLabel(
+            b,
+            text="The outbox is a database file holding the company's messages.",
+            text_color=MUTED_COLOR,
+            font=font(12),
+            anchor="w",
+        ).grid(row=4, column=1, columnspan=2, sticky="w")
+        self._auto_location = True
+        self.location.entry.bind("<KeyRelease>", lambda _e: setattr(self, "_auto_location", False))
+        self._follow_name()
+        self.add_buttons("Add")
+        self.after(250, self.name.entry.focus_set)
+
+    def default_location(self, name: str) -> str:
+        return str(outbox_dir(self.service.home) / f"{safe_filename(name or 'company')}.sqlite3")
+
+    def _follow_name(self) -> None:
+        if self._auto_location:
+            self.location.set(self.default_location(self.name.get().strip()))
+
+    def _browse(self) -> None:
+        current = Path(self.location.get() or self.default_location(self.name.get()))
+        path = filedialog.asksaveasfilename(
+            parent=self,
+            title="Outbox location",
+            initialdir=str(current.parent),
+            initialfile=current.name,
+            defaultextension=".sqlite3",
+            filetypes=[("AutoMail outbox", "*.sqlite3"), ("All files", "*")],
+        )
+        if path:
+            self._auto_location = False
+            self.location.set(path)
+
+    def ok(self) -> None:
+        self.name.clear_error()
+        self.location.clear_error()
+        self.clear_general_error()
+        name, location = self.name.get().strip(), self.location.get().strip()
+        try:
+            company = self.service.add_company(name, location or None)
+        except InputError as exc:
+            (self.location if exc.field == "outbox" else self.name).show_error(input_error_text(exc))
+            return
+        except AutomailError as exc:
+            self.show_general_error(str(exc))
+            return
+        self.close()
+        self._on_added(company.name)
+
+
+class MainWindow:
+    """Fills the given CTk root with the "Automatic tasks" window. All methods: Tk thread only."""
+
+    def __init__(self, root: ctk.CTk, service: Service, *, on_quit: Callable[[], None]) -> None:
+        self.root = root
+        self.service = service
+        self.on_quit = on_quit
+        self.company: str | None = None
+        self.statuses: dict[str, TaskStatus] = {}
+        self.tasks: dict[str, Task] = {}
+        self.task_dialog: TaskDialog | None = None
+        self.settings_dialog: SettingsDialog | None = None
+        self.company_dialog: CompanyDialog | None = None
+        self.confirm: ConfirmDialog | None = None
+        self.outbox_window: OutboxWindow | None = None
+        self.jobs = Background(root)
+        self._tick_job: str | None = None
+        self._event_job: str | None = None
+        self._dirty = False
+        self._stopping = False
+        self.refresh_count = 0
+
+        root.geometry("1180x620")
+        root.minsize(900, 460)
+        self._build()
+        self._load_companies()
+        self.refresh()
+        self._schedule_tick()
+
+    # ---- layout --------------------------------------------------------------------
+    def _build(self) -> None:
+        r = self.root
+        header = ctk.CTkFrame(r, fg_color="transparent")
+        header.pack(fill="x", padx=PAD, pady=(PAD, 10))
+        ctk.CTkLabel(header, text="Automatic tasks", font=font(22, "bold")).pack(side="left")
+        self.server_button = ctk.CTkButton(
+            header, text="Start server", width=160, height=38, font=font(14, "bold"), command=self.toggle_server
+        )
+        self.server_button.pack(side="right")
+        self.server_state = ctk.CTkLabel(header, text="", font=font(13))
+        self.server_state.pack(side="right", padx=(0, 14))
+
+        bar = ctk.CTkFrame(r, fg_color="transparent")
+        bar.pack(fill="x", padx=PAD, pady=(0, 10))
+        ctk.CTkLabel(bar, text="Company").pack(side="left")
+        self.company_menu = ctk.CTkOptionMenu(bar, values=[NO_COMPANY], width=240, command=self.select_company)
+        self.company_menu.pack(side="left", padx=(10, 8))
+        self.add_company_button = ctk.CTkButton(bar, text="Add company…", width=120, command=self.add_company)
+        self.add_company_button.pack(side="left")
+        self.outbox_button = ctk.CTkButton(bar, text="Outbox…", width=110, command=lambda: self.open_outbox())
+        self.outbox_button.pack(side="right")
+        self.summary = ctk.CTkLabel(bar, text="", text_color=MUTED_COLOR)
+        self.summary.pack(side="right", padx=(0, 14))
+
+        self.error_panel = ErrorPanel(r, on_settings=self.open_settings, on_start=self.start_task)
+        self._error_anchor = ctk.CTkFrame(r, height=0, fg_color="transparent")
+        self._error_anchor.pack(fill="x", padx=PAD)
+
+        self.tree, table = table_with_scrollbar(r, COLUMNS)
+        self._table = table
+        table.pack(fill="both", expand=True, padx=PAD)
+        self.tree.configure(selectmode="browse")
+        self.tree.bind("<Double-1>", lambda _e: self.edit_task())
+        self.tree.bind("<<TreeviewSelect>>", lambda _e: self._update_buttons())
+
+        buttons = ctk.CTkFrame(r, fg_color="transparent")
+        buttons.pack(fill="x", padx=PAD, pady=(10, 6))
+        self.add_button = ctk.CTkButton(buttons, text="Add…", width=90, command=self.add_task)
+        self.edit_button = ctk.CTkButton(buttons, text="Edit…", width=90, command=self.edit_task)
+        self.remove_button = ctk.CTkButton(buttons, text="Remove", width=90, command=self.remove_task)
+        self.settings_button = ctk.CTkButton(buttons, text="Settings…", width=100, command=self.open_settings)
+        self.start_button = ctk.CTkButton(buttons, text="Start", width=90, command=self.start_task)
+        self.stop_button = ctk.CTkButton(buttons, text="Stop", width=90, command=self.stop_task)
+        for i, b in enumerate((self.add_button, self.edit_button, self.remove_button, self.settings_button)):
+            b.pack(side="left", padx=(0 if i == 0 else 8, 0))
+        self.stop_button.pack(side="right")
+        self.start_button.pack(side="right", padx=(0, 8))
+
+        self.status_bar = ctk.CTkLabel(r, text="", text_color=MUTED_COLOR, anchor="w", font=font(12))
+        self.status_bar.pack(fill="x", padx=PAD, pady=(0, 10))
+
+    # ---- companies ----------------------------------------------------------------
+    def _load_companies(self) -> None:
+        names = [c.name for c in self.service.companies()]
+        self.company_menu.configure(values=names or [NO_COMPANY])
+        if self.company is None or self.company.lower() not in {n.lower() for n in names}:
+            self.company = names[0] if names else None
+        self.company_menu.set(self.company or NO_COMPANY)
+
+    def select_company(self, name: str) -> None:
+        """Show the tasks of that company."""
+        if name == NO_COMPANY:
+            return
+        match = next((c.name for c in self.service.companies() if c.name.lower() == name.lower()), None)
+        if match is None:
+            return
+        self.company = match
+        self.company_menu.set(match)
+        self.refresh()
+
+    def add_company(self) -> None:
+        self.company_dialog = CompanyDialog(self.root, self.service, self._company_added)
+
+    def _company_added(self, name: str) -> None:
+        self._load_companies()
+        self.select_company(name)
+        self._say(f"Company {name} added.")
+
+    # ---- refresh ------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Re-read tasks, states and counts from the service and redraw."""
+        self._dirty = False
+        self.refresh_count += 1
+        try:
+            if self.company is not None:
+                tasks = self.service.tasks(self.company)
+                statuses = self.service.status(self.company)
+            else:
+                tasks, statuses = [], []
+        except AutomailError as exc:
+            self._say(str(exc), ok=False)
+            return
+        self.tasks = {t.name: t for t in tasks}
+        self.statuses = {s.task: s for s in statuses}
+        selected = self.selected_task()
+        existing = set(self.tree.get_children())
+        for i, task in enumerate(tasks):
+            st = self.statuses.get(task.name)
+            values = (
+                task.name,
+                TASK_TYPES[task.type].title if task.type in TASK_TYPES else task.type,
+                task.computer,
+                task.user or "any",
+                state_text(st, task, self.service.computer),
+                f"{st.queued + st.deferred:,}" if st else "0",
+                f"{st.sent_last_hour:,}" if st else "0",
+                f"{st.failed:,}" if st else "0",
+                task.cadence_text,
+            )
+            tags = ["odd"] if i % 2 else []
+            if st is not None and st.state is TaskState.ERROR:
+                tags.append("error")
+            if task.name in existing:
+                self.tree.item(task.name, values=values, tags=tags)
+                self.tree.move(task.name, "", i)
+                existing.discard(task.name)
+            else:
+                self.tree.insert("", i, iid=task.name, values=values, tags=tags)
+        for gone in existing:
+            self.tree.delete(gone)
+        if selected and self.tree.exists(selected):
+            self.tree.selection_set(selected)
+        elif tasks and not self.tree.selection():
+            self.tree.selection_set(tasks[0].name)
+        errors = [(s.task, s.last_error) for s in statuses if s.state is TaskState.ERROR and s.last_error]
+        self.error_panel.set_errors(errors)
+        if errors:
+            self.error_panel.pack(fill="x", padx=PAD, pady=(0, 10), after=self._error_anchor)
+        else:
+            self.error_panel.pack_forget()
+        queued = sum(s.queued + s.deferred for s in statuses)
+        sent = sum(s.sent_last_hour for s in statuses)
+        self.summary.configure(text=f"{queued:,} queued · {sent:,} sent in the last hour" if self.company else "")
+        self._update_server()
+        self._update_buttons()
+
+    def _update_server(self) -> None:
+        if self._stopping:
+            self.server_button.configure(text="Stopping…", state="disabled")
+            self.server_state.configure(text="● Server stopping", text_color=("#9A6700", "#E3B341"))
+        elif self.service.engine_running:
+            self.server_button.configure(text="Stop server", state="normal", fg_color="#B3261E", hover_color="#8C1D18")
+            self.server_state.configure(text="● Server running", text_color=("#2E7D32", "#66BB6A"))
+        else:
+            self.server_button.configure(text="Start server", state="normal", fg_color="#2E7D32", hover_color="#1B5E20")
+            self.server_state.configure(text="● Server stopped", text_color=MUTED_COLOR)
+
+    def _update_buttons(self) -> None:
+        has_company = self.company is not None
+        task = self.tasks.get(self.selected_task() or "")
+        one = "normal" if task else "disabled"
+        self.add_button.configure(state="normal" if has_company else "disabled")
+        self.outbox_button.configure(state="normal" if has_company else "disabled")
+        for b in (self.edit_button, self.remove_button, self.settings_button):
+            b.configure(state=one)
+        self.start_button.configure(state="normal" if task and not task.enabled else "disabled")
+        self.stop_button.configure(state="normal" if task and task.enabled else "disabled")
+        if task is not None and not task.enabled:
+            st = self.statuses.get(task.name)
+            if st is not None and st.state is TaskState.ERROR:
+                self.start_button.configure(state="normal")
+        elif task is not None:
+            st = self.statuses.get(task.name)
+            if st is not None and st.state is TaskState.ERROR:  # sticky error: Start clears it
+                self.start_button.configure(state="normal")
+
+    def _visible(self) -> bool:
+        try:
+            return self.root.state() != "withdrawn" and bool(self.root.winfo_exists())
+        except Exception:
+            return False
+
+    def _schedule_tick(self) -> None:
+        if self._tick_job is None:
+            self._tick_job = self.root.after(REFRESH_MS, self._tick)
+
+    def _tick(self) -> None:
+        self._tick_job = None
+        if not self._visible():
+            return  # hidden: no polling at all; show() resumes it
+        self.refresh()
+        self._schedule_tick()
+
+    def on_event(self, event: EngineEvent) -> None:
+        """An engine event (Tk thread): refresh soon, once per burst."""
+        if event.kind in ("engine_started", "engine_stopped"):
+            self._update_server()
+        if not self._visible():
+            self._dirty = True
+            return
+        if self._event_job is None:
+            self._event_job = self.root.after(EVENT_COALESCE_MS, self._event_refresh)
+
+    def _event_refresh(self) -> None:
+        self._event_job = None
+        self.refresh()
+
+    # ---- window ---------------------------------------------------------------------
+    def show(self) -> None:
+        """Bring the window to the front."""
+        self.root.deiconify()
+        self.root.lift()
+        try:
+            self.root.focus_force()
+        except Exception:
+            pass
+        self._load_companies()
+        self.refresh()
+        self._schedule_tick()
+
+    def hide(self) -> None:
+        """Hide to the tray; periodic refreshes stop."""
+        self.root.withdraw()
+        if self._tick_job is not None:
+            self.root.after_cancel(self._tick_job)
+            self._tick_job = None
+
+    def open_outbox(self, company: str | None = None) -> None:
+        """Open (or raise) the outbox window of a company (default: the chosen one)."""
+        if company is not None:
+            self.select_company(company)
+        if self.company is None:
+            self._say("Add a company first.", ok=False)
+            return
+        win = self.outbox_window
+        if win is not None and win.winfo_exists() and win.company == self.company:
+            win.reload()
+            win.deiconify()
+            win.lift()
+            return
+        if win is not None and win.winfo_exists():
+            win.destroy()
+        self.outbox_window = OutboxWindow(self.root, self.service, self.company)
+
+    # ---- tasks ----------------------------------------------------------------------
+    def selected_task(self) -> str | None:
+        sel = self.tree.selection()
+        return str(sel[0]) if sel else None
+
+    def select_task(self, name: str) -> None:
+        if self.tree.exists(name):
+            self.tree.selection_set(name)
+            self.tree.see(name)
+        self._update_buttons()
+
+    def _say(self, text: str, ok: bool = True) -> None:
+        self.status_bar.configure(text=text, text_color=MUTED_COLOR if ok else ("#C62828", "#FF6B6B"))
+
+    def add_task(self) -> None:
+        if self.company is None:
+            self._say("Add a company first.", ok=False)
+            return
+        self.task_dialog = TaskDialog(self.root, self.service, self.company, None, self._task_saved)
+
+    def edit_task(self) -> None:
+        name = self.selected_task()
+        if name is None:
+            return
+        try:
+            task = self.service.task(name)
+        except AutomailError as exc:
+            self._say(str(exc), ok=False)
+            return
+        self.task_dialog = TaskDialog(self.root, self.service, task.company, task, self._task_saved)
+
+    def _task_saved(self, task: Task) -> None:
+        self.refresh()
+        self.select_task(task.name)
+        self._say(f"Task {task.name} saved.")
+
+    def open_settings(self, name: str | None = None) -> None:
+        """The settings dialog of a task; OK saves it through service.edit_task."""
+        name = name or self.selected_task()
+        if name is None:
+            return
+        try:
+            task = self.service.task(name)
+        except AutomailError as exc:
+            self._say(str(exc), ok=False)
+            return
+
+        def save(changed: Task, password: str | None) -> None:
+            def change(t: Task) -> Task:
+                from dataclasses import replace
+
+                return replace(
+                    t,
+                    smtp=changed.smtp,
+                    rate_per_hour=changed.rate_per_hour,
+                    daily_cap=changed.daily_cap,
+                    retry_delays=changed.retry_delays,
+                    tags=changed.tags,
+                )
+
+            self.service.edit_task(name, change, password=password)
+            self.root.after_idle(self.refresh)
+            self._say(f"Settings of {name} saved.")
+
+        self.settings_dialog = SettingsDialog(self.root, self.service, task, save)
+
+    def remove_task(self) -> None:
+        name = self.selected_task()
+        if name is None:
+            return
+        self.confirm = ConfirmDialog(
+            self.root,
+            "Remove task",
+            f"Remove the task {name!r}?\nIts settings and saved password are deleted; queued messages stay in the "
+            "outbox.",
+            lambda: self._do_remove(name),
+            yes_text="Remove",
+        )
+
+    def _do_remove(self, name: str) -> None:
+        try:
+            self.service.remove_task(name)
+        except AutomailError as exc:
+            self._say(str(exc), ok=False)
+            return
+        self._say(f"Task {name} removed.")
+        self.refresh()
+
+    def start_task(self, name: str | None = None) -> None:
+        name = name or self.selected_task()
+        if name is None:
+            return
+        try:
+            task = self.service.start_task(name)
+        except AutomailError as exc:
+            self._say(str(exc), ok=False)
+            return
+        if not self.service.engine_running:
+            self._say(f"Task {name} enabled — press Start server to begin sending.")
+        elif not task.runs_here(self.service.computer, self.service.user):
+            self._say(f"Task {name} enabled — it runs on {task.computer}, not on this computer.")
+        else:
+            self._say(f"Task {name} started.")
+        self.refresh()
+
+    def stop_task(self, name: str | None = None) -> None:
+        name = name or self.selected_task()
+        if name is None:
+            return
+        try:
+            self.service.stop_task(name)
+        except AutomailError as exc:
+            self._say(str(exc), ok=False)
+            return
+        self._say(f"Task {name} stopped.")
+        self.refresh()
+
+    # ---- server ---------------------------------------------------------------------
+    def toggle_server(self) -> None:
+        if self._stopping:
+            return
+        if self.service.engine_running:
+            self.stop_server()
+        else:
+            self.start_server()
+
+    def start_server(self) -> None:
+        try:
+            self.service.start_engine()
+        except AutomailError as exc:
+            self._say(str(exc), ok=False)
+            return
+        self._say("Server started: enabled tasks of this computer are sending.")
+        self.refresh()
+
+    def stop_server(self) -> None:
+        """Stop the engine in a worker thread (it finishes the message in flight, up to 15 s)."""
+        self._stopping = True
+        self._update_server()
+        self._say("Stopping: finishing the messages in flight…")
+        self.jobs.run(self.service.stop_engine, self._server_stopped, self._server_stop_failed)
+
+    def _server_stopped(self, clean: object) -> None:
+        self._stopping = False
+        self._say("Server stopped." if clean else "Server stopped; a message in flight was interrupted.")
+        self.refresh()
+
+    def _server_stop_failed(self, exc: BaseException) -> None:
+        self._stopping = False
+        self._say(f"Stopping the server failed: {exc}", ok=False)
+        self.refresh()

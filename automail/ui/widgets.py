@@ -1,0 +1,382 @@
+"""Small shared UI pieces: labelled fields with an error line, dialog base, background jobs."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import tkinter as tk
+from collections.abc import Callable
+from tkinter import ttk
+from typing import Any
+
+import customtkinter as ctk
+
+ERROR_COLOR = ("#C62828", "#FF6B6B")
+MUTED_COLOR = ("#5F6B76", "#A0A8B0")
+OK_COLOR = ("#2E7D32", "#66BB6A")
+PAD = 20  # outer padding of windows and dialogs
+ROW_GAP = 6  # vertical gap between form rows
+LABEL_WIDTH = 150  # width of the label column in forms, so every form aligns the same way
+POLL_MS = 100  # how often a running background job is checked (only while one runs)
+
+
+def font(size: int = 13, weight: str = "normal") -> ctk.CTkFont:
+    """A CTk font of the default family."""
+    return ctk.CTkFont(size=size, weight=weight)  # type: ignore[arg-type]
+
+
+def set_text(entry: ctk.CTkEntry, text: str) -> None:
+    """Replace an entry's text."""
+    entry.delete(0, "end")
+    if text:
+        entry.insert(0, text)
+
+
+class Field:
+    """A label, an entry to its right and a red error line under the entry (hidden when empty)."""
+
+    def __init__(
+        self,
+        parent: Any,
+        row: int,
+        label: str,
+        *,
+        width: int = 280,
+        show: str = "",
+        placeholder: str = "",
+        column: int = 0,
+    ) -> None:
+        self.row = row
+        self.label = ctk.CTkLabel(parent, text=label, anchor="w", width=LABEL_WIDTH)
+        self.label.grid(row=row, column=column, sticky="w", padx=(0, 12), pady=(ROW_GAP, 0))
+        self.entry = ctk.CTkEntry(parent, width=width, show=show, placeholder_text=placeholder or None)
+        self.entry.grid(row=row, column=column + 1, sticky="ew", pady=(ROW_GAP, 0))
+        self.error = ErrorLine(parent)
+        self.error.grid(row=row + 1, column=column + 1, sticky="w")
+        self.error.grid_remove()
+
+    def get(self) -> str:
+        return str(self.entry.get())
+
+    def set(self, text: str) -> None:
+        set_text(self.entry, text)
+
+    def show_error(self, text: str) -> None:
+        self.error.show(text)
+
+    def clear_error(self) -> None:
+        self.error.clear()
+
+    @property
+    def error_text(self) -> str:
+        return self.error.text
+
+
+class ErrorLine(ctk.CTkLabel):
+    """Red text shown under a field; grid_remove'd while empty so forms stay compact."""
+
+    def __init__(self, parent: Any, wraplength: int = 320) -> None:
+        super().__init__(
+            parent,
+            text="",
+            text_color=ERROR_COLOR,
+            anchor="w",
+            justify="left",
+            font=font(12),
+            wraplength=wraplength,
+        )
+        self.text = ""
+
+    def show(self, text: str) -> None:
+        self.text = text
+        self.configure(text=text)
+        self.grid()
+
+    def clear(self) -> None:
+        self.text = ""
+        self.configure(text="")
+        self.grid_remove()
+
+
+def error_text(problem: str, fix: str | None) -> str:
+    """What to show under a field for an InputError: the problem without the field name, then the fix."""
+    _field, sep, rest = problem.partition(": ")
+    text = rest if sep else problem
+    text = text[:1].upper() + text[1:]
+    return f"{text} — {fix}." if fix else f"{text}."
+
+
+def input_error_text(exc: Any) -> str:
+    """The text for an InputError (``.message`` is "field: problem", ``.fix`` the fix)."""
+    return error_text(getattr(exc, "message", str(exc)), getattr(exc, "fix", None))
+
+
+class Dialog(ctk.CTkToplevel):
+    """Base of AutoMail's dialogs: transient to its master, modal grab, OK/Cancel row.
+
+    Dialogs never block in wait_window: callers pass callbacks, which keeps them drivable
+    from tests and keeps the tray responsive.
+    """
+
+    def __init__(self, master: Any, title: str, *, modal: bool = True) -> None:
+        super().__init__(master)
+        self.withdraw()  # map once laid out, so it does not flash at 200x200
+        self.title(title)
+        self.resizable(False, False)
+        self._master_top = master.winfo_toplevel()
+        self.transient(self._master_top)
+        self.protocol("WM_DELETE_WINDOW", self.cancel)
+        self._modal = modal
+        self._prev_grab: Any = None
+        self.closed = False
+        self.body = ctk.CTkFrame(self, fg_color="transparent")
+        self.body.pack(side="top", fill="both", expand=True, padx=PAD, pady=(PAD, 8))
+        self.general_error = ErrorLine(self, wraplength=460)
+        self.buttons = ctk.CTkFrame(self, fg_color="transparent")
+        self.buttons.pack(side="bottom", fill="x", padx=PAD, pady=(8, PAD))
+        self.bind("<Escape>", lambda _e: self.cancel())
+        self.after(10, self._present)
+
+    def _present(self) -> None:
+        if self.closed:
+            return
+        self.update_idletasks()
+        mx, my = self._master_top.winfo_rootx(), self._master_top.winfo_rooty()
+        mw, mh = self._master_top.winfo_width(), self._master_top.winfo_height()
+        w, h = self.winfo_reqwidth(), self.winfo_reqheight()
+        if self._master_top.winfo_viewable():
+            x, y = mx + max((mw - w) // 2, 0), my + max((mh - h) // 3, 0)
+        else:
+            x, y = (self.winfo_screenwidth() - w) // 2, (self.winfo_screenheight() - h) // 3
+        self.geometry(f"+{max(x, 0)}+{max(y, 0)}")
+        self.deiconify()
+        # CTkToplevel may open behind its master (customtkinter#2483): lift again a moment later.
+        self.after(200, self._lift)
+
+    def _lift(self) -> None:
+        if self.closed:
+            return
+        self.lift()
+        try:
+            self.focus_force()
+            if self._modal:
+                self._prev_grab = self.grab_current()
+                self.grab_set()
+        except tk.TclError:  # not viewable yet (no window manager): stay non-modal
+            pass
+
+    def add_buttons(self, ok_text: str = "OK", cancel_text: str = "Cancel") -> None:
+        """The right-aligned OK / Cancel row."""
+        self.cancel_button = ctk.CTkButton(
+            self.buttons,
+            text=cancel_text,
+            width=100,
+            command=self.cancel,
+            fg_color="transparent",
+            border_width=1,
+            text_color=("gray10", "gray90"),
+        )
+        self.cancel_button.pack(side="right")
+        self.ok_button = ctk.CTkButton(self.buttons, text=ok_text, width=100, command=self.ok)
+        self.ok_button.pack(side="right", padx=(0, 10))
+        self.bind("<Return>", lambda _e: self.ok())
+
+    def show_general_error(self, text: str) -> None:
+        self.general_error.configure(text=text)
+        self.general_error.text = text
+        self.general_error.pack(side="bottom", fill="x", padx=PAD, before=self.buttons)
+
+    def clear_general_error(self) -> None:
+        self.general_error.text = ""
+        self.general_error.pack_forget()
+
+    def ok(self) -> None:
+        self.close()
+
+    def cancel(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.grab_release()
+            if self._prev_grab is not None and self._prev_grab.winfo_exists():
+                self._prev_grab.grab_set()
+        except tk.TclError:
+            pass
+        self.destroy()
+
+
+class AskDialog(Dialog):
+    """Ask for one line of text; ``validate`` may raise to show an error under the entry."""
+
+    def __init__(
+        self,
+        master: Any,
+        title: str,
+        prompt: str,
+        on_ok: Callable[[str], None],
+        *,
+        initial: str = "",
+        ok_text: str = "OK",
+    ) -> None:
+        super().__init__(master, title)
+        self._on_ok = on_ok
+        self.body.grid_columnconfigure(1, weight=1)
+        self.field = Field(self.body, 0, prompt, width=300)
+        self.field.set(initial)
+        self.add_buttons(ok_text)
+        self.after(250, self.field.entry.focus_set)
+
+    def ok(self) -> None:
+        try:
+            self._on_ok(self.field.get().strip())
+        except Exception as exc:
+            self.field.show_error(input_error_text(exc))
+            return
+        self.close()
+
+
+class ConfirmDialog(Dialog):
+    """A yes/no question; ``on_yes`` runs only when confirmed."""
+
+    def __init__(self, master: Any, title: str, text: str, on_yes: Callable[[], None], yes_text: str = "Yes") -> None:
+        super().__init__(master, title)
+        self._on_yes = on_yes
+        ctk.CTkLabel(self.body, text=text, justify="left", anchor="w", wraplength=420).pack(fill="x")
+        self.add_buttons(yes_text, "Cancel")
+
+    def ok(self) -> None:
+        self.close()
+        self._on_yes()
+
+
+class ReadOnlyText(ctk.CTkTextbox):
+    """A text box the user can select and copy from but not edit."""
+
+    def __init__(self, master: Any, **kw: Any) -> None:
+        kw.setdefault("wrap", "word")
+        super().__init__(master, **kw)
+        self.configure(state="disabled")
+
+    def set(self, text: str) -> None:
+        self.configure(state="normal")
+        self.delete("1.0", "end")
+        self.insert("1.0", text)
+        self.configure(state="disabled")
+
+    def get_text(self) -> str:
+        return str(self.get("1.0", "end-1c"))
+
+
+class Background:
+    """Run a function in a worker thread and hand its result to the Tk thread.
+
+    The worker only puts the outcome on a queue; the Tk thread polls it with after()
+    while the job runs (no polling when idle, no Tk call from the worker).
+    """
+
+    def __init__(self, widget: Any) -> None:
+        self._widget = widget
+        self._results: queue.Queue[tuple[Callable[..., None], Any]] = queue.Queue()
+        self._running = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._running > 0
+
+    def run(
+        self,
+        work: Callable[[], Any],
+        on_done: Callable[[Any], None],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        def target() -> None:
+            try:
+                result = work()
+            except BaseException as exc:
+                self._results.put((on_error, exc))
+            else:
+                self._results.put((on_done, result))
+
+        self._running += 1
+        threading.Thread(target=target, name="automail-ui-job", daemon=True).start()
+        if self._running == 1:
+            self._widget.after(POLL_MS, self._poll)
+
+    def _poll(self) -> None:
+        try:
+            if not self._widget.winfo_exists():
+                return
+        except tk.TclError:
+            return
+        while True:
+            try:
+                callback, value = self._results.get_nowait()
+            except queue.Empty:
+                break
+            self._running -= 1
+            try:
+                callback(value)
+            except tk.TclError:  # the window closed meanwhile
+                pass
+        if self._running > 0:
+            self._widget.after(POLL_MS, self._poll)
+
+
+def style_treeview(widget: Any) -> str:
+    """Style ttk.Treeview to sit well among CTk widgets; returns the style name to use."""
+    style = ttk.Style(widget)
+    if style.theme_use() != "clam":
+        style.theme_use("clam")
+    name = "AutoMail.Treeview"
+    base = ctk.CTkFont(size=12)
+    bold = ctk.CTkFont(size=12, weight="bold")
+    style.configure(
+        name,
+        background="#FFFFFF",
+        fieldbackground="#FFFFFF",
+        foreground="#1F2328",
+        rowheight=28,
+        borderwidth=0,
+        font=(base.cget("family"), -13),
+    )
+    style.configure(
+        f"{name}.Heading",
+        background="#E8EDF2",
+        foreground="#1F2328",
+        relief="flat",
+        padding=(6, 5),
+        font=(bold.cget("family"), -13, "bold"),
+    )
+    style.map(f"{name}.Heading", background=[("active", "#DCE3EA")])
+    style.map(name, background=[("selected", "#3B8ED0")], foreground=[("selected", "#FFFFFF")])
+    style.layout(name, [("Treeview.treearea", {"sticky": "nswe"})])  # no sunken border
+    return name
+
+
+def table_with_scrollbar(parent: Any, columns: list[tuple[str, str, int, str]]) -> tuple[ttk.Treeview, Any]:
+    """A styled Treeview in a bordered frame; columns are (id, heading, width, anchor)."""
+    frame = ctk.CTkFrame(parent, border_width=1, corner_radius=6, fg_color="#FFFFFF")
+    style = style_treeview(parent)
+    tree = ttk.Treeview(
+        frame,
+        columns=[c[0] for c in columns],
+        show="headings",
+        style=style,
+        selectmode="extended",
+    )
+    for cid, heading, width, anchor in columns:
+        tree.heading(cid, text=heading, anchor=anchor)  # type: ignore[arg-type]
+        tree.column(cid, width=width, minwidth=40, anchor=anchor, stretch=cid == columns[-1][0])  # type: ignore[arg-type]
+    bar = ctk.CTkScrollbar(frame, command=tree.yview)
+    tree.configure(yscrollcommand=bar.set)
+    tree.tag_configure("odd", background="#F6F8FA")
+    tree.tag_configure("error", foreground="#C62828")
+    tree.grid(row=0, column=0, sticky="nsew", padx=(2, 0), pady=2)
+    bar.grid(row=0, column=1, sticky="ns", pady=4)
+    frame.grid_rowconfigure(0, weight=1)
+    frame.grid_columnconfigure(0, weight=1)
+    return tree, frame

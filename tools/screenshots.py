@@ -1,0 +1,176 @@
+"""Produce docs/screenshots/*.png of every AutoMail window, on a sample company (run under Xvfb).
+
+    xvfb-run -s "-screen 0 1280x800x24" python tools/screenshots.py
+
+Uses a temporary AUTOMAIL_HOME and an in-memory keyring: nothing of the user's data is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import keyring
+from keyring.backend import KeyringBackend
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "docs" / "screenshots"
+
+
+class MemoryKeyring(KeyringBackend):
+    """Passwords in a dict, for the sample data only."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        self.store: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.store.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.store[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.store.pop((service, username), None)
+
+
+def sample_service(home: Path):  # type: ignore[no-untyped-def]
+    """A company with three tasks (one in error) and a few thousand messages in all states."""
+    from automail.engine.service import Service
+    from automail.models import SmtpSettings, Task, TaskState
+    from automail.store.outbox import NewMessage
+
+    service = Service(home=home, computer="OFFICE-PC", user="jana")
+    service.add_company("Firma s.r.o.")
+    service.add_company("Druhá firma a.s.")
+    smtp = SmtpSettings(
+        host="smtp.office365.com",
+        port=587,
+        username="faktury@firma.sk",
+        sender="Firma s.r.o. <faktury@firma.sk>",
+        reply_to="uctovnictvo@firma.sk",
+    )
+    service.add_task(
+        Task("Invoices", "Firma s.r.o.", smtp, computer="OFFICE-PC", rate_per_hour=1800, daily_cap=10000,
+             tags=("invoices",)),
+        password="secret",
+    )
+    service.add_task(
+        Task("Reminders", "Firma s.r.o.", smtp, computer="OFFICE-PC", rate_per_hour=600, tags=("reminders",)),
+        password="secret",
+    )
+    service.add_task(
+        Task("Newsletter", "Firma s.r.o.", smtp, computer="SERVER-2", user="", rate_per_hour=None,
+             tags=("newsletter",)),
+        password="secret",
+    )
+    service.start_task("Invoices")
+    box = service.outbox("Firma s.r.o.")
+    now = time.time()
+    subjects = ["Invoice {n}/2026", "Payment reminder {n}", "November newsletter"]
+    tags = ["invoices", "reminders", "newsletter"]
+    messages = []
+    for n in range(1, 2401):
+        kind = n % 3
+        to = f"client{n}@example.com"
+        raw = (
+            f"From: Firma s.r.o. <faktury@firma.sk>\r\nTo: {to}\r\nSubject: {subjects[kind].format(n=n)}\r\n"
+            f"Message-ID: <{n}@firma.sk>\r\n\r\nDear customer,\r\n\r\nplease find invoice {n} attached.\r\n"
+        ).encode()
+        messages.append(NewMessage(raw, (to,), "Firma s.r.o. <faktury@firma.sk>", subjects[kind].format(n=n),
+                                   f"<{n}@firma.sk>", tags[kind]))
+    box.enqueue(messages, now - 3000)
+    for i in range(140):
+        claimed = box.claim("Invoices", now - 2400 + i * 10, ("invoices",), "faktury@firma.sk")
+        assert claimed is not None
+        if i % 25 == 7:
+            box.mark_failed(claimed.message.id, now - 2390 + i * 10, 550, "5.1.1 mailbox unavailable",
+                            smtp.account_key, "Invoices")
+        else:
+            box.mark_sent(claimed.message.id, now - 2390 + i * 10, "250 2.0.0 OK queued as 4F2A",
+                          {}, smtp.account_key, "Invoices")
+    box.set_task_state("Invoices", TaskState.RUNNING, now)
+    box.set_task_state(
+        "Reminders",
+        TaskState.ERROR,
+        now,
+        "SMTP login rejected by smtp.office365.com:587 for faktury@firma.sk: 535 5.7.3 Authentication "
+        "unsuccessful — open Settings › Basic and check the user name and password",
+        "task_fatal",
+        535,
+    )
+    return service
+
+
+def capture(window, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Save a window (with its frame when a window manager draws one) as docs/screenshots/NAME.png."""
+    for _ in range(30):
+        window.update()
+        time.sleep(0.02)
+    xid = int(window.wm_frame(), 16)
+    OUT.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["import", "-window", str(xid), str(OUT / f"{name}.png")], check=True)
+    print(f"saved {OUT / name}.png")
+
+
+def main() -> int:
+    if not os.environ.get("DISPLAY"):
+        print("no DISPLAY: run under xvfb-run", file=sys.stderr)
+        return 1
+    tmp = Path(tempfile.mkdtemp(prefix="automail-shots-"))
+    os.environ["AUTOMAIL_HOME"] = str(tmp)
+    keyring.set_keyring(MemoryKeyring())
+
+    import customtkinter as ctk
+
+    try:
+        from automail.ui import theme
+
+        theme.apply()
+    except ImportError:
+        ctk.set_appearance_mode("light")
+    from automail.ui.main_window import MainWindow
+
+    service = sample_service(tmp)
+    root = ctk.CTk()
+    root.title("AutoMail — Automatic tasks")
+    win = MainWindow(root, service, on_quit=root.destroy)
+    root.geometry("1180x600+40+40")
+    win.select_company("Firma s.r.o.")
+    win.select_task("Invoices")
+    capture(root, "main_window")
+
+    win.edit_task()
+    assert win.task_dialog is not None
+    capture(win.task_dialog, "task_form")
+    win.task_dialog.open_settings()
+    settings = win.task_dialog.settings_dialog
+    assert settings is not None
+    capture(settings, "settings_basic")
+    settings.tabs.set("Other")
+    capture(settings, "settings_other")
+    settings.tabs.set("Basic")
+    settings.open_smtp()
+    assert settings.smtp_dialog is not None
+    capture(settings.smtp_dialog, "smtp_dialog")
+    settings.smtp_dialog.cancel()
+    settings.cancel()
+    win.task_dialog.cancel()
+
+    win.open_outbox()
+    assert win.outbox_window is not None
+    win.outbox_window.select_ids([5])
+    capture(win.outbox_window, "outbox")
+    win.outbox_window.destroy()
+    root.destroy()
+    service.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

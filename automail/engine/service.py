@@ -153,7 +153,11 @@ class Service:
         task = self.definitions.remove_task(name)
         secrets.delete_password(task.name)
         try:
-            self.outbox(task.company).delete_task_state(task.name)
+            box = self.outbox(task.company)
+            box.delete_task_state(task.name)
+            # A message the task had claimed when it was killed would otherwise stay "sending".
+            if not self.lock_for(task.name).is_held_elsewhere():
+                box.recover(task.name, self.clock.now())
         except AutomailError:
             pass
         self._poke()

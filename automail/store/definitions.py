@@ -7,8 +7,9 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from automail.models import Company, Task
 from automail.paths import outbox_dir, safe_filename
 
 
-class AtomicJSONStorage(Storage):  # type: ignore[misc]
+class AtomicJSONStorage(Storage):
     """TinyDB storage that never leaves a half-written file (TinyDB#467).
 
     Writes go to a temp file in the same folder, are fsynced and then
@@ -240,19 +241,15 @@ class Definitions:
 
 
 def _toggle(task: Task, enabled: bool) -> Task:
-    from dataclasses import replace
-
     return replace(task, enabled=enabled, start_seq=task.start_seq + (1 if enabled else 0))
 
 
 def _with_company(task: Task, company_name: str) -> Task:
-    from dataclasses import replace
-
     return replace(task, company=company_name)
 
 
-def _replace_doc(new: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
-    def transform(doc: dict[str, Any]) -> None:
+def _replace_doc(new: dict[str, Any]) -> Callable[[MutableMapping[Any, Any]], None]:
+    def transform(doc: MutableMapping[Any, Any]) -> None:
         doc.clear()
         doc.update(new)
 

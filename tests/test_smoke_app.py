@@ -1,0 +1,210 @@
+"""Smoke test: the real app under its own Xvfb with a tray host (trayer), D-Bus and dunst."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import AUTH_PASSWORD, AUTH_USER
+from tests.smtpd import SmtpServer
+
+TOOLS = ("Xvfb", "trayer", "dbus-daemon", "dunst", "dunstctl", "xdotool", "xwininfo")
+WINDOW_NAME = "Automatic tasks"
+TRAYER_ARGS = ["trayer", "--edge", "bottom", "--align", "right", "--widthtype", "request", "--height", "32"]
+TRAYER_ARGS += ["--transparent", "false", "--tint", "0x404040"]
+TRAY_CLASSNAME = "automailSystemTrayIcon"  # pystray's xorg backend: WM_CLASS "<name>SystemTrayIcon"
+
+
+def missing_tools() -> list[str]:
+    return [t for t in TOOLS if shutil.which(t) is None]
+
+
+def wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy; raise TimeoutError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class DesktopSession:
+    """A private X display (Xvfb), optionally a tray host, a session bus and a notification daemon."""
+
+    def __init__(self, tray: bool = True, notifications: bool = True, size: str = "1280x800x24") -> None:
+        self.tray = tray
+        self.with_notifications = notifications
+        self.size = size
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.env: dict[str, str] = {}
+
+    def start(self) -> DesktopSession:
+        read_fd, write_fd = os.pipe()
+        xvfb = subprocess.Popen(
+            ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", self.size, "-nolisten", "tcp"],
+            pass_fds=(write_fd,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.procs.append(xvfb)
+        os.close(write_fd)
+        with os.fdopen(read_fd) as pipe:
+            number = pipe.readline().strip()
+        if not number:
+            self.stop()
+            raise RuntimeError("Xvfb did not start")
+        self.env = {"DISPLAY": f":{number}"}
+        if self.with_notifications:
+            bus = subprocess.Popen(
+                ["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            self.procs.append(bus)
+            assert bus.stdout is not None
+            self.env["DBUS_SESSION_BUS_ADDRESS"] = bus.stdout.readline().decode().strip()
+            self._spawn(["dunst"])
+            wait_until(
+                lambda: self.run(["dunstctl", "count", "history"], check=False).returncode == 0, 10, what="dunst"
+            )
+        if self.tray:
+            self._spawn([*TRAYER_ARGS])
+            wait_until(lambda: self.windows("--classname", "trayer"), 10, what="trayer")
+        return self
+
+    def _spawn(self, argv: list[str]) -> None:
+        self.procs.append(
+            subprocess.Popen(argv, env=self.full_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+
+    def full_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {**os.environ, **self.env, **(extra or {})}
+
+    def run(self, argv: list[str], check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, env=self.full_env(), capture_output=True, text=True, check=check, timeout=30, **kw)
+
+    def windows(self, *query: str) -> list[str]:
+        out = self.run(["xdotool", "search", *query], check=False).stdout
+        return out.split()
+
+    def notifications(self) -> list[tuple[str, str]]:
+        """(summary, body) of every notification dunst got: shown, waiting and in its history."""
+        self.run(["dunstctl", "close-all"], check=False)  # closed notifications move to the history
+        time.sleep(0.2)
+        data = json.loads(self.run(["dunstctl", "history"]).stdout)["data"][0]
+        return [(n["summary"]["data"], n["body"]["data"]) for n in data]
+
+    def screenshot(self, path: Path) -> None:
+        if shutil.which("import"):
+            self.run(["import", "-window", "root", str(path)], check=False)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self.procs.clear()
+
+
+@pytest.fixture
+def desktop() -> Iterator[DesktopSession]:
+    if missing := missing_tools():
+        pytest.skip(f"needs {', '.join(missing)}")
+    session = DesktopSession().start()
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+def cli(session: DesktopSession, *args: str, stdin: str | None = None) -> str:
+    result = session.run([sys.executable, "-m", "automail", *args], input=stdin)
+    return result.stdout
+
+
+def is_docked(session: DesktopSession, window: str) -> bool:
+    """Embedded by the tray host: the icon window's parent is no longer the root window."""
+    tree = session.run(["xwininfo", "-tree", "-id", window], check=False).stdout
+    root = session.run(["xwininfo", "-root"], check=False).stdout.split("Window id:")[1].split()[0]
+    parent = [line for line in tree.splitlines() if "Parent window id:" in line]
+    return bool(parent) and root not in parent[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_app_docks_opens_sends_notifies_once_and_exits_on_sigterm(
+    desktop: DesktopSession, smtp_server_auth: SmtpServer, automail_home: Path, tmp_path: Path
+) -> None:
+    port = str(smtp_server_auth.port)
+    common = ["--company", "Firma", "--host", "127.0.0.1", "--port", port, "--security", "none"]
+    common += ["--username", AUTH_USER, "--password-stdin", "--allow-insecure-auth", "--unlimited"]
+    cli(desktop, "company", "add", "Firma")
+    cli(desktop, "task", "add", "Invoices", *common, "--sender", "Firma <info@firma.sk>", "--tag", "good",
+        stdin=AUTH_PASSWORD)  # fmt: skip
+    cli(desktop, "task", "add", "Reminders", *common, "--sender", "Firma <info@firma.sk>", "--tag", "bad",
+        stdin="wrong password")  # fmt: skip
+    body = tmp_path / "body.txt"
+    body.write_text("Hello from the smoke test.\n")
+    for i in range(3):
+        cli(desktop, "send", "--company", "Firma", "--to", f"client{i}@example.com", "--subject", f"Invoice {i}",
+            "--text", str(body), "--tag", "good")  # fmt: skip
+    cli(desktop, "send", "--company", "Firma", "--to", "late@example.com", "--subject", "Reminder",
+        "--text", str(body), "--tag", "bad")  # fmt: skip
+    cli(desktop, "task", "start", "--all")
+
+    log = (tmp_path / "app.log").open("wb")
+    app = subprocess.Popen([sys.executable, "-m", "automail", "gui"], env=desktop.full_env(), stdout=log, stderr=log)
+    try:
+        # The icon docks in trayer; the window starts hidden (companies exist, so not a first start).
+        icon = wait_until(lambda: desktop.windows("--classname", TRAY_CLASSNAME), 20, what="tray icon")[0]
+        wait_until(lambda: is_docked(desktop, icon), 10, what="icon docked in trayer")
+        assert not desktop.windows("--onlyvisible", "--name", WINDOW_NAME)
+
+        # A left click on the icon opens the window (xorg backend + ButtonPressMask fix, pystray#151).
+        desktop.run(["xdotool", "mousemove", "--window", icon, "8", "8", "click", "1"])
+        wait_until(lambda: desktop.windows("--onlyvisible", "--name", WINDOW_NAME), 10, what="main window")
+
+        # The good task sends; the wrong password gives exactly one notification.
+        received = smtp_server_auth.wait_for(3, timeout=30)
+        assert sorted(m.rcpt_tos[0] for m in received) == [f"client{i}@example.com" for i in range(3)]
+        wait_until(lambda: any("Reminders" in s for s, _ in desktop.notifications()), 20, what="notification")
+        time.sleep(3)  # room for a duplicate to show up, if the app would send one
+        shots = Path(os.environ.get("AUTOMAIL_SMOKE_SHOTS", tmp_path))
+        desktop.screenshot(shots / "smoke-app.png")
+        notes = desktop.notifications()
+        about_login = [n for n in notes if "Reminders" in n[0] or "Reminders" in n[1]]
+        assert len(about_login) == 1, notes
+        assert "login" in about_login[0][1].lower() or "auth" in about_login[0][1].lower(), about_login
+
+        # A second launch does not start a second app: it asks the first one to show itself.
+        second = desktop.run([sys.executable, "-m", "automail", "gui"], check=False)
+        assert second.returncode == 0 and "already running" in second.stdout
+
+        started = time.monotonic()
+        app.send_signal(signal.SIGTERM)
+        assert app.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5
+        assert not desktop.windows("--classname", TRAY_CLASSNAME)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+        log.close()
+        print((tmp_path / "app.log").read_text(errors="replace"))

@@ -1,0 +1,181 @@
+"""Notifier: one notification per incident, delayed "unreachable", aggregated failures; delivery paths."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from automail.errors import FaultKind
+from automail.models import EngineEvent, TaskState
+from automail.ui.notify import Delivery, Notifier, dbus_notify
+from tests.test_smoke_app import DesktopSession, wait_until
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def error(task: str, reason: str, fault: FaultKind = FaultKind.TASK_FATAL) -> EngineEvent:
+    return EngineEvent("state_changed", task, "Firma", state=TaskState.ERROR, detail=reason, fault=str(fault))
+
+
+def state(task: str, st: TaskState) -> EngineEvent:
+    return EngineEvent("state_changed", task, "Firma", state=st)
+
+
+def failed(task: str, rcpt: str, reason: str = "550 5.1.1 no such user") -> EngineEvent:
+    return EngineEvent("failed", task, "Firma", message_id=1, detail=reason, recipients=(rcpt,))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sent() -> list[tuple[str, str]]:
+    return []
+
+
+@pytest.fixture
+def notifier(clock: FakeClock, sent: list[tuple[str, str]]) -> Notifier:
+    return Notifier(lambda title, text: sent.append((title, text)), clock=clock, failed_window_s=8)
+
+
+def test_same_error_repeated_gives_one_then_new_after_recovery(notifier: Notifier, sent: list[tuple[str, str]]) -> None:
+    login = "SMTP login rejected: 535 5.7.8"
+    for _ in range(5):
+        notifier.on_event(error("Invoices", login))
+    assert sent == [("Task Invoices stopped", login)]
+    notifier.on_event(state("Invoices", TaskState.RUNNING))
+    notifier.on_event(error("Invoices", login))
+    assert len(sent) == 2
+    notifier.on_event(error("Invoices", "TLS handshake failed"))  # another reason: another incident
+    assert len(sent) == 3
+    notifier.on_event(error("Reminders", login))  # another task: its own incident
+    assert len(sent) == 4
+
+
+def test_unreachable_only_after_grace(notifier: Notifier, sent: list[tuple[str, str]], clock: FakeClock) -> None:
+    reason = "cannot connect to smtp.firma.sk:587: Connection refused"
+    notifier.on_event(error("Invoices", f"{reason} (retrying every 30 s at most)", FaultKind.TASK_RETRY))
+    clock.t += 100
+    notifier.on_event(error("Invoices", f"{reason} (retrying every 60 s at most)", FaultKind.TASK_RETRY))
+    notifier.tick()
+    assert sent == []
+    clock.t += 100  # 200 s > 3 min
+    notifier.tick()
+    assert len(sent) == 1 and "cannot reach" in sent[0][0] and "3 min" in sent[0][1]
+    clock.t += 600
+    notifier.on_event(error("Invoices", f"{reason} (retrying every 300 s at most)", FaultKind.TASK_RETRY))
+    notifier.tick()
+    assert len(sent) == 1
+
+
+def test_unreachable_that_recovers_in_time_is_silent(
+    notifier: Notifier, sent: list[tuple[str, str]], clock: FakeClock
+) -> None:
+    notifier.on_event(error("Invoices", "Connection refused", FaultKind.TASK_RETRY))
+    clock.t += 60
+    notifier.on_event(state("Invoices", TaskState.RUNNING))
+    clock.t += 600
+    notifier.tick()
+    assert sent == []
+
+
+def test_grace_is_configurable(sent: list[tuple[str, str]], clock: FakeClock) -> None:
+    n = Notifier(lambda t, x: sent.append((t, x)), clock=clock, unreachable_grace_s=10)
+    n.on_event(error("Invoices", "Connection refused", FaultKind.TASK_RETRY))
+    clock.t += 11
+    n.tick()
+    assert len(sent) == 1
+
+
+def test_permanent_failures_are_aggregated(notifier: Notifier, sent: list[tuple[str, str]], clock: FakeClock) -> None:
+    for rcpt in ("a@x.sk", "b@y.sk", "c@z.sk", "d@w.sk"):
+        notifier.on_event(failed("Invoices", rcpt))
+        clock.t += 1
+    assert sent == []
+    clock.t += 5
+    notifier.tick()
+    assert len(sent) == 1
+    title, text = sent[0]
+    assert title == "E-mails failed"
+    assert text.startswith("4 messages to a@x.sk, b@y.sk, c@z.sk … failed in task Invoices.")
+    assert "550 5.1.1" in text
+    clock.t += 60
+    notifier.tick()
+    assert len(sent) == 1
+
+
+def test_queue_drained_flushes_failures_then_reports(notifier: Notifier, sent: list[tuple[str, str]]) -> None:
+    notifier.on_event(failed("Invoices", "a@x.sk"))
+    notifier.on_event(EngineEvent("queue_drained", "Invoices", "Firma"))
+    assert [t for t, _ in sent] == ["E-mails failed", "Mailing finished"]
+    assert sent[0][1].startswith("1 message to a@x.sk failed")
+
+
+class FakeIcon:
+    HAS_NOTIFICATION = True
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def notify(self, message: str, title: str | None = None) -> None:
+        self.calls.append((title or "", message))
+
+
+def test_delivery_prefers_the_tray_icon_and_does_not_block() -> None:
+    icon = FakeIcon()
+    delivery = Delivery(icon=icon)
+    started = time.monotonic()
+    delivery.send("Task Invoices stopped", "SMTP login rejected")
+    assert time.monotonic() - started < 0.1
+    wait_until(lambda: icon.calls, 5, what="notify call")
+    assert icon.calls == [("Task Invoices stopped", "SMTP login rejected")]
+    assert delivery.method == "pystray"
+    delivery.close()
+
+
+def test_delivery_without_any_service_is_silent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert Delivery(icon=None).deliver_now("t", "x") == ""
+
+
+@pytest.fixture
+def dunst(monkeypatch: pytest.MonkeyPatch) -> Iterator[DesktopSession]:
+    """A private Xvfb + session bus + dunst (no tray host)."""
+    tools = ("Xvfb", "dbus-daemon", "dunst", "dunstctl")
+    if missing := [t for t in tools if shutil.which(t) is None]:
+        pytest.skip(f"needs {', '.join(missing)}")
+    session = DesktopSession(tray=False).start()
+    for key, value in session.env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+@pytest.mark.slow
+def test_dbus_notification_reaches_dunst(dunst: DesktopSession) -> None:
+    assert dbus_notify("Task Invoices stopped", "SMTP login rejected") > 0
+    assert Delivery(icon=None).deliver_now("E-mails failed", "3 messages failed") == "dbus"
+    notes = dunst.notifications()
+    assert sorted(notes) == [("E-mails failed", "3 messages failed"), ("Task Invoices stopped", "SMTP login rejected")]
+
+
+@pytest.mark.slow
+def test_notify_send_fallback_reaches_dunst(dunst: DesktopSession) -> None:
+    if shutil.which("notify-send") is None:
+        pytest.skip("needs notify-send")
+    assert Delivery(icon=None, use_dbus=False).deliver_now("Mailing finished", "all sent") == "notify-send"
+    assert dunst.notifications() == [("Mailing finished", "all sent")]

@@ -1,0 +1,356 @@
+"""Tray icon images, menu actions reaching the service, the app wiring, and the single-instance guard."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from automail.engine.service import Service
+from automail.models import EngineEvent, Security, SmtpSettings, Task, TaskState
+from automail.ui import icons, instance
+from automail.ui.bridge import Bridge
+from automail.ui.tray import Entry, Tray
+from tests.conftest import AUTH_USER
+from tests.smtpd import SmtpServer
+from tests.test_smoke_app import wait_until
+
+# ---- icons ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", ["stopped", "running", "waiting", "error"])
+def test_icon_disc_has_the_state_colour(state: str) -> None:
+    img = icons.draw_icon(state, 64).convert("RGBA")
+    assert img.size == (64, 64)
+    r, g, b, a = img.getpixel((5, 32))  # left edge of the disc, outside the envelope
+    expected = icons.STATE_COLORS[state]
+    assert a == 255 and max(abs(r - expected[0]), abs(g - expected[1]), abs(b - expected[2])) <= 6
+    assert img.getpixel((0, 0))[3] == 0  # transparent corner
+    assert img.getpixel((32, 28))[:3] == (255, 255, 255)  # the envelope
+
+
+def test_error_icon_has_a_white_mark_and_others_do_not() -> None:
+    def white_in_badge(state: str) -> int:
+        img = icons.draw_icon(state, 64).convert("RGB")
+        return sum(1 for x in range(50, 57) for y in range(44, 60) if min(img.getpixel((x, y))) > 230)
+
+    assert white_in_badge("error") >= 8
+    assert white_in_badge("running") == 0
+
+
+def test_state_key_accepts_enum_and_unknown_values() -> None:
+    assert icons.state_key(TaskState.WAITING) == "waiting"
+    assert icons.state_key(None) == "stopped"
+    assert icons.state_key("weird") == "stopped"
+
+
+def test_write_assets(tmp_path: Path) -> None:
+    from PIL import Image
+
+    names = sorted(p.name for p in icons.write_assets(tmp_path))
+    assert names == sorted(
+        ["automail.ico", "automail.png", "tray-error.png", "tray-running.png", "tray-stopped.png", "tray-waiting.png"]
+    )
+    with Image.open(tmp_path / "automail.ico") as ico:
+        assert (16, 16) in ico.info["sizes"] and (256, 256) in ico.info["sizes"]
+
+
+# ---- tray menu with a fake icon -----------------------------------------------------------
+
+
+class FakeRoot:
+    """Enough of a Tk root for the bridge when tests drain it by hand."""
+
+    def after(self, ms: int, func: Any) -> str:
+        return "after#0"
+
+    def after_cancel(self, ident: str) -> None:
+        pass
+
+
+class FakeIcon:
+    HAS_NOTIFICATION = True
+
+    def __init__(self, name: str, image: Any, title: str, menu: list[Entry]) -> None:
+        self.name, self.icon, self.title, self.menu = name, image, title, menu
+        self.visible = False
+        self.menu_updates = 0
+        self.notified: list[tuple[str, str]] = []
+        self.stopped = threading.Event()
+
+    def run(self, setup: Any = None) -> None:
+        if setup:
+            setup(self)
+        self.stopped.wait()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def update_menu(self) -> None:
+        self.menu_updates += 1
+
+    def notify(self, message: str, title: str | None = None) -> None:
+        self.notified.append((title or "", message))
+
+
+def make_task(name: str, port: int = 2525, password_user: str = "") -> Task:
+    smtp = SmtpSettings(
+        host="127.0.0.1",
+        port=port,
+        security=Security.NONE,
+        username=password_user,
+        sender="Firma <info@firma.sk>",
+        allow_insecure_auth=True,
+    )
+    return Task(name=name, company="Firma", smtp=smtp, rate_per_hour=None, tags=(name.lower(),))
+
+
+@pytest.fixture
+def service(automail_home: Path) -> Any:
+    svc = Service(automail_home)
+    svc.add_company("Firma")
+    svc.add_task(make_task("Invoices"))
+    svc.add_task(make_task("Reminders"))
+    yield svc
+    svc.close()
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def __call__(self, name: str) -> Any:
+        return lambda: self.names.append(name)
+
+
+@pytest.fixture
+def tray(service: Service) -> Any:
+    calls = Calls()
+    bridge = Bridge(FakeRoot())
+    t = Tray(
+        service,
+        bridge,
+        open_window=calls("open"),
+        open_outbox=calls("outbox"),
+        quit=calls("quit"),
+        icon_factory=FakeIcon,
+    )
+    assert t.start()
+    t.calls = calls
+    yield t
+    t.stop()
+
+
+def by_label(entries: list[Entry], label: str) -> Entry:
+    return next(e for e in entries if not e.separator and e.label() == label)
+
+
+def test_menu_layout_and_default(tray: Tray) -> None:
+    labels = [e.label() for e in tray.entries() if not e.separator]
+    assert labels == ["Open AutoMail", "Start server", "Tasks", "Open outbox", "Open log folder", "Quit"]
+    assert [e.label() for e in tray.entries() if e.default] == ["Open AutoMail"]
+    wait_until(lambda: tray.icon.visible, 2, what="setup")
+
+
+def test_menu_actions_only_post_and_run_on_drain(tray: Tray) -> None:
+    for label in ("Open AutoMail", "Open outbox", "Quit"):
+        by_label(tray.entries(), label).action()
+    assert tray.calls.names == []  # nothing ran on the tray's thread
+    tray.bridge.drain()
+    assert tray.calls.names == ["open", "outbox", "quit"]
+
+
+def test_open_log_folder(tray: Tray, service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[Path] = []
+    monkeypatch.setattr("automail.ui.tray.open_folder", opened.append)
+    by_label(tray.entries(), "Open log folder").action()
+    tray.bridge.drain()
+    assert opened == [service.home / "logs"]
+
+
+def test_start_and_stop_server_from_the_menu(tray: Tray, service: Service) -> None:
+    by_label(tray.entries(), "Start server").action()
+    tray.bridge.drain()
+    assert service.engine_running
+    assert by_label(tray.entries(), "Stop server")  # the text follows the engine
+    by_label(tray.entries(), "Stop server").action()
+    tray.bridge.drain()
+    wait_until(lambda: not service.engine_running, 10, what="engine stopped")
+    wait_until(lambda: tray.bridge.drain() or not tray.snapshot.engine_running, 5, what="refresh")
+    assert by_label(tray.entries(), "Start server")
+
+
+def test_tasks_submenu_starts_and_stops_tasks(tray: Tray, service: Service) -> None:
+    tasks = by_label(tray.entries(), "Tasks").submenu()
+    assert [e.label() for e in tasks] == ["Invoices", "Reminders"]
+    assert [e.checked() for e in tasks] == [False, False]
+    tasks[1].action()
+    tray.bridge.drain()
+    assert service.task("Reminders").enabled and not service.task("Invoices").enabled
+    tasks = by_label(tray.entries(), "Tasks").submenu()
+    assert [e.checked() for e in tasks] == [False, True]
+    tasks[1].action()
+    tray.bridge.drain()
+    assert not service.task("Reminders").enabled
+
+
+def test_icon_and_tooltip_follow_the_state(tray: Tray, service: Service) -> None:
+    icon = tray.icon
+    assert icon.icon is tray.images["stopped"]
+    assert icon.title.startswith("AutoMail: Stopped, 0 queued, 0 sent in 1 h")
+    service.send("Firma", to=["a@x.sk"], subject="Hi", text="x", tag="invoices")
+    service.outbox("Firma").set_task_state(
+        "Invoices", TaskState.ERROR, time.time(), "SMTP login rejected", "task_fatal"
+    )
+    before = icon.menu_updates
+    tray.on_event(EngineEvent("state_changed", "Invoices", "Firma", state=TaskState.ERROR, detail="x"))
+    assert icon.icon is tray.images["error"]
+    assert icon.title == "AutoMail: Error in Invoices, 1 queued, 0 sent in 1 h"
+    assert icon.menu_updates > before
+    assert len(icon.title) <= 63
+
+
+def test_no_display_means_no_tray_but_no_crash(service: Service) -> None:
+    def broken(*_a: Any) -> Any:
+        raise RuntimeError("Bad display name")  # what pystray raises without DISPLAY is not ImportError
+
+    t = Tray(service, Bridge(FakeRoot()), open_window=print, open_outbox=print, quit=print, icon_factory=broken)
+    assert not t.start()
+    assert not t.docked() and "Bad display name" in t.error
+    t.stop()
+
+
+# ---- the real pystray icon (xorg backend) -------------------------------------------------------
+
+
+@pytest.mark.gui
+def test_pystray_menu_and_xorg_click_mask(tray: Tray) -> None:
+    import Xlib.X
+
+    from automail.ui.tray import _make_pystray_icon
+
+    icon = _make_pystray_icon(tray.images["running"], "AutoMail", tray.entries())
+    texts = [item.text for item in icon.menu.items if item is not icon.menu.SEPARATOR]
+    assert texts[:3] == ["Open AutoMail", "Start server", "Tasks"]
+    assert icon.menu.items[0].default
+    icon.menu.items[0](icon)  # what a click on the icon does: the default action
+    tray.bridge.drain()
+    assert tray.calls.names == ["open"]
+    if hasattr(icon, "_window"):  # xorg backend: the click fix of pystray#151
+        assert icon._window.get_attributes().your_event_mask & Xlib.X.ButtonPressMask
+
+
+# ---- the app wiring: engine error → red icon + notification + window --------------------------
+
+
+class FakeWindow:
+    def __init__(self, root: Any, service: Any, *, on_quit: Any) -> None:
+        self.events: list[EngineEvent] = []
+        self.shown = 0
+        self.on_quit = on_quit
+
+    def on_event(self, event: EngineEvent) -> None:
+        self.events.append(event)
+
+    def refresh(self) -> None:
+        pass
+
+    def show(self) -> None:
+        self.shown += 1
+
+    def hide(self) -> None:
+        pass
+
+    def open_outbox(self, company: str | None = None) -> None:
+        pass
+
+    def select_company(self, name: str) -> None:
+        pass
+
+
+@pytest.mark.gui
+@pytest.mark.timeout(60)
+def test_engine_error_reaches_icon_notifier_and_window(
+    smtp_server_auth: SmtpServer, automail_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import customtkinter as ctk
+
+    from automail.ui import app as app_module
+
+    monkeypatch.setattr(app_module, "_make_window", FakeWindow)
+    svc = Service(automail_home)
+    svc.add_company("Firma")
+    svc.add_task(make_task("Invoices", smtp_server_auth.port, AUTH_USER), password="wrong")
+    svc.send("Firma", to=["a@x.sk"], subject="Hi", text="x", tag="invoices")
+    svc.start_task("Invoices")
+    app_module.theme.apply()
+    root = ctk.CTk()
+    root.withdraw()
+    app = app_module.App(root, svc, icon_factory=FakeIcon)
+    try:
+        app.start()
+        assert svc.engine_running  # enabled local task: the server starts by itself
+
+        def red() -> bool:
+            root.update()
+            return app.tray.icon.icon is app.tray.images["error"] and bool(app.tray.icon.notified)
+
+        wait_until(red, 20, interval=0.05, what="red icon and notification")
+        time.sleep(1)
+        root.update()
+        assert len(app.tray.icon.notified) == 1
+        title, text = app.tray.icon.notified[0]
+        assert title == "Task Invoices stopped" and "login" in text.lower()
+        assert any(e.state is TaskState.ERROR for e in app.window.events)
+        app.quit()
+        assert app.tray.icon is None  # the icon goes first
+        wait_until(lambda: root.update() or (not svc.engine_running and app.bridge._closed), 15, what="quit")
+    finally:
+        app.close()
+
+
+# ---- single instance ------------------------------------------------------------------------------
+
+
+def test_second_instance_asks_the_first_to_show(tmp_path: Path) -> None:
+    shown = threading.Event()
+    first = instance.claim(tmp_path, shown.set)
+    assert first is not None
+    try:
+        assert instance.claim(tmp_path, lambda: None, wait_s=2) is None
+        assert shown.wait(2)
+        info = json.loads((tmp_path / instance.FILE_NAME).read_text())
+        assert set(info) == {"port", "token", "pid"}
+    finally:
+        first.close()
+    assert not (tmp_path / instance.FILE_NAME).exists()
+
+
+def test_stale_port_file_does_not_block_a_start(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port that nobody listens on any more
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / instance.FILE_NAME).write_text(json.dumps({"port": port, "token": "old", "pid": 1}))
+    assert not instance.ask_running_instance(tmp_path)
+    guard = instance.claim(tmp_path, lambda: None)
+    assert guard is not None
+    guard.close()
+
+
+def test_wrong_token_is_refused(tmp_path: Path) -> None:
+    shown = threading.Event()
+    guard = instance.claim(tmp_path, shown.set)
+    assert guard is not None
+    try:
+        info = json.loads((tmp_path / instance.FILE_NAME).read_text())
+        with socket.create_connection(("127.0.0.1", info["port"])) as conn:
+            conn.sendall(b"show nottoken\n")
+            assert conn.recv(16).startswith(b"denied")
+        assert not shown.wait(0.3)
+    finally:
+        guard.close()

@@ -56,8 +56,15 @@ def sample_service(home: Path):  # type: ignore[no-untyped-def]
         reply_to="uctovnictvo@firma.sk",
     )
     service.add_task(
-        Task("Invoices", "Firma s.r.o.", smtp, computer="OFFICE-PC", rate_per_hour=1800, daily_cap=10000,
-             tags=("invoices",)),
+        Task(
+            "Invoices",
+            "Firma s.r.o.",
+            smtp,
+            computer="OFFICE-PC",
+            rate_per_hour=1800,
+            daily_cap=10000,
+            tags=("invoices",),
+        ),
         password="secret",
     )
     service.add_task(
@@ -65,8 +72,9 @@ def sample_service(home: Path):  # type: ignore[no-untyped-def]
         password="secret",
     )
     service.add_task(
-        Task("Newsletter", "Firma s.r.o.", smtp, computer="SERVER-2", user="", rate_per_hour=None,
-             tags=("newsletter",)),
+        Task(
+            "Newsletter", "Firma s.r.o.", smtp, computer="SERVER-2", user="", rate_per_hour=None, tags=("newsletter",)
+        ),
         password="secret",
     )
     service.start_task("Invoices")
@@ -82,18 +90,23 @@ def sample_service(home: Path):  # type: ignore[no-untyped-def]
             f"From: Firma s.r.o. <faktury@firma.sk>\r\nTo: {to}\r\nSubject: {subjects[kind].format(n=n)}\r\n"
             f"Message-ID: <{n}@firma.sk>\r\n\r\nDear customer,\r\n\r\nplease find invoice {n} attached.\r\n"
         ).encode()
-        messages.append(NewMessage(raw, (to,), "Firma s.r.o. <faktury@firma.sk>", subjects[kind].format(n=n),
-                                   f"<{n}@firma.sk>", tags[kind]))
+        messages.append(
+            NewMessage(
+                raw, (to,), "Firma s.r.o. <faktury@firma.sk>", subjects[kind].format(n=n), f"<{n}@firma.sk>", tags[kind]
+            )
+        )
     box.enqueue(messages, now - 3000)
     for i in range(140):
         claimed = box.claim("Invoices", now - 2400 + i * 10, ("invoices",), "faktury@firma.sk")
         assert claimed is not None
         if i % 25 == 7:
-            box.mark_failed(claimed.message.id, now - 2390 + i * 10, 550, "5.1.1 mailbox unavailable",
-                            smtp.account_key, "Invoices")
+            box.mark_failed(
+                claimed.message.id, now - 2390 + i * 10, 550, "5.1.1 mailbox unavailable", smtp.account_key, "Invoices"
+            )
         else:
-            box.mark_sent(claimed.message.id, now - 2390 + i * 10, "250 2.0.0 OK queued as 4F2A",
-                          {}, smtp.account_key, "Invoices")
+            box.mark_sent(
+                claimed.message.id, now - 2390 + i * 10, "250 2.0.0 OK queued as 4F2A", {}, smtp.account_key, "Invoices"
+            )
     box.set_task_state("Invoices", TaskState.RUNNING, now)
     box.set_task_state(
         "Reminders",

@@ -79,9 +79,9 @@ class CompanyDialog(Dialog):
         self._on_added = on_added
         b = self.body
         b.grid_columnconfigure(1, weight=1)
-        self.name = Field(b, 0, "Company name", width=320, placeholder="e.g. Firma s.r.o.")
-        self.name.entry.bind("<KeyRelease>", lambda _e: self._follow_name())
+        self._auto_location = ""
         self.location = Field(b, 2, "Outbox location", width=320)
+        self.name = Field(b, 0, "Company name", width=320, on_change=self._follow_name)
         self.browse = ctk.CTkButton(b, text="Browse…", width=90, command=self._browse)
         self.browse.grid(row=2, column=2, sticky="w", padx=(8, 0), pady=(6, 0))
         ctk.CTkLabel(
@@ -91,18 +91,18 @@ class CompanyDialog(Dialog):
             font=font(12),
             anchor="w",
         ).grid(row=4, column=1, columnspan=2, sticky="w")
-        self._auto_location = True
-        self.location.entry.bind("<KeyRelease>", lambda _e: setattr(self, "_auto_location", False))
         self._follow_name()
         self.add_buttons("Add")
-        self.after(250, self.name.entry.focus_set)
+        self.later(250, self.name.entry.focus_set)
 
     def default_location(self, name: str) -> str:
         return str(outbox_dir(self.service.home) / f"{safe_filename(name or 'company')}.sqlite3")
 
     def _follow_name(self) -> None:
-        if self._auto_location:
-            self.location.set(self.default_location(self.name.get().strip()))
+        # The location follows the name until the user changes it (typing or Browse…).
+        if self.location.get() in ("", self._auto_location):
+            self._auto_location = self.default_location(self.name.get().strip())
+            self.location.set(self._auto_location)
 
     def _browse(self) -> None:
         current = Path(self.location.get() or self.default_location(self.name.get()))
@@ -115,7 +115,6 @@ class CompanyDialog(Dialog):
             filetypes=[("AutoMail outbox", "*.sqlite3"), ("All files", "*")],
         )
         if path:
-            self._auto_location = False
             self.location.set(path)
 
     def ok(self) -> None:

@@ -15,6 +15,7 @@ from automail.ui.widgets import (
     MUTED_COLOR,
     PAD,
     ConfirmDialog,
+    LaterMixin,
     ReadOnlyText,
     font,
     set_text,
@@ -82,7 +83,7 @@ def message_text(msg: StoredMessage, raw: bytes | None) -> str:
     return "\n".join(lines)
 
 
-class OutboxWindow(ctk.CTkToplevel):
+class OutboxWindow(LaterMixin, ctk.CTkToplevel):
     """Messages of one company, PAGE_SIZE at a time (never all rows: 100,000 open instantly)."""
 
     def __init__(self, master: Any, service: Service, company: str) -> None:
@@ -159,7 +160,7 @@ class OutboxWindow(ctk.CTkToplevel):
         ).pack(side="right")
 
         self.reload()
-        self.after(200, self.lift)  # CTkToplevel may open behind its master (customtkinter#2483)
+        self.later(200, self.lift)  # CTkToplevel may open behind its master (customtkinter#2483)
 
     # ---- loading -------------------------------------------------------------------
     @property
@@ -226,6 +227,12 @@ class OutboxWindow(ctk.CTkToplevel):
         self.next_button.configure(state="normal" if self.page < pages - 1 else "disabled")
         self.load_seconds = time.perf_counter() - started
         self.info.configure(text=f"loaded in {self.load_seconds * 1000:.0f} ms")
+
+    def destroy(self) -> None:
+        self.cancel_later()
+        if self._search_job is not None:
+            self.after_cancel(self._search_job)
+        super().destroy()
 
     def next_page(self) -> None:
         self.page += 1
@@ -311,7 +318,7 @@ class OutboxWindow(ctk.CTkToplevel):
         self.message_view = MessageView(self, msg, message_text(msg, raw))
 
 
-class MessageView(ctk.CTkToplevel):
+class MessageView(LaterMixin, ctk.CTkToplevel):
     """One message, read-only."""
 
     def __init__(self, master: Any, msg: StoredMessage, text: str) -> None:
@@ -323,4 +330,8 @@ class MessageView(ctk.CTkToplevel):
         self.text.pack(fill="both", expand=True, padx=PAD, pady=(PAD, 8))
         self.text.set(text)
         ctk.CTkButton(self, text="Close", width=100, command=self.destroy).pack(side="right", padx=PAD, pady=(0, PAD))
-        self.after(200, self.lift)
+        self.later(200, self.lift)
+
+    def destroy(self) -> None:
+        self.cancel_later()
+        super().destroy()

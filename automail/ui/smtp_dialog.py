@@ -59,9 +59,6 @@ class SmtpDialog(Dialog):
         self.port = Field(b, 5, "Port", width=90)
         self.port.entry.grid_configure(sticky="w")
         self.port.set(str(smtp.port))
-        # The port follows the security choice until the user types a port of their own.
-        self._custom_port = smtp.port != DEFAULT_PORTS[str(smtp.security)]
-        self.port.entry.bind("<KeyRelease>", self._port_typed)
 
         self.verify = ctk.CTkCheckBox(b, text="Verify the server's certificate")
         self.verify.grid(row=7, column=1, sticky="w", pady=(ROW_GAP + 2, 0))
@@ -97,15 +94,13 @@ class SmtpDialog(Dialog):
         ).grid(row=21, column=1, sticky="w")
         self._base = smtp
         self.add_buttons()
-        self.after(250, self.host.entry.focus_set)
+        self.later(250, self.host.entry.focus_set)
 
     # ---- behaviour ----------------------------------------------------------------
     def _security_changed(self, label: str) -> None:
-        if not self._custom_port:
+        # The port follows the choice (25/465/587) unless the user typed a port of their own.
+        if self.port.get().strip() in {"", *map(str, DEFAULT_PORTS.values())}:
             self.port.set(str(DEFAULT_PORTS[SECURITY_CHOICES[label]]))
-
-    def _port_typed(self, _event: Any = None) -> None:
-        self._custom_port = self.port.get().strip() not in {"", *map(str, DEFAULT_PORTS.values())}
 
     def set_security(self, label: str) -> None:
         """Choose a security option as a click would (used by tests and presets)."""

@@ -64,13 +64,12 @@ class TaskDialog(Dialog):
         ctk.CTkLabel(b, text="Company", anchor="w").grid(row=3, column=0, sticky="w", pady=(ROW_GAP, 0))
         ctk.CTkLabel(b, text=company, anchor="w").grid(row=3, column=1, sticky="w", pady=(ROW_GAP, 0))
 
-        self.computer = Field(b, 4, "Computer")
-        self.computer.set(self.draft.computer if task is not None else service.computer)
-        self.computer.entry.bind("<KeyRelease>", lambda _e: self._update_note())
         self.note = ctk.CTkLabel(
             b, text="", anchor="w", justify="left", text_color=("#9A6700", "#E3B341"), wraplength=300
         )
         self.note.grid(row=6, column=1, sticky="w")
+        self.computer = Field(b, 4, "Computer", on_change=self._update_note)
+        self.computer.set(self.draft.computer if task is not None else service.computer)
 
         self.user = Field(b, 7, "User", placeholder="optional: only for this OS user")
         self.user.set(self.draft.user)
@@ -89,7 +88,7 @@ class TaskDialog(Dialog):
         self._update_note()
         self._update_settings_state()
         self.add_buttons()
-        self.after(250, (self.computer if task else self.name).entry.focus_set)
+        self.later(250, (self.computer if task else self.name).entry.focus_set)
 
     def _update_note(self) -> None:
         computer = self.computer.get().strip()

@@ -45,11 +45,20 @@ class Field:
         show: str = "",
         placeholder: str = "",
         column: int = 0,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
+        """``on_change`` is called on every edit (by typing or paste); such a field shows no placeholder."""
         self.row = row
+        self.var: tk.StringVar | None = None
+        if on_change is not None:
+            self.var = tk.StringVar(parent)
+            self.var.trace_add("write", lambda *_a: on_change())
+            placeholder = ""
         self.label = ctk.CTkLabel(parent, text=label, anchor="w", width=LABEL_WIDTH)
         self.label.grid(row=row, column=column, sticky="w", padx=(0, 12), pady=(ROW_GAP, 0))
-        self.entry = ctk.CTkEntry(parent, width=width, show=show, placeholder_text=placeholder or None)
+        self.entry = ctk.CTkEntry(
+            parent, width=width, show=show, placeholder_text=placeholder or None, textvariable=self.var
+        )
         self.entry.grid(row=row, column=column + 1, sticky="ew", pady=(ROW_GAP, 0))
         self.error = ErrorLine(parent)
         self.error.grid(row=row + 1, column=column + 1, sticky="w")
@@ -111,7 +120,26 @@ def input_error_text(exc: Any) -> str:
     return error_text(getattr(exc, "message", str(exc)), getattr(exc, "fix", None))
 
 
-class Dialog(ctk.CTkToplevel):
+class LaterMixin:
+    """after() calls that are cancelled when the window is destroyed (no "invalid command name" noise)."""
+
+    _later_ids: list[str]
+
+    def later(self, ms: int, func: Callable[[], Any]) -> None:
+        if not hasattr(self, "_later_ids"):
+            self._later_ids = []
+        self._later_ids.append(self.after(ms, func))  # type: ignore[attr-defined]
+
+    def cancel_later(self) -> None:
+        for job in getattr(self, "_later_ids", []):
+            try:
+                self.after_cancel(job)  # type: ignore[attr-defined]
+            except tk.TclError:
+                pass
+        self._later_ids = []
+
+
+class Dialog(LaterMixin, ctk.CTkToplevel):
     """Base of AutoMail's dialogs: transient to its master, modal grab, OK/Cancel row.
 
     Dialogs never block in wait_window: callers pass callbacks, which keeps them drivable
@@ -135,7 +163,7 @@ class Dialog(ctk.CTkToplevel):
         self.buttons = ctk.CTkFrame(self, fg_color="transparent")
         self.buttons.pack(side="bottom", fill="x", padx=PAD, pady=(8, PAD))
         self.bind("<Escape>", lambda _e: self.cancel())
-        self.after(10, self._present)
+        self.later(10, self._present)
 
     def _present(self) -> None:
         if self.closed:
@@ -151,7 +179,7 @@ class Dialog(ctk.CTkToplevel):
         self.geometry(f"+{max(x, 0)}+{max(y, 0)}")
         self.deiconify()
         # CTkToplevel may open behind its master (customtkinter#2483): lift again a moment later.
-        self.after(200, self._lift)
+        self.later(200, self._lift)
 
     def _lift(self) -> None:
         if self.closed:
@@ -208,6 +236,11 @@ class Dialog(ctk.CTkToplevel):
             pass
         self.destroy()
 
+    def destroy(self) -> None:
+        self.closed = True
+        self.cancel_later()
+        super().destroy()
+
 
 class AskDialog(Dialog):
     """Ask for one line of text; ``validate`` may raise to show an error under the entry."""
@@ -228,7 +261,7 @@ class AskDialog(Dialog):
         self.field = Field(self.body, 0, prompt, width=300)
         self.field.set(initial)
         self.add_buttons(ok_text)
-        self.after(250, self.field.entry.focus_set)
+        self.later(250, self.field.entry.focus_set)
 
     def ok(self) -> None:
         try:

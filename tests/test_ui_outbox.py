@@ -1,0 +1,145 @@
+"""GUI tests of the outbox window: paging over 100,000 messages, filter, search and the actions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from automail.engine.service import Service
+from automail.models import MessageStatus
+from automail.store.outbox import NewMessage
+from tests.test_ui_windows import COMPANY, pump
+
+ctk = pytest.importorskip("customtkinter")
+
+pytestmark = pytest.mark.gui
+
+
+def message(n: int, tag: str = "") -> NewMessage:
+    to = f"client{n}@example.com"
+    raw = (
+        f"From: Firma <info@firma.sk>\r\nTo: {to}\r\nSubject: Invoice {n}\r\nMessage-ID: <{n}@firma.sk>\r\n"
+        f"\r\nDear client {n},\r\nyour invoice is attached.\r\n"
+    ).encode()
+    return NewMessage(raw, (to,), "Firma <info@firma.sk>", f"Invoice {n}", f"<{n}@firma.sk>", tag)
+
+
+@pytest.fixture
+def service(automail_home: Path) -> Iterator[Service]:
+    svc = Service(home=automail_home, computer="OFFICE-PC", user="jana")
+    svc.add_company(COMPANY)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def root() -> Iterator[Any]:
+    try:
+        from automail.ui import theme
+
+        theme.apply()
+    except ImportError:
+        ctk.set_appearance_mode("light")
+    r = ctk.CTk()
+    yield r
+    try:
+        r.destroy()
+    except Exception:
+        pass
+
+
+@pytest.fixture
+def win(root: Any, service: Service) -> Any:
+    from automail.ui.main_window import MainWindow
+
+    w = MainWindow(root, service, on_quit=root.destroy)
+    pump(root)
+    return w
+
+
+def test_outbox_with_100k_messages_opens_page_one_quickly(win: Any, service: Service, root: Any) -> None:
+    box = service.outbox(COMPANY)
+    box.enqueue([message(n) for n in range(1, 100_001)], time.time())
+
+    started = time.perf_counter()
+    win.outbox_button.invoke()
+    outbox = win.outbox_window
+    pump(root, lambda: outbox.winfo_viewable(), timeout=5)
+    elapsed = time.perf_counter() - started
+    print(
+        f"\noutbox window with 100,000 messages: shown in {elapsed * 1000:.0f} ms "
+        f"(page query {outbox.load_seconds * 1000:.0f} ms)"
+    )
+    assert outbox.row_count == 200
+    assert outbox.total == 100_000
+    assert "Page 1 of 500" in outbox.page_label.cget("text")
+    assert elapsed < 3.0  # loose: the real figure is printed above (well under a second here)
+
+    outbox.next_button.invoke()
+    assert outbox.tree.get_children()[0] == "201"
+    assert outbox.prev_button.cget("state") == "normal"
+    outbox.page = 499
+    outbox.reload()
+    assert outbox.row_count == 200 and outbox.tree.get_children()[-1] == "100000"
+    assert outbox.next_button.cget("state") == "disabled"
+
+
+def test_filter_and_search(win: Any, service: Service, root: Any) -> None:
+    box = service.outbox(COMPANY)
+    box.enqueue([message(n) for n in range(1, 301)], time.time())
+    box.cancel([1, 2, 3], time.time())
+    win.open_outbox(COMPANY)
+    outbox = win.outbox_window
+    outbox.set_filter(MessageStatus.CANCELLED)
+    assert outbox.total == 3 and outbox.row_count == 3
+    outbox.set_filter(None, "client42@")
+    assert [outbox.tree.set(i, "to") for i in outbox.tree.get_children()] == ["client42@example.com"]
+    outbox.search.delete(0, "end")
+    outbox.search.insert(0, "Invoice 29")
+    outbox.apply_filter()
+    assert outbox.total == 11  # 29 and 290…299
+    assert outbox.page == 0
+
+
+def test_retry_cancel_and_show_message(win: Any, service: Service, root: Any) -> None:
+    box = service.outbox(COMPANY)
+    now = time.time()
+    box.enqueue([message(n) for n in range(1, 11)], now)
+    claimed = box.claim("Invoices", now, (), "info@firma.sk")
+    assert claimed is not None
+    box.mark_failed(claimed.message.id, now, 550, "5.1.1 mailbox unavailable", "acct", "Invoices")
+    win.open_outbox()
+    outbox = win.outbox_window
+    pump(root)
+    assert outbox.tree.set("1", "status") == "failed"
+    assert "550 5.1.1 mailbox unavailable" in outbox.tree.set("1", "error")
+
+    outbox.select_ids([1])
+    outbox.show_button.invoke()
+    text = outbox.message_view.text.get_text()
+    assert "Subject: Invoice 1" in text
+    assert "Dear client 1," in text
+    assert "Error: 550 5.1.1 mailbox unavailable" in text
+
+    outbox.select_ids([1])
+    outbox.retry_button.invoke()
+    assert box.get(1).status is MessageStatus.QUEUED
+
+    outbox.select_ids([4, 5])
+    outbox.cancel_button.invoke()
+    outbox.confirm.cancel()
+    assert box.get(4).status is MessageStatus.QUEUED
+    outbox.select_ids([4, 5])
+    outbox.cancel_queued()
+    outbox.confirm.ok_button.invoke()
+    assert box.get(4).status is MessageStatus.CANCELLED and box.get(5).status is MessageStatus.CANCELLED
+    assert outbox.tree.set("4", "status") == "cancelled"
+    assert "2 message(s) cancelled" in outbox.status_line.cget("text")
+
+    outbox.select_ids([])
+    outbox.cancel_queued()
+    assert "Select the queued messages" in outbox.status_line.cget("text")

@@ -99,7 +99,7 @@ def sample_service(home: Path):  # type: ignore[no-untyped-def]
     for i in range(140):
         claimed = box.claim("Invoices", now - 2400 + i * 10, ("invoices",), "faktury@firma.sk")
         assert claimed is not None
-        if i % 25 == 7:
+        if i % 25 == 3:
             box.mark_failed(
                 claimed.message.id, now - 2390 + i * 10, 550, "5.1.1 mailbox unavailable", smtp.account_key, "Invoices"
             )

@@ -59,7 +59,7 @@ class TaskDialog(Dialog):
         self.name = Field(b, 1, "Name", placeholder="e.g. Invoices")
         self.name.set(self.draft.name)
         if task is not None:  # renaming would orphan the keyring entry and the task's state
-            self.name.entry.configure(state="disabled")
+            self.name.entry.configure(state="disabled", text_color=MUTED_COLOR)
 
         ctk.CTkLabel(b, text="Company", anchor="w").grid(row=3, column=0, sticky="w", pady=(ROW_GAP, 0))
         ctk.CTkLabel(b, text=company, anchor="w").grid(row=3, column=1, sticky="w", pady=(ROW_GAP, 0))

@@ -26,8 +26,9 @@ def font(size: int = 13, weight: str = "normal") -> ctk.CTkFont:
 
 
 def set_text(entry: ctk.CTkEntry, text: str) -> None:
-    """Replace an entry's text."""
-    entry.delete(0, "end")
+    """Replace an entry's text (keeping a placeholder visible when the new text is empty)."""
+    if entry.get():  # "" while the placeholder shows: deleting would erase the placeholder itself
+        entry.delete(0, "end")
     if text:
         entry.insert(0, text)
 

@@ -116,10 +116,21 @@ def test_permanent_failures_are_aggregated(notifier: Notifier, sent: list[tuple[
 
 
 def test_queue_drained_flushes_failures_then_reports(notifier: Notifier, sent: list[tuple[str, str]]) -> None:
+    for i in range(5):
+        notifier.on_event(EngineEvent("sent", "Invoices", "Firma", message_id=i))
     notifier.on_event(failed("Invoices", "a@x.sk"))
     notifier.on_event(EngineEvent("queue_drained", "Invoices", "Firma"))
-    assert [t for t, _ in sent] == ["E-mails failed", "Mailing finished"]
-    assert sent[0][1].startswith("1 message to a@x.sk failed")
+    assert sent == [
+        ("E-mails failed", "1 message to a@x.sk failed in task Invoices. Last reason: 550 5.1.1 no such user"),
+        ("Mailing finished", "Task Invoices sent 5 e-mails; its queue is empty."),
+    ]
+
+
+def test_a_single_message_drained_is_not_news(notifier: Notifier, sent: list[tuple[str, str]]) -> None:
+    notifier.on_event(EngineEvent("sent", "Invoices", "Firma", message_id=1))
+    notifier.on_event(EngineEvent("queue_drained", "Invoices", "Firma"))
+    notifier.on_event(EngineEvent("queue_drained", "Invoices", "Firma"))
+    assert sent == []
 
 
 class FakeIcon:

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 APP_NAME = "AutoMail"
 UNREACHABLE_GRACE_S = 3 * 60  # "server unreachable" is only worth a notification if it lasts
 FAILED_WINDOW_S = 8.0  # permanent failures are collected this long, then reported as one
+MIN_MAILING = 5  # a drained queue is news only after a mailing, not after every single invoice
 
 
 @dataclass
@@ -48,11 +49,14 @@ class Notifier:
         clock: Callable[[], float] = time.monotonic,
         unreachable_grace_s: float = UNREACHABLE_GRACE_S,
         failed_window_s: float = FAILED_WINDOW_S,
+        min_mailing: int = MIN_MAILING,
     ) -> None:
         self._deliver = deliver or Delivery().send
         self.clock = clock
         self.unreachable_grace_s = unreachable_grace_s
         self.failed_window_s = failed_window_s
+        self.min_mailing = min_mailing
+        self._sent_since_drain: dict[str, int] = {}
         self._incidents: dict[str, str] = {}  # task -> incident key already notified
         self._pending_unreachable: dict[str, tuple[float, str]] = {}  # task -> (since, reason)
         self._in_error: dict[str, str] = {}  # task -> incident key of the current error
@@ -70,9 +74,13 @@ class Notifier:
             batch.count += 1
             batch.recipients.extend(r for r in event.recipients if r not in batch.recipients)
             batch.last_reason = event.detail
+        elif event.kind == "sent":
+            self._sent_since_drain[event.task] = self._sent_since_drain.get(event.task, 0) + 1
         elif event.kind == "queue_drained":
             self._flush_failed(event.task)
-            self._notify("Mailing finished", f"Task {event.task}: every queued e-mail has been handled.")
+            sent = self._sent_since_drain.pop(event.task, 0)
+            if sent >= self.min_mailing:
+                self._notify("Mailing finished", f"Task {event.task} sent {sent} e-mails; its queue is empty.")
         self.tick()
 
     def _on_state(self, event: EngineEvent) -> None:
@@ -182,9 +190,9 @@ class Delivery:
                 return "pystray"
             except Exception:
                 log.debug("pystray notify failed", exc_info=True)
-        if self.use_dbus and os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
+        if self.use_dbus and (bus := _session_bus()):
             try:
-                dbus_notify(title, text)
+                dbus_notify(title, text, bus=bus)
                 return "dbus"
             except Exception:
                 log.debug("D-Bus notify failed", exc_info=True)
@@ -204,7 +212,16 @@ class Delivery:
         return ""
 
 
-def dbus_notify(title: str, text: str, timeout_ms: int = -1) -> int:
+def _session_bus() -> str:
+    """The session bus address: $DBUS_SESSION_BUS_ADDRESS, else systemd's per-user socket, else ""."""
+    address = os.environ.get("DBUS_SESSION_BUS_ADDRESS", "")
+    if address:
+        return address
+    path = f"/run/user/{os.getuid()}/bus" if hasattr(os, "getuid") else ""
+    return f"unix:path={path}" if path and os.path.exists(path) else ""
+
+
+def dbus_notify(title: str, text: str, timeout_ms: int = -1, bus: str = "SESSION") -> int:
     """Call org.freedesktop.Notifications.Notify on the session bus; return the notification id."""
     from jeepney import DBusAddress, new_method_call
     from jeepney.io.blocking import open_dbus_connection
@@ -220,7 +237,7 @@ def dbus_notify(title: str, text: str, timeout_ms: int = -1) -> int:
         "susssasa{sv}i",
         (APP_NAME, 0, "", title, text, [], {}, timeout_ms),
     )
-    with open_dbus_connection(bus="SESSION") as conn:
+    with open_dbus_connection(bus=bus) as conn:
         reply = conn.send_and_get_reply(msg, timeout=5)
     if reply.header.message_type.name == "error":
         raise OSError(f"D-Bus Notify failed: {reply.body}")

@@ -1,0 +1,257 @@
+"""Shared helpers for the benchmarks: a local smtp-sink, 1 KB messages, timing, a recording server.
+
+Only 127.0.0.1 is used.  Every wait is bounded in count and in time.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from automail.message import compose  # noqa: E402
+from automail.store.outbox import NewMessage  # noqa: E402
+
+HOST = "127.0.0.1"
+SMTP_SINK = "/usr/sbin/smtp-sink"
+SENDER = "Bench <bench@example.com>"
+SENDER_ADDR = "bench@example.com"
+MESSAGE_BYTES = 1024
+
+
+# ---- ports and the sink ---------------------------------------------------------
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, timeout: float = 5.0) -> None:
+    """Wait (at most ``timeout`` s, 100 tries) until something accepts on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    for _ in range(100):
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5) as s:
+                s.recv(256)  # the greeting
+                s.sendall(b"QUIT\r\n")
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout} s")
+
+
+class SmtpSink:
+    """Postfix's ``smtp-sink`` on a free loopback port (a C sink: ~0.085 ms CPU per message)."""
+
+    def __init__(self, backlog: int = 1000) -> None:
+        self.port = free_port()
+        self.backlog = backlog
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SmtpSink:
+        if not os.path.exists(SMTP_SINK):
+            raise RuntimeError(f"{SMTP_SINK} is missing (Debian package postfix)")
+        cmd = [SMTP_SINK]
+        if os.geteuid() == 0:
+            cmd += ["-u", "nobody"]  # smtp-sink refuses to run as root otherwise
+        cmd += [f"{HOST}:{self.port}", str(self.backlog)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listening(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+            self.proc = None
+
+    def __enter__(self) -> SmtpSink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---- a recording server (arrival timestamps) ----------------------------------------
+class RecordingServer:
+    """aiosmtpd on a free loopback port that notes ``time.time()`` at the end of every DATA.
+
+    Too slow (~1 ms CPU per message) for throughput, exact enough for arrival times.
+    """
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.arrivals: list[float] = []
+        self._lock = threading.Lock()
+        outer = self
+
+        class _Handler:
+            async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+                t = time.time()
+                with outer._lock:
+                    outer.arrivals.append(t)
+                return "250 OK"
+
+        self.port = free_port()
+        self._controller = Controller(_Handler(), hostname=HOST, port=self.port)
+
+    def __enter__(self) -> RecordingServer:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._controller.stop()
+
+
+# ---- messages --------------------------------------------------------------------
+def make_messages(n: int, size: int = MESSAGE_BYTES, tag: str = "") -> list[NewMessage]:
+    """``n`` messages of about ``size`` bytes each (headers + a padded text body)."""
+    first = compose(to=["rcpt0@example.com"], subject="Bench 0", text="x", sender=SENDER, tag=tag)
+    pad = max(1, size - len(first.raw))
+    out = []
+    for i in range(n):
+        body = (f"Message {i}. " + "lorem ipsum dolor sit amet " * 60)[:pad]
+        out.append(compose(to=[f"rcpt{i}@example.com"], subject=f"Bench {i}", text=body, sender=SENDER, tag=tag))
+    return out
+
+
+def small_new_messages(n: int, start: int = 0, body_bytes: int = 200) -> list[NewMessage]:
+    """Cheap hand-made NewMessage objects (no MIME building) for outbox-only benchmarks."""
+    body = b"x" * body_bytes
+    return [
+        NewMessage(
+            raw=body,
+            recipients=(f"r{i}@example.com",),
+            from_header=SENDER,
+            subject=f"s{i}",
+            message_id=f"<{i}@bench.invalid>",
+        )
+        for i in range(start, start + n)
+    ]
+
+
+# ---- timing and stats ---------------------------------------------------------------
+@contextmanager
+def timed() -> Iterator[dict[str, float]]:
+    """``with timed() as t: ...`` then ``t["s"]`` is the elapsed wall time in seconds."""
+    box: dict[str, float] = {}
+    t0 = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box["s"] = time.perf_counter() - t0
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def interval_stats(times: list[float]) -> dict[str, float]:
+    """Mean, min, max, stdev of the gaps between consecutive sorted timestamps."""
+    ts = sorted(times)
+    gaps = [b - a for a, b in zip(ts, ts[1:])]
+    if not gaps:
+        return {"n": 0, "mean": float("nan"), "min": float("nan"), "max": float("nan"), "stdev": float("nan")}
+    return {
+        "n": len(gaps),
+        "mean": statistics.fmean(gaps),
+        "min": min(gaps),
+        "max": max(gaps),
+        "stdev": statistics.stdev(gaps) if len(gaps) > 1 else 0.0,
+    }
+
+
+@dataclass
+class Result:
+    """One benchmark's figures, printed alone or gathered by run_all."""
+
+    name: str
+    lines: list[str] = field(default_factory=list)
+    table: list[list[str]] = field(default_factory=list)  # first row = header
+    verdicts: list[tuple[str, bool]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def check(self, text: str, ok: bool) -> None:
+        self.verdicts.append((text, ok))
+
+    def print(self) -> None:
+        print(f"== {self.name}")
+        widths = [max(len(r[i]) for r in self.table) for i in range(len(self.table[0]))] if self.table else []
+        for row in self.table:
+            print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        for line in self.lines:
+            print("  " + line)
+        for text, ok in self.verdicts:
+            print(f"  [{'PASS' if ok else 'FAIL'}] {text}")
+        for note in self.notes:
+            print(f"  note: {note}")
+
+    def markdown(self) -> str:
+        out = [f"## {self.name}", ""]
+        if self.table:
+            out.append("| " + " | ".join(self.table[0]) + " |")
+            out.append("|" + "|".join("---" for _ in self.table[0]) + "|")
+            for row in self.table[1:]:
+                out.append("| " + " | ".join(row) + " |")
+            out.append("")
+        for line in self.lines:
+            out.append(f"- {line}")
+        for text, ok in self.verdicts:
+            out.append(f"- **{'PASS' if ok else 'FAIL'}**: {text}")
+        for note in self.notes:
+            out.append(f"- Note: {note}")
+        out.append("")
+        return "\n".join(out)
+
+
+def machine() -> str:
+    fs = "?"
+    try:
+        fs = subprocess.run(
+            ["df", "-T", tempfile.gettempdir()], capture_output=True, text=True, timeout=5
+        ).stdout.splitlines()[1].split()[1]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        pass
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"nproc {os.cpu_count()}, {cpu or platform.processor()}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}, temp folder {tempfile.gettempdir()} on {fs}"
+    )
+
+
+def temp_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Result, median, remove, small_new_messages, temp_dir, timed  # noqa: E402
+from common import Result, median, remove, small_new_messages, temp_dir, timed
 
-from automail.store.outbox import Outbox  # noqa: E402
+from automail.store.outbox import Outbox
 
 BUILD_BATCH = 10_000
 BUILD_LIMIT_S = 600.0  # give up building the big file past this
@@ -96,7 +96,11 @@ def bench(n_enqueue: int = 100_000, big: int = 1_000_000, total_cycles: int = 20
     ratio = l_med / s_med
     res.table = [
         ["measure", "figure", "target"],
-        [f"enqueue {n_enqueue:,} (1,000 per call)", f"{t_batched:.2f} s ({n_enqueue / t_batched:,.0f} msgs/s)", "< 30 s"],
+        [
+            f"enqueue {n_enqueue:,} (1,000 per call)",
+            f"{t_batched:.2f} s ({n_enqueue / t_batched:,.0f} msgs/s)",
+            "< 30 s",
+        ],
         [f"enqueue {n_enqueue:,} (one call)", f"{t_one:.2f} s ({n_enqueue / t_one:,.0f} msgs/s)", "< 30 s"],
         [f"build {big:,} queued (10,000 per call)", f"{t_build:.1f} s, file {size_mb:,.0f} MB", "~3 min"],
         [

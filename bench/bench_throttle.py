@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import HOST, SENDER, RecordingServer, Result, interval_stats, make_messages, remove, temp_dir  # noqa: E402
+from common import HOST, SENDER, RecordingServer, Result, interval_stats, make_messages, remove, temp_dir
 
-from automail.engine.service import Service  # noqa: E402
-from automail.models import SmtpSettings, Task  # noqa: E402
+from automail.engine.service import Service
+from automail.models import SmtpSettings, Task
 
 COMPANY = "Bench"
 TASK = "bench-throttle"
@@ -37,9 +37,7 @@ def bench(seconds: float = 60.0, rate: int = 3000) -> Result:
         with RecordingServer() as server:
             service.add_company(COMPANY)
             smtp = SmtpSettings(host=HOST, port=server.port, security="none", sender=SENDER)  # type: ignore[arg-type]
-            service.add_task(
-                Task(name=TASK, company=COMPANY, smtp=smtp, computer=service.computer, rate_per_hour=rate)
-            )
+            service.add_task(Task(name=TASK, company=COMPANY, smtp=smtp, computer=service.computer, rate_per_hour=rate))
             service.enqueue(COMPANY, make_messages(n))
             service.start_task(TASK)
             service.start_engine()
@@ -47,9 +45,7 @@ def bench(seconds: float = 60.0, rate: int = 3000) -> Result:
             service.stop_engine()
             arrivals = list(server.arrivals)
         conn = service.outbox(COMPANY)._conn()
-        rows = conn.execute(
-            "SELECT claimed_at, sent_at FROM messages WHERE status='sent' ORDER BY sent_at"
-        ).fetchall()
+        rows = conn.execute("SELECT claimed_at, sent_at FROM messages WHERE status='sent' ORDER BY sent_at").fetchall()
     finally:
         service.close()
         if old_home is None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     HOST,
     SENDER,
     SENDER_ADDR,
@@ -36,8 +36,8 @@ from common import (  # noqa: E402
     timed,
 )
 
-from automail.engine.service import Service  # noqa: E402
-from automail.models import SmtpSettings, Task  # noqa: E402
+from automail.engine.service import Service
+from automail.models import SmtpSettings, Task
 
 COMPANY = "Bench"
 TASK = "bench"
@@ -237,14 +237,30 @@ def bench(n: int = 2000, rounds: int = 3) -> Result:
 
     res.table = [
         ["sender", "median msgs/s", "runs (msgs/s)", f"median s for {n:,}"],
-        ["AutoMail (engine, durable outbox)", f"{med['automail']:.0f}", each("automail"),
-         f"{median([x['elapsed'] for x in runs['automail']]):.2f}"],
-        ["bare aiosmtplib, 1 reused connection", f"{med['aiosmtplib']:.0f}", each("aiosmtplib"),
-         f"{median([x['elapsed'] for x in runs['aiosmtplib']]):.2f}"],
-        ["mailmerge 2.3, new connection per message", f"{med['mailmerge']:.0f}", each("mailmerge"),
-         f"{median([x['elapsed'] for x in runs['mailmerge']]):.2f}"],
-        ["(diagnostic) bare aiosmtplib + Outbox claim/mark_sent per message", f"{med['floor']:.0f}",
-         each("floor"), f"{median([x['elapsed'] for x in runs['floor']]):.2f}"],
+        [
+            "AutoMail (engine, durable outbox)",
+            f"{med['automail']:.0f}",
+            each("automail"),
+            f"{median([x['elapsed'] for x in runs['automail']]):.2f}",
+        ],
+        [
+            "bare aiosmtplib, 1 reused connection",
+            f"{med['aiosmtplib']:.0f}",
+            each("aiosmtplib"),
+            f"{median([x['elapsed'] for x in runs['aiosmtplib']]):.2f}",
+        ],
+        [
+            "mailmerge 2.3, new connection per message",
+            f"{med['mailmerge']:.0f}",
+            each("mailmerge"),
+            f"{median([x['elapsed'] for x in runs['mailmerge']]):.2f}",
+        ],
+        [
+            "(diagnostic) bare aiosmtplib + Outbox claim/mark_sent per message",
+            f"{med['floor']:.0f}",
+            each("floor"),
+            f"{median([x['elapsed'] for x in runs['floor']]):.2f}",
+        ],
     ]
     r_aio = med["automail"] / med["aiosmtplib"]
     r_mm = med["automail"] / med["mailmerge"]

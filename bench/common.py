@@ -5,6 +5,7 @@ Only 127.0.0.1 is used.  Every wait is bounded in count and in time.
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import shutil
@@ -172,7 +173,7 @@ def median(xs: list[float]) -> float:
 def interval_stats(times: list[float]) -> dict[str, float]:
     """Mean, min, max, stdev of the gaps between consecutive sorted timestamps."""
     ts = sorted(times)
-    gaps = [b - a for a, b in zip(ts, ts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(ts)]
     if not gaps:
         return {"n": 0, "mean": float("nan"), "min": float("nan"), "max": float("nan"), "stdev": float("nan")}
     return {
@@ -201,7 +202,7 @@ class Result:
         print(f"== {self.name}")
         widths = [max(len(r[i]) for r in self.table) for i in range(len(self.table[0]))] if self.table else []
         for row in self.table:
-            print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)))
+            print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
         for line in self.lines:
             print("  " + line)
         for text, ok in self.verdicts:
@@ -230,9 +231,11 @@ class Result:
 def machine() -> str:
     fs = "?"
     try:
-        fs = subprocess.run(
-            ["df", "-T", tempfile.gettempdir()], capture_output=True, text=True, timeout=5
-        ).stdout.splitlines()[1].split()[1]
+        fs = (
+            subprocess.run(["df", "-T", tempfile.gettempdir()], capture_output=True, text=True, timeout=5)
+            .stdout.splitlines()[1]
+            .split()[1]
+        )
     except (OSError, IndexError, subprocess.SubprocessError):
         pass
     cpu = ""

@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_outbox  # noqa: E402
-import bench_throttle  # noqa: E402
-import bench_throughput  # noqa: E402
-from common import ROOT, Result, machine  # noqa: E402
+import bench_outbox
+import bench_throttle
+import bench_throughput
+from common import ROOT, Result, machine
 
 DOC = ROOT / "docs" / "benchmarks.md"
 
@@ -123,7 +123,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes; prints only, does not write the doc")
     a = p.parse_args()
-    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     t0 = time.perf_counter()
     results = []
     if a.quick:

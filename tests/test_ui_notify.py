@@ -53,7 +53,7 @@ def test_same_error_repeated_gives_one_then_new_after_recovery(notifier: Notifie
     login = "SMTP login rejected: 535 5.7.8"
     for _ in range(5):
         notifier.on_event(error("Invoices", login))
-    assert sent == [("Task Invoices stopped", login)]
+    assert sent == [("Task “Invoices” stopped", login)]
     notifier.on_event(state("Invoices", TaskState.RUNNING))
     notifier.on_event(error("Invoices", login))
     assert len(sent) == 2
@@ -108,7 +108,7 @@ def test_permanent_failures_are_aggregated(notifier: Notifier, sent: list[tuple[
     assert len(sent) == 1
     title, text = sent[0]
     assert title == "E-mails failed"
-    assert text.startswith("4 messages to a@x.sk, b@y.sk, c@z.sk … failed in task Invoices.")
+    assert text.startswith("4 messages to a@x.sk, b@y.sk, c@z.sk … failed in task “Invoices”.")
     assert "550 5.1.1" in text
     clock.t += 60
     notifier.tick()
@@ -121,8 +121,8 @@ def test_queue_drained_flushes_failures_then_reports(notifier: Notifier, sent: l
     notifier.on_event(failed("Invoices", "a@x.sk"))
     notifier.on_event(EngineEvent("queue_drained", "Invoices", "Firma"))
     assert sent == [
-        ("E-mails failed", "1 message to a@x.sk failed in task Invoices. Last reason: 550 5.1.1 no such user"),
-        ("Mailing finished", "Task Invoices sent 5 e-mails; its queue is empty."),
+        ("E-mails failed", "1 message to a@x.sk failed in task “Invoices”. Last reason: 550 5.1.1 no such user"),
+        ("Mailing finished", "Task “Invoices” sent 5 e-mails; nothing is left in its queue."),
     ]
 
 

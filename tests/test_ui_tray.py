@@ -305,7 +305,7 @@ def test_engine_error_reaches_icon_notifier_and_window(
         root.update()
         assert len(app.tray.icon.notified) == 1
         title, text = app.tray.icon.notified[0]
-        assert title == "Task Invoices stopped" and "login" in text.lower()
+        assert title == "Task “Invoices” stopped" and "login" in text.lower()
         assert any(e.state is TaskState.ERROR for e in app.window.events)
         app.quit()
         assert app.tray.icon is None  # the icon goes first

@@ -80,7 +80,9 @@ class Notifier:
             self._flush_failed(event.task)
             sent = self._sent_since_drain.pop(event.task, 0)
             if sent >= self.min_mailing:
-                self._notify("Mailing finished", f"Task {event.task} sent {sent} e-mails; its queue is empty.")
+                self._notify(
+                    "Mailing finished", f"Task “{event.task}” sent {sent} e-mails; nothing is left in its queue."
+                )
         self.tick()
 
     def _on_state(self, event: EngineEvent) -> None:
@@ -101,7 +103,7 @@ class Notifier:
             return
         self._pending_unreachable.pop(task, None)
         self._incidents[task] = key
-        self._notify(f"Task {task} stopped", _plain(event.detail))
+        self._notify(f"Task “{task}” stopped", _plain(event.detail))
 
     # ---- time -------------------------------------------------------------------------
     def tick(self) -> None:
@@ -112,7 +114,7 @@ class Notifier:
                 del self._pending_unreachable[task]
                 self._incidents[task] = self._in_error.get(task, "")
                 minutes = max(1, int((now - since) // 60))
-                self._notify(f"Task {task} cannot reach its server", f"For {minutes} min: {_plain(reason)}")
+                self._notify(f"Task “{task}” cannot reach its server", f"For {minutes} min: {_plain(reason)}")
         for task, batch in list(self._batches.items()):
             if now - batch.first_at >= self.failed_window_s:
                 self._flush_failed(task)
@@ -123,7 +125,7 @@ class Notifier:
             return
         shown = ", ".join(batch.recipients[:3]) + (" …" if len(batch.recipients) > 3 else "")
         noun = "message" if batch.count == 1 else "messages"
-        text = f"{batch.count} {noun} to {shown} failed in task {task}."
+        text = f"{batch.count} {noun} to {shown} failed in task “{task}”."
         if batch.last_reason:
             text += f" Last reason: {_plain(batch.last_reason)}"
         self._notify("E-mails failed", text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,14 +167,27 @@ class SmtpSession:
         if not self.connected:
             await self.connect()
 
-    async def send(self, mail_from: str, recipients: tuple[str, ...], raw: bytes) -> SendResult:
-        """Send one message on the open session; classify every failure."""
+    async def send(
+        self,
+        mail_from: str,
+        recipients: tuple[str, ...],
+        raw: bytes,
+        before_data: Awaitable[object] | None = None,
+    ) -> SendResult:
+        """Send one message on the open session; classify every failure.
+
+        ``before_data`` is awaited after MAIL FROM and RCPT TO, just before DATA: the
+        worker passes the commit of the previous message's result, so that commit's
+        fsync overlaps with this message's envelope round trips while a crash can
+        still leave at most one delivered-but-unrecorded message.
+        """
         await self.ensure_connected()
         assert self._client is not None
         client = self._client
         total = self.settings.timeout * 3
         try:
-            errors, reply = await asyncio.wait_for(client.sendmail(mail_from, list(recipients), raw), total)
+            async with asyncio.timeout(total):
+                errors, reply = await _transact(client, mail_from, list(recipients), raw, before_data)
         except aiosmtplib.SMTPSenderRefused as exc:
             await self._reset()
             if 400 <= exc.code < 500:
@@ -242,6 +256,40 @@ class SmtpSession:
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 pass
         client.close()
+
+
+async def _transact(
+    client: aiosmtplib.SMTP,
+    mail_from: str,
+    recipients: list[str],
+    raw: bytes,
+    before_data: Awaitable[object] | None,
+) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
+    """MAIL, RCPT…, (wait for ``before_data``), DATA — aiosmtplib's sendmail with one pause point."""
+    if before_data is None:
+        return await client.sendmail(mail_from, recipients, raw)
+    options = [f"size={len(raw)}"] if client.supports_extension("size") else []
+    try:
+        await client.mail(mail_from, options=options)
+        refused: dict[str, aiosmtplib.SMTPResponse] = {}
+        errors: list[aiosmtplib.SMTPRecipientRefused] = []
+        for rcpt in recipients:
+            try:
+                await client.rcpt(rcpt)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                errors.append(exc)
+                refused[exc.recipient] = aiosmtplib.SMTPResponse(exc.code, exc.message)
+        await before_data
+        if len(errors) == len(recipients):
+            raise aiosmtplib.SMTPRecipientsRefused(errors)
+        response = await client.data(raw)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        try:
+            await client.rset()
+        except (ConnectionError, aiosmtplib.SMTPResponseException):
+            pass
+        raise
+    return refused, response.message
 
 
 def _short(exc: BaseException) -> str:

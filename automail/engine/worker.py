@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from automail.clock import Clock
 from automail.errors import AutomailError, FaultKind, SmtpError
 from automail.message import with_sender_headers
 from automail.models import Company, EngineEvent, EventSink, MessageStatus, Task, TaskState
-from automail.store.outbox import Outbox
+from automail.store.outbox import ClaimedMessage, Outbox
 
 from .sender import SmtpSession
 from .throttle import Throttle
@@ -22,6 +24,7 @@ IDLE_POLL_S = 1.0  # how often an idle worker looks for messages another process
 IDLE_CLOSE_S = 20.0  # close the SMTP connection after this long without sending
 UNREACHABLE_BACKOFF_S = (15, 30, 60, 120, 300, 600, 900)
 STEP_ERROR_BACKOFF_S = 5.0
+CLAIM_BATCH = 32  # messages an unlimited task claims per transaction
 
 
 @dataclass
@@ -66,6 +69,10 @@ class Worker:
         self._unreachable = 0
         self._retry_at = 0.0
         self.failed_count = 0
+        self._held: deque[ClaimedMessage] = deque()
+        self._pending: asyncio.Future[None] | None = None
+        # One thread commits results, in order, while the loop goes on with the next envelope.
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"automail-db-{task.name}")
 
     # ---- state -----------------------------------------------------------------
     def _set_state(self, state: TaskState, reason: str = "", fault: str = "", code: int | None = None) -> None:
@@ -106,7 +113,10 @@ class Worker:
                 if sleep > 0 and not self.stopping:
                     await self._sleep(sleep)
         finally:
+            await self.flush()
+            self._release_held(self.clock.now())
             await self.session.close()
+            self._db.shutdown(wait=True)
             if not self.finished:
                 self._set_state(TaskState.STOPPED)
 
@@ -122,24 +132,49 @@ class Worker:
         self.stopping = True
         self.wake.set()
 
+    async def flush(self) -> None:
+        """Wait until the last recorded result is committed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await pending
+
+    def _record(self, event: EngineEvent, fn: Callable[..., None], *args: object) -> None:
+        """Commit a result on the worker's database thread; emit the event once it is durable."""
+        loop = asyncio.get_running_loop()
+
+        def commit() -> None:
+            fn(*args)
+
+        future = loop.run_in_executor(self._db, commit)
+
+        def done(f: asyncio.Future[None]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                log.error("task %s: recording message %s failed: %s", self.task.name, event.message_id, f.exception())
+            else:
+                self.emit(event)
+
+        future.add_done_callback(done)
+        # The executor has one thread and runs commits in order: the newest is the last to finish.
+        self._pending = future
+
+    def _release_held(self, now: float, *extra: int) -> None:
+        ids = [c.message.id for c in self._held] + list(extra)
+        self._held.clear()
+        if ids:
+            self.outbox.release(ids, now)
+
     async def step(self, now: float) -> float:
         """Do one unit of work at time ``now``; return seconds to sleep before the next."""
         task = self.task
         if now < self._retry_at:
             return self._retry_at - now
-        due = self.outbox.next_due(task.tags)
-        if due is None or due > now:
-            await self._close_if_idle(now)
-            if self._had_work and self.outbox.counts(task.tags)[MessageStatus.SENDING] == 0 and due is None:
-                self._had_work = False
-                self.emit(EngineEvent("queue_drained", task.name, self.company.name))
-            if due is None:
-                self._set_state(TaskState.RUNNING)
-                return IDLE_POLL_S
-            self._set_state(TaskState.WAITING, "waiting to retry deferred messages")
-            return min(due - now, IDLE_POLL_S)
+        if not self._held:
+            await self.flush()
         delay = self.throttle.delay(now)
         if delay > 0:
+            self._release_held(now)  # claimed messages never wait in "sending"
+            if self.outbox.next_due(task.tags) is None:
+                return await self._idle(now)
             # Normal spacing between sends is "running"; "waiting" is a cap that holds sending back.
             if delay > self.throttle.interval + 1.0:
                 self._set_state(TaskState.WAITING, f"sending limit reached ({task.cadence_text})")
@@ -148,55 +183,103 @@ class Worker:
             if delay > IDLE_CLOSE_S:
                 await self.session.close()
             return delay
-        # Claim and take the bucket's slot before the first await, so workers sharing
-        # the bucket in this loop cannot both pass the check above.
-        claimed = self.outbox.claim(task.name, now, task.tags, mail_from=task.smtp.sender_address)
-        if claimed is None:
-            return 0.0
+        if not self._held:
+            # Unlimited tasks claim a batch in one transaction; throttled ones one at a time.
+            # No await between the bucket check above and record() below, so workers sharing
+            # a bucket in this loop cannot both pass it.
+            size = CLAIM_BATCH if self.throttle.interval == 0 else 1
+            self._held.extend(self.outbox.claim_batch(task.name, now, task.tags, task.smtp.sender_address, size))
+            if not self._held:
+                return await self._nothing_due(now)
+        claimed = self._held.popleft()
         self.throttle.record(now)
         self._had_work = True
         msg = claimed.message
         try:
             await self.session.ensure_connected()
         except SmtpError as exc:
-            self.outbox.release(msg.id, self.clock.now())
+            await self.flush()
+            self._release_held(self.clock.now(), msg.id)
             return self._task_fault(exc, self.clock.now())
         self._set_state(TaskState.RUNNING)
         raw = with_sender_headers(claimed.raw, task.smtp.sender, task.smtp.reply_to)
         account = task.smtp.account_key
         try:
-            result = await self.session.send(task.smtp.sender_address, msg.recipients, raw)
+            # The previous result's commit must be durable before this DATA: at most one
+            # delivered-but-unrecorded message can exist at any time (≤ 1 duplicate per crash).
+            result = await self.session.send(task.smtp.sender_address, msg.recipients, raw, self._pending_or_none())
         except SmtpError as exc:
+            await self.flush()
             done = self.clock.now()
             if exc.kind in (FaultKind.TASK_FATAL, FaultKind.TASK_RETRY):
-                self.outbox.release(msg.id, done)
+                self._release_held(done, msg.id)
                 return self._task_fault(exc, done)
             if exc.kind is FaultKind.TRANSIENT:
                 attempts = msg.attempts + 1
                 next_at = done + task.retry_delay(attempts)
                 if next_at - claimed.queued_at <= task.max_age_s:
-                    self.outbox.mark_deferred(msg.id, done, next_at, exc.code, str(exc), account, task.name)
-                    self.emit(self._msg_event("deferred", msg.id, str(exc), msg.recipients))
+                    self._record(
+                        self._msg_event("deferred", msg.id, str(exc), msg.recipients),
+                        self.outbox.mark_deferred,
+                        msg.id,
+                        done,
+                        next_at,
+                        exc.code,
+                        str(exc),
+                        account,
+                        task.name,
+                    )
                     return 0.0
                 reason = f"gave up after {attempts} attempts over {task.max_age_s // 3600} h: {exc}"
                 self._fail(msg.id, done, exc.code, reason, msg.recipients)
                 return 0.0
             self._fail(msg.id, done, exc.code, str(exc), msg.recipients)
             return 0.0
+        await self.flush()  # normally long done: it was awaited before DATA
         done = self.clock.now()
-        self.outbox.mark_sent(msg.id, done, result.reply, result.refused, account, task.name)
-        self._last_send = done
-        self._unreachable = 0
         detail = result.reply
         if result.refused:
             detail += " (refused: " + ", ".join(f"{a} {r}" for a, r in result.refused.items()) + ")"
-        self.emit(self._msg_event("sent", msg.id, detail, msg.recipients))
+        self._record(
+            self._msg_event("sent", msg.id, detail, msg.recipients),
+            self.outbox.mark_sent,
+            msg.id,
+            done,
+            result.reply,
+            result.refused,
+            account,
+            task.name,
+        )
+        self._last_send = done
+        self._unreachable = 0
         return 0.0
 
+    def _pending_or_none(self) -> asyncio.Future[None] | None:
+        pending = self._pending
+        return pending if pending is not None and not pending.done() else None
+
+    async def _nothing_due(self, now: float) -> float:
+        due = self.outbox.next_due(self.task.tags)
+        if due is None:
+            return await self._idle(now)
+        await self._close_if_idle(now)
+        self._set_state(TaskState.WAITING, "waiting to retry deferred messages")
+        return min(max(due - now, 0.0), IDLE_POLL_S)
+
+    async def _idle(self, now: float) -> float:
+        if self._had_work and self.outbox.counts(self.task.tags)[MessageStatus.SENDING] == 0:
+            self._had_work = False
+            self.emit(EngineEvent("queue_drained", self.task.name, self.company.name))
+        self._set_state(TaskState.RUNNING)
+        await self._close_if_idle(now)
+        return IDLE_POLL_S
+
     def _fail(self, msg_id: int, now: float, code: int | None, reason: str, rcpts: tuple[str, ...]) -> None:
-        self.outbox.mark_failed(msg_id, now, code, reason, self.task.smtp.account_key, self.task.name)
         self.failed_count += 1
-        self.emit(self._msg_event("failed", msg_id, reason, rcpts))
+        event = self._msg_event("failed", msg_id, reason, rcpts)
+        self._record(
+            event, self.outbox.mark_failed, msg_id, now, code, reason, self.task.smtp.account_key, self.task.name
+        )
 
     def _msg_event(self, kind: str, msg_id: int, detail: str, rcpts: tuple[str, ...]) -> EngineEvent:
         return EngineEvent(
@@ -217,7 +300,8 @@ class Worker:
         backoff = UNREACHABLE_BACKOFF_S[min(self._unreachable, len(UNREACHABLE_BACKOFF_S) - 1)]
         self._unreachable += 1
         self._retry_at = now + backoff
-        self._set_state(TaskState.ERROR, f"{exc} (retrying every {backoff} s at most)", str(exc.kind), exc.code)
+        # The reason stays the same across retries: one incident, one notification.
+        self._set_state(TaskState.ERROR, str(exc), str(exc.kind), exc.code)
         return float(backoff)
 
     async def _close_if_idle(self, now: float) -> None:

@@ -263,19 +263,30 @@ class Outbox:
 
     def claim(self, task: str, now: float, tags: Sequence[str] = (), mail_from: str = "") -> ClaimedMessage | None:
         """Atomically take the next due message for ``task`` (status → sending)."""
+        claimed = self.claim_batch(task, now, tags, mail_from, 1)
+        return claimed[0] if claimed else None
+
+    def claim_batch(
+        self, task: str, now: float, tags: Sequence[str] = (), mail_from: str = "", limit: int = 1
+    ) -> list[ClaimedMessage]:
+        """Atomically take up to ``limit`` due messages, oldest first, in one transaction."""
         clause, args = _tag_clause(tags)
         with self.transaction() as conn:
-            row = conn.execute(
+            rows = conn.execute(
                 f"UPDATE messages SET status='sending', task=?, mail_from=?, claimed_at=?, updated_at=?,"
                 f" next_attempt_at=NULL"
-                f" WHERE id = (SELECT id FROM messages WHERE next_attempt_at <= ?{clause}"
-                f" ORDER BY next_attempt_at, id LIMIT 1) RETURNING {_COLUMNS}, queued_at",
-                [task, mail_from, now, now, now, *args],
-            ).fetchone()
-            if row is None:
-                return None
-            raw = conn.execute("SELECT raw FROM bodies WHERE id=?", (row[0],)).fetchone()[0]
-        return ClaimedMessage(_row_to_message(row), bytes(raw), float(row[-1]))
+                f" WHERE id IN (SELECT id FROM messages WHERE next_attempt_at <= ?{clause}"
+                f" ORDER BY next_attempt_at, id LIMIT ?) RETURNING {_COLUMNS}, queued_at",
+                [task, mail_from, now, now, now, *args, limit],
+            ).fetchall()
+            bodies = {}
+            if rows:
+                ids = [r[0] for r in rows]
+                bodies = dict(
+                    conn.execute(f"SELECT id, raw FROM bodies WHERE id IN ({','.join('?' * len(ids))})", ids).fetchall()
+                )
+        rows.sort(key=lambda r: r[0])
+        return [ClaimedMessage(_row_to_message(r), bytes(bodies[r[0]]), float(r[-1])) for r in rows]
 
     def mark_sent(self, msg_id: int, now: float, reply: str, refused: dict[str, str], account: str, task: str) -> None:
         """Record a delivery (with any refused recipients) and log it for the throttle."""
@@ -318,13 +329,14 @@ class Outbox:
             if account:
                 conn.execute("INSERT INTO send_log (account, task, at) VALUES (?,?,?)", (account, task, now))
 
-    def release(self, msg_id: int, now: float) -> None:
-        """Give a claimed message back untouched (a task-level fault, not the message's)."""
+    def release(self, msg_id: int | Sequence[int], now: float) -> None:
+        """Give claimed messages back untouched (a task-level fault or a stop, not the message's)."""
+        ids = [msg_id] if isinstance(msg_id, int) else list(msg_id)
         with self.transaction() as conn:
-            conn.execute(
+            conn.executemany(
                 "UPDATE messages SET status='queued', updated_at=?, claimed_at=NULL,"
                 " next_attempt_at=? WHERE id=? AND status='sending'",
-                (now, now, msg_id),
+                [(now, now, i) for i in ids],
             )
 
     def recover(self, task: str | None, now: float, older_than: float | None = None) -> int:

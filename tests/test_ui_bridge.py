@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import tkinter
@@ -21,6 +22,10 @@ def root() -> Iterator[tkinter.Tk]:
     tk.withdraw()
     yield tk
     tk.destroy()
+    del tk
+    # Collect the Tcl interpreter here, on the Tk thread: collected later by a garbage collection
+    # that happens to run in another thread, it aborts the process (Tcl_AsyncDelete).
+    gc.collect()
 
 
 def pump(root: tkinter.Tk, until: threading.Event | None = None, seconds: float = 3.0) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -273,10 +275,17 @@ class FakeWindow:
         pass
 
 
+@pytest.fixture
+def collect_tk() -> Iterator[None]:
+    """After the test, free its Tcl interpreter on this thread (see test_ui_bridge.root)."""
+    yield
+    gc.collect()
+
+
 @pytest.mark.gui
 @pytest.mark.timeout(60)
 def test_engine_error_reaches_icon_notifier_and_window(
-    smtp_server_auth: SmtpServer, automail_home: Path, monkeypatch: pytest.MonkeyPatch
+    smtp_server_auth: SmtpServer, automail_home: Path, monkeypatch: pytest.MonkeyPatch, collect_tk: None
 ) -> None:
     import customtkinter as ctk
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -234,6 +235,16 @@ def _set_window_icon(root: Any) -> None:
 
 def run_app(demo: bool = False) -> int:
     """Run the desktop app until Quit, SIGTERM or SIGINT; return the exit code (0)."""
+    try:
+        return _run(demo)
+    finally:
+        # Free the Tcl interpreter here, on the main thread, now that _run's frame is gone: if a
+        # garbage collection in another thread (tray, notifications) freed it, Tcl would abort
+        # the process (Tcl_AsyncDelete).
+        gc.collect()
+
+
+def _run(demo: bool) -> int:
     theme.apply()
     home = data_dir()
     shown = threading.Event()

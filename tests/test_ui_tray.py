@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -363,3 +364,13 @@ def test_wrong_token_is_refused(tmp_path: Path) -> None:
         assert not shown.wait(0.3)
     finally:
         guard.close()
+
+
+def test_tooltip_is_latin1_safe_for_the_xorg_backend(tray: Tray) -> None:
+    from automail.ui.tray import TraySnapshot, latin1_text
+
+    assert latin1_text("Faktúry č. 5 – ok") == "Faktury c. 5 ? ok"
+    tray.update(TraySnapshot(state="error", error_task="Faktúry č. 5 pre zákazníkov a dodávateľov"))
+    if sys.platform.startswith("linux"):
+        tray.icon.title.encode("latin-1")
+    assert len(tray.icon.title) <= 63

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -212,7 +213,9 @@ class Tray:
         if snap.error_task:
             state = f"Error in {snap.error_task}"
         text = f"AutoMail: {state}, {snap.queued} queued, {snap.sent_last_hour} sent in 1 h"
-        return text if len(text) <= TITLE_LIMIT else text[: TITLE_LIMIT - 1] + "…"
+        if sys.platform not in ("win32", "darwin"):
+            text = latin1_text(text)
+        return text if len(text) <= TITLE_LIMIT else text[: TITLE_LIMIT - 3] + "..."
 
     # ---- lifecycle --------------------------------------------------------------------
     def start(self) -> bool:
@@ -271,6 +274,16 @@ class Tray:
             log.debug("tray stop failed", exc_info=True)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=3)
+
+
+def latin1_text(text: str) -> str:
+    """Text the xorg backend can set as WM_NAME: it encodes Latin-1 only, and a task named
+    "Faktúry č. 5" would otherwise raise UnicodeEncodeError in pystray's own thread."""
+    if all(ord(c) < 256 for c in text):
+        return text
+    decomposed = unicodedata.normalize("NFKD", text)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return plain.encode("latin-1", "replace").decode("latin-1")
 
 
 def _make_pystray_icon(image: Any, title: str, entries: Sequence[Entry]) -> Any:

@@ -52,6 +52,30 @@ def setup_task(port: int, *extra: str, company: str = "Firma", name: str = "Mail
     )
 
 
+def add_auth_task(port: int, password: str, *extra: str) -> None:
+    """Task "Mailing" of company "Firma" logging in as AUTH_USER; the password comes on stdin."""
+    cli(
+        "task",
+        "add",
+        "Mailing",
+        "--company",
+        "Firma",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--security",
+        "none",
+        "--username",
+        AUTH_USER,
+        "--password-stdin",
+        "--sender",
+        "info@firma.sk",
+        *extra,
+        stdin=password,
+    )
+
+
 def write_emls(folder: Path, count: int) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -123,26 +147,7 @@ def test_password_only_in_keyring_and_wrong_password_stops_run(
 ) -> None:
     secret = "Wr0ng-But-Secret-Pa55!"
     cli("company", "add", "Firma")
-    cli(
-        "task",
-        "add",
-        "Mailing",
-        "--company",
-        "Firma",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(smtp_server_auth.port),
-        "--security",
-        "none",
-        "--username",
-        AUTH_USER,
-        "--password-stdin",
-        "--sender",
-        "info@firma.sk",
-        "--unlimited",
-        stdin=secret + "\n",
-    )
+    add_auth_task(smtp_server_auth.port, secret + "\n", "--unlimited")
     cli("task", "start", "Mailing")
     cli("enqueue", "--company", "Firma", *write_emls(tmp_path / "in", 2))
     run = cli("run", "--until-empty", check=1)
@@ -302,25 +307,7 @@ def test_company_and_task_listing_and_removal(smtp_server: SmtpServer) -> None:
 
 def test_task_test_reports_server_answer_and_login_failure(smtp_server_auth: SmtpServer) -> None:
     cli("company", "add", "Firma")
-    cli(
-        "task",
-        "add",
-        "Mailing",
-        "--company",
-        "Firma",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(smtp_server_auth.port),
-        "--security",
-        "none",
-        "--username",
-        AUTH_USER,
-        "--password-stdin",
-        "--sender",
-        "info@firma.sk",
-        stdin=AUTH_PASSWORD,
-    )
+    add_auth_task(smtp_server_auth.port, AUTH_PASSWORD)
     assert "logged in as info@firma.sk" in cli("task", "test", "Mailing").stdout
     cli("task", "edit", "Mailing", "--password-stdin", stdin="bad")
     assert "535" in cli("task", "test", "Mailing", check=1).stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,15 @@ def service(automail_home: Path) -> Iterator[Service]:
     svc.add_company(COMPANY)
     yield svc
     svc.close()
+
+
+@pytest.fixture(autouse=True)
+def _collect_tk_garbage() -> Iterator[None]:
+    """Free earlier tests' Tk objects here, on the main thread: a Tcl interpreter freed by a cyclic
+    GC run in an engine or worker thread aborts the process ("async handler deleted by the wrong thread")."""
+    gc.collect()
+    yield
+    gc.collect()
 
 
 @pytest.fixture

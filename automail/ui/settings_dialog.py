@@ -217,9 +217,9 @@ class SettingsDialog(Dialog):
             return
         self.test_button.configure(state="disabled")
         self._show_result(f"Connecting to {task.smtp.host}:{task.smtp.port}…", None)
-        password = self.password
+        service, password = self.service, self.password  # the worker must not reference widgets
         self.jobs.run(
-            lambda: self.service.test_task(task, password),
+            lambda: service.test_task(task, password),
             lambda answer: self._job_done(self.test_button, str(answer), True),
             lambda exc: self._job_done(self.test_button, str(exc), False),
         )
@@ -237,9 +237,9 @@ class SettingsDialog(Dialog):
             return
         self.send_test_button.configure(state="disabled")
         self._show_result(f"Sending a test e-mail to {to}…", None)
-        password = self.password
+        service, password = self.service, self.password  # the worker must not reference widgets
         self.jobs.run(
-            lambda: self.service.send_test_email(task, to, password),
+            lambda: service.send_test_email(task, to, password),
             lambda reply: self._job_done(self.send_test_button, f"Test e-mail to {to} accepted. Server: {reply}", True),
             lambda exc: self._job_done(self.send_test_button, f"Test e-mail to {to} failed: {exc}", False),
         )

@@ -305,21 +305,31 @@ class ReadOnlyText(ctk.CTkTextbox):
         return str(self.get("1.0", "end-1c"))
 
 
+def _run_job(results: queue.Queue[tuple[int, bool, Any]], job: int, work: Callable[[], Any]) -> None:
+    try:
+        results.put((job, True, work()))
+    except BaseException as exc:
+        results.put((job, False, exc))
+
+
 class Background:
     """Run a function in a worker thread and hand its result to the Tk thread.
 
     The worker only puts the outcome on a queue; the Tk thread polls it with after()
-    while the job runs (no polling when idle, no Tk call from the worker).
+    while a job runs (no polling when idle, no Tk call from the worker). The worker holds
+    no reference to any widget — ``work`` must not either: a Tk object released last in
+    another thread aborts Tcl ("async handler deleted by the wrong thread").
     """
 
     def __init__(self, widget: Any) -> None:
         self._widget = widget
-        self._results: queue.Queue[tuple[Callable[..., None], Any]] = queue.Queue()
-        self._running = 0
+        self._results: queue.Queue[tuple[int, bool, Any]] = queue.Queue()
+        self._callbacks: dict[int, tuple[Callable[[Any], None], Callable[[BaseException], None]]] = {}
+        self._next = 0
 
     @property
     def busy(self) -> bool:
-        return self._running > 0
+        return bool(self._callbacks)
 
     def run(
         self,
@@ -327,17 +337,12 @@ class Background:
         on_done: Callable[[Any], None],
         on_error: Callable[[BaseException], None],
     ) -> None:
-        def target() -> None:
-            try:
-                result = work()
-            except BaseException as exc:
-                self._results.put((on_error, exc))
-            else:
-                self._results.put((on_done, result))
-
-        self._running += 1
-        threading.Thread(target=target, name="automail-ui-job", daemon=True).start()
-        if self._running == 1:
+        self._next += 1
+        self._callbacks[self._next] = (on_done, on_error)
+        threading.Thread(
+            target=_run_job, args=(self._results, self._next, work), name="automail-ui-job", daemon=True
+        ).start()
+        if len(self._callbacks) == 1:
             self._widget.after(POLL_MS, self._poll)
 
     def _poll(self) -> None:
@@ -348,15 +353,15 @@ class Background:
             return
         while True:
             try:
-                callback, value = self._results.get_nowait()
+                job, ok, value = self._results.get_nowait()
             except queue.Empty:
                 break
-            self._running -= 1
+            on_done, on_error = self._callbacks.pop(job)
             try:
-                callback(value)
+                (on_done if ok else on_error)(value)
             except tk.TclError:  # the window closed meanwhile
                 pass
-        if self._running > 0:
+        if self._callbacks:
             self._widget.after(POLL_MS, self._poll)
 
 

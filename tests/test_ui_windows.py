@@ -450,3 +450,18 @@ def test_explain_maps_engine_errors_to_plain_words() -> None:
     assert explain("cannot reach the SMTP server a:25: refused")[0] == "The SMTP server cannot be reached"
     assert explain("no password is stored for task 'x' (u)")[0] == "No password saved for this task"
     assert explain("something odd — do this") == ("something odd", "do this")
+
+
+def test_quit_and_log_folder_buttons(root: Any, service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    from automail.ui import main_window
+
+    quits: list[bool] = []
+    w = main_window.MainWindow(root, service, on_quit=lambda: quits.append(True))
+    opened: list[Path] = []
+    import automail.ui.tray as tray
+
+    monkeypatch.setattr(tray, "open_folder", opened.append)
+    w.log_button.invoke()
+    assert opened == [service.home / "logs"]
+    w.quit_button.invoke()
+    assert quits == [True]

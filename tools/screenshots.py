@@ -19,6 +19,7 @@ from keyring.backend import KeyringBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "screenshots"
+sys.path.insert(0, str(ROOT))  # this checkout's automail, whatever `pip install -e` points at
 
 
 class MemoryKeyring(KeyringBackend):
@@ -153,7 +154,7 @@ def main() -> int:
     root = ctk.CTk()
     root.title("AutoMail — Automatic tasks")
     win = MainWindow(root, service, on_quit=root.destroy)
-    root.geometry("1180x600+40+40")
+    root.geometry("1180x640+40+40")
     win.select_company("Firma s.r.o.")
     win.select_task("Invoices")
     capture(root, "main_window")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from tkinter import filedialog
@@ -32,7 +33,9 @@ if TYPE_CHECKING:
     from automail.engine.service import Service
     from automail.models import EngineEvent
 
-REFRESH_MS = 2000  # periodic refresh while visible (none while hidden)
+REFRESH_MS = 2000  # periodic check while visible (none while hidden)
+REFRESH_BUDGET = 0.02  # a periodic refresh may use at most ~2 % of a core: slow ones run less often
+FORCED_REFRESH_S = 60  # "sent last hour" changes with time alone: redraw at least this often
 EVENT_COALESCE_MS = 250  # engine events arriving in a burst cause one refresh
 NO_COMPANY = "(no company yet)"
 COLUMNS = [
@@ -155,6 +158,9 @@ class MainWindow:
         self._dirty = False
         self._stopping = False
         self.refresh_count = 0
+        self.last_refresh_s = 0.0
+        self._signature: tuple[object, ...] | None = None
+        self._next_tick_ms = REFRESH_MS
 
         root.geometry("1180x620")
         root.minsize(900, 460)
@@ -212,8 +218,34 @@ class MainWindow:
         self.stop_button.pack(side="right")
         self.start_button.pack(side="right", padx=(0, 8))
 
-        self.status_bar = ctk.CTkLabel(r, text="", text_color=MUTED_COLOR, anchor="w", font=font(12))
-        self.status_bar.pack(fill="x", padx=PAD, pady=(0, 10))
+        footer = ctk.CTkFrame(r, fg_color="transparent")
+        footer.pack(fill="x", padx=PAD, pady=(4, 12))
+        # On Linux without a tray menu (pystray's xorg backend) the window must offer the tray's commands.
+        quiet = {"fg_color": "transparent", "text_color": ("gray20", "gray80"), "hover_color": ("gray80", "gray30")}
+        self.quit_button = ctk.CTkButton(
+            footer, text="Quit AutoMail", width=110, height=26, command=self.on_quit, **quiet
+        )
+        self.quit_button.pack(side="right")
+        self.log_button = ctk.CTkButton(
+            footer, text="Open log folder", width=120, height=26, command=self.open_log_folder, **quiet
+        )
+        self.log_button.pack(side="right", padx=(0, 6))
+        self.status_bar = ctk.CTkLabel(footer, text="", text_color=MUTED_COLOR, anchor="w", font=font(12))
+        self.status_bar.pack(side="left", fill="x", expand=True)
+        # Bottom rows take their space before the table, so a small window shrinks the table, not them.
+        footer.pack_configure(side="bottom", before=table)
+        buttons.pack_configure(side="bottom", before=table)
+
+    def open_log_folder(self) -> None:
+        """Show the log files in the file manager."""
+        from automail.paths import log_dir
+
+        try:
+            from automail.ui.tray import open_folder
+        except Exception:  # the tray module (pystray) may be unusable here: the folder is still named
+            self._say(f"Logs are in {log_dir(self.service.home)}")
+            return
+        open_folder(log_dir(self.service.home))
 
     # ---- companies ----------------------------------------------------------------
     def _load_companies(self) -> None:
@@ -245,8 +277,10 @@ class MainWindow:
     # ---- refresh ------------------------------------------------------------------
     def refresh(self) -> None:
         """Re-read tasks, states and counts from the service and redraw."""
+        started = time.perf_counter()
         self._dirty = False
         self.refresh_count += 1
+        self._signature = self._change_signature()
         try:
             if self.company is not None:
                 tasks = self.service.tasks(self.company)
@@ -299,6 +333,18 @@ class MainWindow:
         self.summary.configure(text=f"{queued:,} queued · {sent:,} sent in the last hour" if self.company else "")
         self._update_server()
         self._update_buttons()
+        self.last_refresh_s = time.perf_counter() - started
+        # service.status() counts the outbox (≈40 ms per task at 100,000 messages): keep its share small.
+        self._next_tick_ms = max(REFRESH_MS, int(self.last_refresh_s / REFRESH_BUDGET * 1000))
+
+    def _change_signature(self) -> tuple[object, ...]:
+        """Cheap to compute; changes when anything the window shows may have changed."""
+        try:
+            version = self.service.outbox(self.company).data_version() if self.company else 0
+            mtime = self.service.definitions.mtime()
+        except AutomailError:
+            version, mtime = -1, -1.0
+        return (self.company, version, mtime, self.service.engine_running, int(time.time() // FORCED_REFRESH_S))
 
     def _update_server(self) -> None:
         if self._stopping:
@@ -338,13 +384,14 @@ class MainWindow:
 
     def _schedule_tick(self) -> None:
         if self._tick_job is None:
-            self._tick_job = self.root.after(REFRESH_MS, self._tick)
+            self._tick_job = self.root.after(self._next_tick_ms, self._tick)
 
     def _tick(self) -> None:
         self._tick_job = None
         if not self._visible():
             return  # hidden: no polling at all; show() resumes it
-        self.refresh()
+        if self._change_signature() != self._signature:  # nothing changed: skip the counting queries
+            self.refresh()
         self._schedule_tick()
 
     def on_event(self, event: EngineEvent) -> None:

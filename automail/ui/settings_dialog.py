@@ -268,7 +268,7 @@ class SettingsDialog(Dialog):
         self.limit.grid(row=0, column=0, columnspan=3, sticky="w", padx=8, pady=(8, 0))
 
         ctk.CTkLabel(tab, text="Provider preset", anchor="w", width=LABEL_WIDTH).grid(
-            row=1, column=0, sticky="w", padx=8, pady=(ROW_GAP + 4, 0)
+            row=1, column=0, sticky="w", padx=(8, 12), pady=(ROW_GAP + 4, 0)
         )
         self.preset = ctk.CTkOptionMenu(
             tab, values=[PRESET_CUSTOM, PRESET_M365, PRESET_GOOGLE], command=self.apply_preset, width=300
@@ -276,7 +276,7 @@ class SettingsDialog(Dialog):
         self.preset.grid(row=1, column=1, columnspan=2, sticky="w", pady=(ROW_GAP + 4, 0))
 
         ctk.CTkLabel(tab, text="E-mails per hour", anchor="w", width=LABEL_WIDTH).grid(
-            row=2, column=0, sticky="w", padx=8, pady=(ROW_GAP + 4, 0)
+            row=2, column=0, sticky="w", padx=(8, 12), pady=(ROW_GAP + 4, 0)
         )
         rate = t.rate_per_hour or DEFAULT_RATE
         self.rate_slider = ctk.CTkSlider(
@@ -293,7 +293,7 @@ class SettingsDialog(Dialog):
         self.interval.grid(row=4, column=1, columnspan=2, sticky="w")
 
         self.cap_switch = ctk.CTkSwitch(tab, text="Rolling 24-hour cap", command=self._cap_toggled)
-        self.cap_switch.grid(row=5, column=0, sticky="w", padx=8, pady=(ROW_GAP + 4, 0))
+        self.cap_switch.grid(row=5, column=0, sticky="w", padx=(8, 12), pady=(ROW_GAP + 4, 0))
         self.cap_entry = ctk.CTkEntry(tab, width=100, justify="right")
         self.cap_entry.grid(row=5, column=1, sticky="w", pady=(ROW_GAP + 4, 0))
         self.cap_entry.bind("<KeyRelease>", lambda _e: self._mark_custom())

@@ -465,3 +465,68 @@ def test_quit_and_log_folder_buttons(root: Any, service: Service, monkeypatch: p
     assert opened == [service.home / "logs"]
     w.quit_button.invoke()
     assert quits == [True]
+
+
+# ---- end to end with the real engine ------------------------------------------------
+def _drive(root: Any, win: Any, service: Service) -> Callable[[], None]:
+    """Forward engine events to the window the way the app's bridge does: queue → Tk thread."""
+    import queue
+
+    events: queue.Queue[EngineEvent] = queue.Queue()
+    service.subscribe(events.put)
+
+    def drain() -> None:
+        while not events.empty():
+            win.on_event(events.get_nowait())
+
+    return drain
+
+
+def test_window_starts_sending_through_the_engine(win: Any, service: Service, root: Any, smtp_server: Any) -> None:
+    smtp = SmtpSettings(host=smtp_server.host, port=smtp_server.port, security="none", sender="info@firma.sk")  # type: ignore[arg-type]
+    service.add_task(Task("Invoices", COMPANY, smtp, computer="OFFICE-PC", rate_per_hour=3000))
+    service.send(COMPANY, to=["a@example.com"], subject="One", text="1")
+    service.send(COMPANY, to=["b@example.com"], subject="Two", text="2")
+    drain = _drive(root, win, service)
+    win.refresh()
+    win.select_task("Invoices")
+    win.start_button.invoke()
+    win.server_button.invoke()
+    assert service.engine_running
+    assert len(smtp_server.wait_for(2, timeout=15)) == 2
+
+    def sent_shown() -> bool:
+        drain()
+        return win.tree.exists("Invoices") and win.tree.set("Invoices", "sent") == "2"
+
+    pump(root, sent_shown, timeout=10)
+    assert win.tree.set("Invoices", "state") in ("Running", "Waiting")
+    win.server_button.invoke()
+    pump(root, lambda: not win._stopping, timeout=20)
+    assert not service.engine_running
+
+
+def test_wrong_password_lands_in_the_error_panel(win: Any, service: Service, root: Any, smtp_server_auth: Any) -> None:
+    smtp = SmtpSettings(
+        host=smtp_server_auth.host,
+        port=smtp_server_auth.port,
+        security="none",  # type: ignore[arg-type]
+        username="info@firma.sk",
+        sender="info@firma.sk",
+    )
+    service.add_task(Task("Invoices", COMPANY, smtp, computer="OFFICE-PC", enabled=True), password="wrong")
+    service.send(COMPANY, to=["a@example.com"], subject="One", text="1")
+    drain = _drive(root, win, service)
+    win.start_server()
+
+    def error_shown() -> bool:
+        drain()
+        return bool(win.error_panel.rows)
+
+    pump(root, error_shown, timeout=15)
+    ((task, text),) = win.error_panel.rows
+    assert task == "Invoices" and "SMTP login rejected — open Settings › Basic" in text
+    assert win.tree.set("Invoices", "state") == "Error: SMTP login rejected"
+    assert "error" in win.tree.item("Invoices", "tags")
+    win.stop_server()
+    pump(root, lambda: not win._stopping, timeout=20)

@@ -153,3 +153,9 @@ def test_retry_cancel_and_show_message(win: Any, service: Service, root: Any) ->
     outbox.select_ids([])
     outbox.cancel_queued()
     assert "Select the queued messages" in outbox.status_line.cget("text")
+
+
+def test_outbox_opens_while_the_main_window_is_hidden(win: Any, root: Any) -> None:
+    win.hide()
+    win.open_outbox(COMPANY)
+    pump(root, lambda: win.outbox_window.winfo_viewable(), timeout=5)

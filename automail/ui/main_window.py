@@ -365,16 +365,11 @@ class MainWindow:
         self.outbox_button.configure(state="normal" if has_company else "disabled")
         for b in (self.edit_button, self.remove_button, self.settings_button):
             b.configure(state=one)
-        self.start_button.configure(state="normal" if task and not task.enabled else "disabled")
+        st = self.statuses.get(task.name) if task else None
+        in_error = st is not None and st.state is TaskState.ERROR
+        # Start also clears a sticky error (login, TLS), so it stays available for a task in error.
+        self.start_button.configure(state="normal" if task and (not task.enabled or in_error) else "disabled")
         self.stop_button.configure(state="normal" if task and task.enabled else "disabled")
-        if task is not None and not task.enabled:
-            st = self.statuses.get(task.name)
-            if st is not None and st.state is TaskState.ERROR:
-                self.start_button.configure(state="normal")
-        elif task is not None:
-            st = self.statuses.get(task.name)
-            if st is not None and st.state is TaskState.ERROR:  # sticky error: Start clears it
-                self.start_button.configure(state="normal")
 
     def _visible(self) -> bool:
         try:

@@ -93,7 +93,10 @@ class OutboxWindow(LaterMixin, ctk.CTkToplevel):
         self.title(f"Outbox — {company}")
         self.geometry("1200x640")
         self.minsize(820, 420)
-        self.transient(master.winfo_toplevel())
+        if master.winfo_toplevel().state() == "normal":
+            # A transient inherits a withdrawn master's state (Tk docs): opened from the tray while the
+            # main window is hidden, the outbox must stand alone or it would never appear.
+            self.transient(master.winfo_toplevel())
         self.page = 0
         self.total = 0
         self.messages: list[StoredMessage] = []

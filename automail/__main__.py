@@ -15,7 +15,7 @@ from typing import Any
 
 from automail import __version__
 from automail.display import has_display
-from automail.errors import AutomailError, InputError
+from automail.errors import AutomailError, FaultKind, InputError
 from automail.models import (
     DEFAULT_RATE,
     EngineEvent,
@@ -460,31 +460,20 @@ def run_engine(svc: Any, until_empty: bool, on_event: Callable[[EngineEvent], No
             if not until_empty:
                 continue
             local = [t for t in svc.local_tasks() if t.enabled]
-            states = {s.task: s for s in svc.status()}
-            active = [t for t in local if states.get(t.name) and states[t.name].state is not TaskState.ERROR]
-            errored = [states[t.name] for t in local if t.name in states and states[t.name].state is TaskState.ERROR]
-            fatal = [s for s in errored if _is_sticky(svc, s)]
-            if local and len(fatal) == len(local):
-                for s in fatal:
+            names = {t.name for t in local}
+            stuck = [s for s in svc.status() if s.task in names and s.fault == FaultKind.TASK_FATAL]
+            if local and len(stuck) == len(local):
+                for s in stuck:
                     _err(f"Task {s.task!r} stopped: {s.last_error}")
                 code = EXIT_FAILED
                 break
-            if svc.pending(active + [t for t in local if t.name in {s.task for s in errored}]) == 0:
+            if svc.pending(local) == 0:
                 code = EXIT_FAILED if failed else EXIT_OK
-                break
-            if not active and not errored:
                 break
     svc.stop_engine(timeout=30)
     if failed:
         _err(f"{failed} message(s) failed permanently during this run (see `automail outbox --status failed`).")
     return code
-
-
-def _is_sticky(svc: Any, status: Any) -> bool:
-    record = svc.outbox(status.company).task_state(status.task)
-    from automail.errors import FaultKind
-
-    return record is not None and record.fault == FaultKind.TASK_FATAL
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import mimetypes
+import os
 from collections.abc import Sequence
 from email import policy
 from email.message import EmailMessage
@@ -153,12 +155,9 @@ def with_sender_headers(raw: bytes, sender: str, reply_to: str) -> bytes:
     head_end = raw.find(b"\r\n\r\n")
     if head_end < 0:
         head_end = raw.find(b"\n\n")
-    head = raw[: head_end if head_end >= 0 else len(raw)].lower()
-    lines = [b"\n" + line for line in head.splitlines()]
-    has = {
-        name: head.startswith(name + b":") or any(line.startswith(b"\n" + name + b":") for line in lines)
-        for name in (b"from", b"reply-to")
-    }
+    head = raw[: head_end if head_end >= 0 else len(raw)]
+    names = {line.split(b":", 1)[0].strip().lower() for line in head.splitlines() if line[:1] not in (b" ", b"\t")}
+    has = {name: name in names for name in (b"from", b"reply-to")}
     extra = b""
     if not has[b"from"] and sender:
         extra += _header_bytes("From", sender)
@@ -167,7 +166,9 @@ def with_sender_headers(raw: bytes, sender: str, reply_to: str) -> bytes:
     return extra + raw
 
 
+@functools.lru_cache(maxsize=64)
 def _header_bytes(name: str, value: str) -> bytes:
+    # Cached: the same task sender is added to every message of a mailing (the send hot path).
     msg = EmailMessage(policy=policy.SMTP)
     msg[name] = value
     return msg.as_bytes().split(b"\r\n\r\n", 1)[0] + b"\r\n"
@@ -175,8 +176,6 @@ def _header_bytes(name: str, value: str) -> bytes:
 
 def max_message_bytes() -> int:
     """The size limit: AUTOMAIL_MAX_MESSAGE_MB or 25 MB."""
-    import os
-
     value = os.environ.get("AUTOMAIL_MAX_MESSAGE_MB")
     if not value:
         return DEFAULT_MAX_MESSAGE_BYTES

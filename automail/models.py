@@ -12,6 +12,7 @@ from email.utils import formataddr, parseaddr
 from enum import StrEnum
 from typing import Any
 
+from automail.clock import iso
 from automail.errors import InputError
 
 RATE_MIN = 100
@@ -335,8 +336,6 @@ class StoredMessage:
     sent_at: float | None
 
     def to_json(self) -> dict[str, Any]:
-        from automail.clock import iso
-
         return {
             "id": self.id,
             "status": str(self.status),
@@ -372,6 +371,7 @@ class TaskStatus:
     last_error: str
     updated_at: float | None = None
     pid: int | None = None
+    fault: str = ""  # FaultKind of an error state ("task_fatal": stopped until settings change)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -7,7 +7,7 @@ import getpass
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from automail import secrets
 from automail.clock import Clock
@@ -50,7 +50,6 @@ class EngineHooks:
     lock_for: Callable[[str], TaskLock]
     emit: Callable[[EngineEvent], None]
     session_factory: Callable[[Task, str | None], SmtpSession] | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class Engine:
@@ -84,7 +83,6 @@ class Engine:
         self._defs_mtime = -1.0
         self._started = threading.Event()
         self.failed_during_run = 0
-        self.fatal_error: BaseException | None = None
 
     # ---- control from any thread --------------------------------------------------
     @property
@@ -129,8 +127,7 @@ class Engine:
     def _thread_main(self) -> None:
         try:
             asyncio.run(self._main())
-        except BaseException as exc:  # pragma: no cover - the loop itself never raises
-            self.fatal_error = exc
+        except BaseException:  # pragma: no cover - the loop itself never raises
             log.exception("the engine stopped unexpectedly")
         finally:
             self._started.set()
@@ -211,7 +208,7 @@ class Engine:
             ):
                 continue  # stopped by a login/TLS/sender fault until its settings change or it is started again
             wanted[task.name] = (task, company)
-        self._configure_buckets([t for t, _c in wanted.values()])
+        self._configure_buckets(list(wanted.values()))
         for name, run in list(self._running.items()):
             target = wanted.get(name)
             if target is None or target[0].fingerprint != run.fingerprint:
@@ -220,25 +217,22 @@ class Engine:
             if name not in self._running:
                 self._launch(task, company)
 
-    def _configure_buckets(self, tasks: list[Task]) -> None:
-        by_account: dict[str, list[Task]] = {}
-        for task in tasks:
-            by_account.setdefault(task.smtp.account_key, []).append(task)
+    def _configure_buckets(self, wanted: list[tuple[Task, Company]]) -> None:
+        by_account: dict[str, list[tuple[Task, Company]]] = {}
+        for task, company in wanted:
+            by_account.setdefault(task.smtp.account_key, []).append((task, company))
         for account, group in by_account.items():
-            rates = [t.rate_per_hour for t in group if t.rate_per_hour]
-            caps = [t.daily_cap for t in group if t.daily_cap]
+            rates = [t.rate_per_hour for t, _c in group if t.rate_per_hour]
+            caps = [t.daily_cap for t, _c in group if t.daily_cap]
             rate, cap = (min(rates) if rates else None), (min(caps) if caps else None)
             bucket = self._buckets.get(account)
             if bucket is None:
                 bucket = Throttle(rate, cap)
                 since = self.clock.now() - DAY
-                companies = {c.name.lower(): c for c in self.definitions.companies()}
-                seen: set[str] = set()
-                for task in group:
-                    company = companies.get(task.company.lower())
-                    if company is not None and company.outbox_path not in seen:
-                        seen.add(company.outbox_path)
-                        bucket.restore(self.hooks.outbox_for(company).send_times(account, since))
+                # Every outbox the account sent from, once (tasks of one company share a file),
+                # restored in one sorted pass so the hourly and daily windows stay ordered.
+                outboxes = {c.outbox_path: c for _t, c in group}.values()
+                bucket.restore([t for c in outboxes for t in self.hooks.outbox_for(c).send_times(account, since)])
                 self._buckets[account] = bucket
             else:
                 bucket.reconfigure(rate, cap)

@@ -310,6 +310,7 @@ class Service:
                     last_error=reason,
                     updated_at=record.updated_at if record else None,
                     pid=record.pid if record else None,
+                    fault=record.fault if record and state is TaskState.ERROR else "",
                 )
             )
         return result

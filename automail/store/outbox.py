@@ -21,7 +21,7 @@ from typing import Any
 from automail.errors import InputError, NotFoundError, OutboxError
 from automail.models import MessageStatus, StoredMessage, TaskState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE messages (
@@ -74,6 +74,15 @@ CREATE TABLE task_state (
     updated_at  REAL NOT NULL
 );
 """
+
+# v2: status counts of a tagged task and "sent in the last hour" of a task without scanning the
+# table (the main window refreshes these while a mailing runs; 130–180 ms at 100k messages before).
+_SCHEMA_V2 = """
+CREATE INDEX ix_tag_status ON messages(tag, status);
+CREATE INDEX ix_task_sent  ON messages(task, sent_at) WHERE status = 'sent';
+"""
+
+_MIGRATIONS = ((1, _SCHEMA_V1), (2, _SCHEMA_V2))
 
 _COLUMNS = (
     "id, status, mail_from, recipients, from_header, subject, tag, message_id, attempts, "
@@ -205,10 +214,12 @@ class Outbox:
                     f"outbox {self.path} was written by a newer AutoMail (schema {version})",
                     fix="upgrade AutoMail",
                 )
-            if version < 1:
-                for stmt in _SCHEMA_V1.split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
+            for target, script in _MIGRATIONS:
+                if version < target:
+                    for stmt in script.split(";"):
+                        if stmt.strip():
+                            conn.execute(stmt)
+            if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:

@@ -258,6 +258,10 @@ class Task:
             tags=tuple(t.strip() for t in self.tags),
         )
 
+    def with_settings_of(self, other: Task) -> Task:
+        """This task with the settings dialog's fields (Basic and Other tabs) taken from ``other``."""
+        return replace(self, **{name: getattr(other, name) for name in SETTINGS_FIELDS})
+
     def retry_delay(self, attempts: int) -> int:
         """Seconds to wait after the given number of failed attempts (≥ 1)."""
         return self.retry_delays[min(max(attempts, 1), len(self.retry_delays)) - 1]
@@ -295,6 +299,9 @@ class Task:
         known["tags"] = tuple(doc.get("tags", ()))
         known["retry_delays"] = tuple(doc.get("retry_delays", DEFAULT_RETRY_DELAYS))
         return cls(**known)
+
+
+SETTINGS_FIELDS = ("smtp", "rate_per_hour", "daily_cap", "retry_delays", "tags")
 
 
 @dataclass(frozen=True)

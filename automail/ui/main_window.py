@@ -460,14 +460,20 @@ class MainWindow:
             return
         self.task_dialog = TaskDialog(self.root, self.service, self.company, None, self._task_saved)
 
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run one service call; an AutomailError is shown in the status line and gives None."""
+        try:
+            return fn(*args)
+        except AutomailError as exc:
+            self._say(str(exc), ok=False)
+            return None
+
     def edit_task(self) -> None:
         name = self.selected_task()
         if name is None:
             return
-        try:
-            task = self.service.task(name)
-        except AutomailError as exc:
-            self._say(str(exc), ok=False)
+        task = self._call(self.service.task, name)
+        if task is None:
             return
         self.task_dialog = TaskDialog(self.root, self.service, task.company, task, self._task_saved)
 
@@ -481,26 +487,12 @@ class MainWindow:
         name = name or self.selected_task()
         if name is None:
             return
-        try:
-            task = self.service.task(name)
-        except AutomailError as exc:
-            self._say(str(exc), ok=False)
+        task = self._call(self.service.task, name)
+        if task is None:
             return
 
         def save(changed: Task, password: str | None) -> None:
-            def change(t: Task) -> Task:
-                from dataclasses import replace
-
-                return replace(
-                    t,
-                    smtp=changed.smtp,
-                    rate_per_hour=changed.rate_per_hour,
-                    daily_cap=changed.daily_cap,
-                    retry_delays=changed.retry_delays,
-                    tags=changed.tags,
-                )
-
-            self.service.edit_task(name, change, password=password)
+            self.service.edit_task(name, lambda t: t.with_settings_of(changed), password=password)
             self.root.after_idle(self.refresh)
             self._say(f"Settings of {name} saved.")
 
@@ -520,10 +512,7 @@ class MainWindow:
         )
 
     def _do_remove(self, name: str) -> None:
-        try:
-            self.service.remove_task(name)
-        except AutomailError as exc:
-            self._say(str(exc), ok=False)
+        if self._call(self.service.remove_task, name) is None:
             return
         self._say(f"Task {name} removed.")
         self.refresh()
@@ -532,10 +521,8 @@ class MainWindow:
         name = name or self.selected_task()
         if name is None:
             return
-        try:
-            task = self.service.start_task(name)
-        except AutomailError as exc:
-            self._say(str(exc), ok=False)
+        task = self._call(self.service.start_task, name)
+        if task is None:
             return
         if not self.service.engine_running:
             self._say(f"Task {name} enabled — press Start server to begin sending.")
@@ -549,10 +536,7 @@ class MainWindow:
         name = name or self.selected_task()
         if name is None:
             return
-        try:
-            self.service.stop_task(name)
-        except AutomailError as exc:
-            self._say(str(exc), ok=False)
+        if self._call(self.service.stop_task, name) is None:
             return
         self._say(f"Task {name} stopped.")
         self.refresh()
@@ -567,10 +551,7 @@ class MainWindow:
             self.start_server()
 
     def start_server(self) -> None:
-        try:
-            self.service.start_engine()
-        except AutomailError as exc:
-            self._say(str(exc), ok=False)
+        if self._call(self.service.start_engine) is None:
             return
         self._say("Server started: enabled tasks of this computer are sending.")
         self.refresh()

@@ -190,17 +190,7 @@ class TaskDialog(Dialog):
             else:
 
                 def change(t: Task) -> Task:
-                    return replace(
-                        t,
-                        type=task.type,
-                        computer=task.computer,
-                        user=task.user,
-                        smtp=task.smtp,
-                        rate_per_hour=task.rate_per_hour,
-                        daily_cap=task.daily_cap,
-                        retry_delays=task.retry_delays,
-                        tags=task.tags,
-                    )
+                    return replace(t.with_settings_of(task), type=task.type, computer=task.computer, user=task.user)
 
                 saved = self.service.edit_task(self.original.name, change, password=self.password)
         except InputError as exc:

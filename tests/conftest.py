@@ -11,6 +11,7 @@ import pytest
 
 from tests.keyring_backend import FILE_ENV, FileKeyring
 from tests.smtpd import SmtpServer, make_self_signed_cert
+from tests.ui_support import collect_tk_garbage, root, service, win  # noqa: F401 (GUI test fixtures)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

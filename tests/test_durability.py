@@ -44,7 +44,7 @@ def test_kill_9_during_sending_loses_nothing_and_duplicates_at_most_one(
         proc = subprocess.Popen(
             [sys.executable, "-m", "automail", "run"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        assert wait_until(lambda: len(smtp_server.messages) >= 15 * (_round + 1), 30)
+        assert wait_until(lambda n=15 * (_round + 1): len(smtp_server.messages) >= n, 30)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     sending = [m for m in outbox() if m["status"] == "sending"]

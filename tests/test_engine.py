@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import replace
 from pathlib import Path
 
@@ -296,7 +297,7 @@ def test_worker_spacing_and_restart_without_burst(automail_home: Path, smtp_serv
     _steps(worker, clock, 5)  # send, wait, send, wait, send
     assert len(smtp_server.messages) == 3
     sent = [m.sent_at for m in svc.messages("Firma") if m.sent_at]
-    assert [round(b - a, 3) for a, b in zip(sent, sent[1:], strict=False)] == [1.2, 1.2]
+    assert [round(b - a, 3) for a, b in itertools.pairwise(sent)] == [1.2, 1.2]
     # "restart": a fresh bucket restored from the outbox's send log
     clock.advance(0.5)
     restored = Throttle(3000)

@@ -119,7 +119,7 @@ def test_definitions_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
     d.add_task(_task("A"))
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".automail-")] == []
     data = json.loads((tmp_path / "automail.json").read_text())
-    assert list(data["tasks"].values())[0]["name"] == "A"
+    assert next(iter(data["tasks"].values()))["name"] == "A"
     with pytest.raises(InputError, match="exists already"):
         d.add_company("FIRMA")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 
 import pytest
 
@@ -29,7 +30,7 @@ def max_in_window(sends: list[float], window: float) -> int:
 @pytest.mark.parametrize("rate", [100, 1000, 1800, 3000])
 def test_even_spacing_and_hourly_limit_over_a_simulated_day(rate: int) -> None:
     sends = simulate(Throttle(rate), 0.0, DAY)
-    gaps = [b - a for a, b in zip(sends, sends[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(sends)]
     assert sends[0] == 0.0  # the first goes at once
     assert min(gaps) == pytest.approx(HOUR / rate)
     assert max(gaps) == pytest.approx(HOUR / rate)
@@ -55,7 +56,7 @@ def test_restart_continues_from_recorded_sends_without_burst() -> None:
     now = sends[-1] + 0.1
     assert restarted.delay(now) == pytest.approx(3.6 - 0.1)
     more = simulate(restarted, now, 600.0)
-    gaps = [b - a for a, b in zip(sends + more, (sends + more)[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(sends + more)]
     assert min(gaps) >= 3.6 - 1e-9
 
 

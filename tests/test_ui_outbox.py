@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,11 +10,11 @@ import pytest
 from automail.engine.service import Service
 from automail.models import MessageStatus
 from automail.store.outbox import NewMessage
-from tests.test_ui_windows import COMPANY, pump
+from tests.ui_support import COMPANY, pump
 
 ctk = pytest.importorskip("customtkinter")
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("collect_tk_garbage")]
 
 
 def message(n: int, tag: str = "") -> NewMessage:
@@ -27,48 +24,6 @@ def message(n: int, tag: str = "") -> NewMessage:
         f"\r\nDear client {n},\r\nyour invoice is attached.\r\n"
     ).encode()
     return NewMessage(raw, (to,), "Firma <info@firma.sk>", f"Invoice {n}", f"<{n}@firma.sk>", tag)
-
-
-@pytest.fixture
-def service(automail_home: Path) -> Iterator[Service]:
-    svc = Service(home=automail_home, computer="OFFICE-PC", user="jana")
-    svc.add_company(COMPANY)
-    yield svc
-    svc.close()
-
-
-@pytest.fixture(autouse=True)
-def _collect_tk_garbage() -> Iterator[None]:
-    """Free earlier tests' Tk objects here, on the main thread: a Tcl interpreter freed by a cyclic
-    GC run in an engine or worker thread aborts the process ("async handler deleted by the wrong thread")."""
-    gc.collect()
-    yield
-    gc.collect()
-
-
-@pytest.fixture
-def root() -> Iterator[Any]:
-    try:
-        from automail.ui import theme
-
-        theme.apply()
-    except ImportError:
-        ctk.set_appearance_mode("light")
-    r = ctk.CTk()
-    yield r
-    try:
-        r.destroy()
-    except Exception:
-        pass
-
-
-@pytest.fixture
-def win(root: Any, service: Service) -> Any:
-    from automail.ui.main_window import MainWindow
-
-    w = MainWindow(root, service, on_quit=root.destroy)
-    pump(root)
-    return w
 
 
 def test_outbox_with_100k_messages_opens_page_one_quickly(win: Any, service: Service, root: Any) -> None:

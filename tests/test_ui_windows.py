@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,70 +12,11 @@ import pytest
 
 from automail.engine.service import Service
 from automail.models import EngineEvent, SmtpSettings, Task, TaskState
+from tests.ui_support import COMPANY, pump
 
 ctk = pytest.importorskip("customtkinter")
 
-pytestmark = pytest.mark.gui
-
-COMPANY = "Firma s.r.o."
-
-
-def pump(root: Any, until: Callable[[], bool] | None = None, timeout: float = 5.0) -> None:
-    """Process Tk events until ``until()`` holds (or a few rounds when None)."""
-    deadline = time.monotonic() + timeout
-    rounds = 0
-    while True:
-        root.update()
-        rounds += 1
-        if until is None and rounds >= 5:
-            return
-        if until is not None and until():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
-
-
-@pytest.fixture
-def service(automail_home: Path) -> Iterator[Service]:
-    svc = Service(home=automail_home, computer="OFFICE-PC", user="jana")
-    svc.add_company(COMPANY)
-    yield svc
-    svc.close()
-
-
-@pytest.fixture(autouse=True)
-def _collect_tk_garbage() -> Iterator[None]:
-    """Free earlier tests' Tk objects here, on the main thread: a Tcl interpreter freed by a cyclic
-    GC run in an engine or worker thread aborts the process ("async handler deleted by the wrong thread")."""
-    gc.collect()
-    yield
-    gc.collect()
-
-
-@pytest.fixture
-def root() -> Iterator[Any]:
-    try:
-        from automail.ui import theme
-
-        theme.apply()
-    except ImportError:
-        ctk.set_appearance_mode("light")  # never "system": it polls gsettings every 30 ms
-    r = ctk.CTk()
-    yield r
-    try:
-        r.destroy()
-    except Exception:
-        pass
-
-
-@pytest.fixture
-def win(root: Any, service: Service) -> Any:
-    from automail.ui.main_window import MainWindow
-
-    w = MainWindow(root, service, on_quit=root.destroy)
-    pump(root)
-    return w
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("collect_tk_garbage")]
 
 
 def smtp_settings(**kw: Any) -> SmtpSettings:

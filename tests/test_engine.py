@@ -276,7 +276,7 @@ def _steps(worker: Worker, clock: FakeClock, count: int, advance: bool = True) -
             sleeps.append(sleep)
             if advance and sleep > 0:
                 clock.advance(sleep)
-        await worker.flush()
+        worker.flush()
         await worker.session.close()
         return sleeps
 

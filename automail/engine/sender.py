@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,8 @@ import aiosmtplib
 
 from automail.errors import FaultKind, SmtpError
 from automail.models import Security, SmtpSettings
+
+from .transaction import transact
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,11 @@ class SmtpSession:
         )
         try:
             greeting = await client.connect()
+            if client.is_ehlo_or_helo_needed:  # the transaction reads the extensions (PIPELINING, SIZE)
+                try:
+                    await client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await client.helo()
         except aiosmtplib.SMTPAuthenticationError as exc:  # pragma: no cover - not raised by connect
             raise self._login_error(exc) from None
         except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPConnectTimeoutError, OSError) as exc:
@@ -172,14 +179,14 @@ class SmtpSession:
         mail_from: str,
         recipients: tuple[str, ...],
         raw: bytes,
-        before_data: Awaitable[object] | None = None,
+        before_dot: Callable[[], object] | None = None,
     ) -> SendResult:
         """Send one message on the open session; classify every failure.
 
-        ``before_data`` is awaited after MAIL FROM and RCPT TO, just before DATA: the
-        worker passes the commit of the previous message's result, so that commit's
-        fsync overlaps with this message's envelope round trips while a crash can
-        still leave at most one delivered-but-unrecorded message.
+        ``before_dot`` is called once the envelope is on the wire and before the final dot
+        of DATA (see ``transaction``): the worker passes the commit of the previous
+        message's result, so that commit's fsync overlaps with the server's work on this
+        envelope while a crash can still leave at most one delivered-but-unrecorded message.
         """
         await self.ensure_connected()
         assert self._client is not None
@@ -187,7 +194,7 @@ class SmtpSession:
         total = self.settings.timeout * 3
         try:
             async with asyncio.timeout(total):
-                errors, reply = await _transact(client, mail_from, list(recipients), raw, before_data)
+                errors, reply = await transact(client, mail_from, list(recipients), raw, before_dot)
         except aiosmtplib.SMTPSenderRefused as exc:
             await self._reset()
             if 400 <= exc.code < 500:
@@ -256,40 +263,6 @@ class SmtpSession:
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 pass
         client.close()
-
-
-async def _transact(
-    client: aiosmtplib.SMTP,
-    mail_from: str,
-    recipients: list[str],
-    raw: bytes,
-    before_data: Awaitable[object] | None,
-) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
-    """MAIL, RCPT…, (wait for ``before_data``), DATA — aiosmtplib's sendmail with one pause point."""
-    if before_data is None:
-        return await client.sendmail(mail_from, recipients, raw)
-    options = [f"size={len(raw)}"] if client.supports_extension("size") else []
-    try:
-        await client.mail(mail_from, options=options)
-        refused: dict[str, aiosmtplib.SMTPResponse] = {}
-        errors: list[aiosmtplib.SMTPRecipientRefused] = []
-        for rcpt in recipients:
-            try:
-                await client.rcpt(rcpt)
-            except aiosmtplib.SMTPRecipientRefused as exc:
-                errors.append(exc)
-                refused[exc.recipient] = aiosmtplib.SMTPResponse(exc.code, exc.message)
-        await before_data
-        if len(errors) == len(recipients):
-            raise aiosmtplib.SMTPRecipientsRefused(errors)
-        response = await client.data(raw)
-    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-        try:
-            await client.rset()
-        except (ConnectionError, aiosmtplib.SMTPResponseException):
-            pass
-        raise
-    return refused, response.message
 
 
 def _short(exc: BaseException) -> str:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from automail.clock import Clock
@@ -70,9 +70,11 @@ class Worker:
         self._retry_at = 0.0
         self.failed_count = 0
         self._held: deque[ClaimedMessage] = deque()
-        self._pending: asyncio.Future[None] | None = None
-        # One thread commits results, in order, while the loop goes on with the next envelope.
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"automail-db-{task.name}")
+        # The last result, not yet committed: it is committed while the next message's
+        # envelope is on the wire (see ``transaction``), or by ``flush``.
+        self._unrecorded: tuple[EngineEvent, Callable[[], None]] | None = None
+        self._mail_from = task.smtp.sender_address
+        self._account = task.smtp.account_key
 
     # ---- state -----------------------------------------------------------------
     def _set_state(self, state: TaskState, reason: str = "", fault: str = "", code: int | None = None) -> None:
@@ -113,10 +115,9 @@ class Worker:
                 if sleep > 0 and not self.stopping:
                     await self._sleep(sleep)
         finally:
-            await self.flush()
+            self.flush()
             self._release_held(self.clock.now())
             await self.session.close()
-            self._db.shutdown(wait=True)
             if not self.finished:
                 self._set_state(TaskState.STOPPED)
 
@@ -132,30 +133,28 @@ class Worker:
         self.stopping = True
         self.wake.set()
 
-    async def flush(self) -> None:
-        """Wait until the last recorded result is committed."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            await pending
+    def flush(self) -> None:
+        """Commit the last result now (a no-op when it is already durable), then emit its event.
+
+        If the commit fails the result stays pending: the next flush tries again, and no
+        further message is delivered meanwhile (its final dot waits for this commit).
+        """
+        pending = self._unrecorded
+        if pending is None:
+            return
+        event, commit = pending
+        try:
+            commit()
+        except Exception:
+            log.error("task %s: recording message %s failed", self.task.name, event.message_id)
+            raise
+        self._unrecorded = None
+        self.emit(event)
 
     def _record(self, event: EngineEvent, fn: Callable[..., None], *args: object) -> None:
-        """Commit a result on the worker's database thread; emit the event once it is durable."""
-        loop = asyncio.get_running_loop()
-
-        def commit() -> None:
-            fn(*args)
-
-        future = loop.run_in_executor(self._db, commit)
-
-        def done(f: asyncio.Future[None]) -> None:
-            if f.cancelled() or f.exception() is not None:
-                log.error("task %s: recording message %s failed: %s", self.task.name, event.message_id, f.exception())
-            else:
-                self.emit(event)
-
-        future.add_done_callback(done)
-        # The executor has one thread and runs commits in order: the newest is the last to finish.
-        self._pending = future
+        """Keep a result to commit during the next message's envelope (or at ``flush``)."""
+        self.flush()  # normally long done: at most one result waits
+        self._unrecorded = (event, lambda: fn(*args))
 
     def _release_held(self, now: float, *extra: int) -> None:
         ids = [c.message.id for c in self._held] + list(extra)
@@ -169,7 +168,7 @@ class Worker:
         if now < self._retry_at:
             return self._retry_at - now
         if not self._held:
-            await self.flush()
+            self.flush()
         delay = self.throttle.delay(now)
         if delay > 0:
             self._release_held(now)  # claimed messages never wait in "sending"
@@ -188,7 +187,7 @@ class Worker:
             # No await between the bucket check above and record() below, so workers sharing
             # a bucket in this loop cannot both pass it.
             size = CLAIM_BATCH if self.throttle.interval == 0 else 1
-            self._held.extend(self.outbox.claim_batch(task.name, now, task.tags, task.smtp.sender_address, size))
+            self._held.extend(self.outbox.claim_batch(task.name, now, task.tags, self._mail_from, size))
             if not self._held:
                 return await self._nothing_due(now)
         claimed = self._held.popleft()
@@ -198,18 +197,19 @@ class Worker:
         try:
             await self.session.ensure_connected()
         except SmtpError as exc:
-            await self.flush()
+            self.flush()
             self._release_held(self.clock.now(), msg.id)
             return self._task_fault(exc, self.clock.now())
         self._set_state(TaskState.RUNNING)
         raw = with_sender_headers(claimed.raw, task.smtp.sender, task.smtp.reply_to)
-        account = task.smtp.account_key
+        account = self._account
         try:
-            # The previous result's commit must be durable before this DATA: at most one
-            # delivered-but-unrecorded message can exist at any time (≤ 1 duplicate per crash).
-            result = await self.session.send(task.smtp.sender_address, msg.recipients, raw, self._pending_or_none())
+            # The previous result is committed while this envelope is on the wire, and before
+            # this message's final dot: at most one delivered-but-unrecorded message can exist
+            # at any time (≤ 1 duplicate per crash).
+            result = await self.session.send(self._mail_from, msg.recipients, raw, self.flush)
         except SmtpError as exc:
-            await self.flush()
+            self.flush()
             done = self.clock.now()
             if exc.kind in (FaultKind.TASK_FATAL, FaultKind.TASK_RETRY):
                 self._release_held(done, msg.id)
@@ -235,7 +235,12 @@ class Worker:
                 return 0.0
             self._fail(msg.id, done, exc.code, str(exc), msg.recipients)
             return 0.0
-        await self.flush()  # normally long done: it was awaited before DATA
+        except BaseException:
+            # Not the message's fault (e.g. the previous result could not be committed):
+            # it goes back to the queue untouched, if the outbox lets us.
+            with contextlib.suppress(Exception):
+                self._release_held(self.clock.now(), msg.id)
+            raise
         done = self.clock.now()
         detail = result.reply
         if result.refused:
@@ -253,10 +258,6 @@ class Worker:
         self._last_send = done
         self._unreachable = 0
         return 0.0
-
-    def _pending_or_none(self) -> asyncio.Future[None] | None:
-        pending = self._pending
-        return pending if pending is not None and not pending.done() else None
 
     async def _nothing_due(self, now: float) -> float:
         due = self.outbox.next_due(self.task.tags)
@@ -277,9 +278,7 @@ class Worker:
     def _fail(self, msg_id: int, now: float, code: int | None, reason: str, rcpts: tuple[str, ...]) -> None:
         self.failed_count += 1
         event = self._msg_event("failed", msg_id, reason, rcpts)
-        self._record(
-            event, self.outbox.mark_failed, msg_id, now, code, reason, self.task.smtp.account_key, self.task.name
-        )
+        self._record(event, self.outbox.mark_failed, msg_id, now, code, reason, self._account, self.task.name)
 
     def _msg_event(self, kind: str, msg_id: int, detail: str, rcpts: tuple[str, ...]) -> EngineEvent:
         return EngineEvent(

@@ -61,6 +61,12 @@ def smtp_server() -> Iterator[SmtpServer]:
 
 
 @pytest.fixture
+def smtp_server_pipelining() -> Iterator[SmtpServer]:
+    """A plain SMTP server advertising PIPELINING (RFC 2920), like Postfix or Exchange."""
+    yield from _serve(SmtpServer(pipelining=True))
+
+
+@pytest.fixture
 def smtp_server_auth() -> Iterator[SmtpServer]:
     """A plain SMTP server requiring AUTH as info@firma.sk / S3cret-pass! (allowed without TLS)."""
     yield from _serve(SmtpServer(auth={AUTH_USER: AUTH_PASSWORD}))

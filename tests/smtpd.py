@@ -126,6 +126,14 @@ class _Handler:
     def __init__(self, owner: SmtpServer) -> None:
         self.owner = owner
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # this hook style leaves that to the handler
+        if self.owner.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
@@ -171,6 +179,19 @@ class _Handler:
         return owner._record(server, session, envelope, reply)
 
 
+class _RecordingSMTP(SMTP):
+    """aiosmtpd's session, noting every chunk of bytes as it arrives."""
+
+    def __init__(self, owner: SmtpServer, *args: Any, **kwargs: Any) -> None:
+        self._owner = owner
+        super().__init__(*args, **kwargs)
+
+    def data_received(self, data: bytes) -> None:
+        with self._owner._lock:
+            self._owner.packets.append(bytes(data))
+        super().data_received(data)
+
+
 class _ServerController(Controller):
     """A Controller that binds port 0 (race-free free port) and builds each session fresh."""
 
@@ -204,6 +225,10 @@ class SmtpServer:
       drop_on_data  the next N DATA commands close the connection without a reply
       stall_seconds handle_DATA waits this long before answering
       starttls / require_starttls / auth   apply from the next connection on
+      pipelining    advertise PIPELINING (RFC 2920) in the EHLO reply
+      smtputf8      advertise SMTPUTF8 (from the next connection on)
+    Recorded: messages, and packets (every chunk of bytes received, in order: shows
+    which commands a client sent together).
     Counters: connections (sessions opened since start/clear), auth_failures (rejected
     AUTH commands: aiosmtplib's login() tries each advertised mechanism, PLAIN then LOGIN,
     so one wrong password counts 2).
@@ -219,8 +244,12 @@ class SmtpServer:
         auth: dict[str, str] | None = None,
         certfile: Path | str | None = None,
         keyfile: Path | str | None = None,
+        pipelining: bool = False,
     ) -> None:
         self.host = HOST
+        self.pipelining = pipelining
+        self.smtputf8 = True
+        self.packets: list[bytes] = []
         self.port = 0
         self.starttls = starttls
         self.require_starttls = require_starttls
@@ -303,6 +332,7 @@ class SmtpServer:
         """Forget recorded messages and reset the connection and auth-failure counters."""
         with self._lock:
             self._messages.clear()
+            self.packets.clear()
             self.connections = 0
             self.auth_failures = 0
 
@@ -322,7 +352,7 @@ class SmtpServer:
         with self._lock:
             self.connections += 1
             number = self.connections
-        kwargs: dict[str, Any] = {"hostname": "localhost", "enable_SMTPUTF8": True}
+        kwargs: dict[str, Any] = {"hostname": "localhost", "enable_SMTPUTF8": self.smtputf8}
         if self.starttls:
             kwargs["tls_context"] = self._server_tls_context()
             kwargs["require_starttls"] = self.require_starttls
@@ -333,7 +363,7 @@ class SmtpServer:
         with warnings.catch_warnings():
             # "Requiring AUTH while not requiring TLS …": intended here, on loopback.
             warnings.simplefilter("ignore", UserWarning)
-            smtp = SMTP(handler, **kwargs)
+            smtp = _RecordingSMTP(self, handler, **kwargs)
         smtp.automail_connection = number  # type: ignore[attr-defined]
         return smtp
 

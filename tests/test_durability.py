@@ -25,9 +25,11 @@ def outbox(company: str = "Firma") -> list[dict]:
     return json.loads(cli("outbox", "--company", company, "--json").stdout)
 
 
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelining"])
 def test_kill_9_during_sending_loses_nothing_and_duplicates_at_most_one(
-    tmp_path: Path, smtp_server: SmtpServer
+    tmp_path: Path, smtp_server: SmtpServer, pipelining: bool
 ) -> None:
+    smtp_server.pipelining = pipelining  # the envelope in one write, the result committed meanwhile
     setup_task(smtp_server.port, "--unlimited")
     cli("task", "start", "Mailing")
     folder = tmp_path / "in"

@@ -21,29 +21,38 @@ from common import ROOT, Result, machine
 DOC = ROOT / "docs" / "benchmarks.md"
 
 ANALYSIS = """
-## Where AutoMail's send time goes, and why the throughput targets are missed
+## Where AutoMail's send time goes
 
-Not recomputed by `run_all.py`; from cProfile of the engine (2,000 messages, smtp-sink), 2026-11-26.
+Not recomputed by `run_all.py`; from cProfile / py-spy of the engine (2,000–8,000 messages,
+smtp-sink) during the sessions of 2026-11-26.
 
-- First engine (one claim commit + one mark_sent commit per message, both on the event-loop thread):
-  0.19–0.26× bare aiosmtplib, 0.84× mailmerge.
-- Current engine: an unlimited task claims 32 messages per transaction (`Outbox.claim_batch`,
-  all marked `sending`), and each result (`mark_sent` / `mark_deferred` / `mark_failed` + send-log
-  row) commits on the worker's own database thread while the next message's MAIL FROM / RCPT TO
-  go out; DATA of message N+1 waits for the commit of message N. So at most one message is ever
-  delivered-but-unrecorded: a crash duplicates at most one message (tested with kill -9). This
-  doubled throughput (0.50× bare aiosmtplib, 1.48× mailmerge in the run above).
-- What is left on the critical path per message: the durable commit of the previous result
-  (a WAL fsync with `synchronous=FULL`, 0.3 ms on this disk — as long as the whole bare SMTP
-  transaction to smtp-sink, 0.3–0.5 ms) and ~0.1 ms of Python in the worker and session
-  (the session layer alone, without any database, measured 0.6–0.75× bare aiosmtplib).
-- Not done, on purpose: group-committing several results per fsync (the benchmarks helper's
-  proposal) would pass 0.8×, but a crash could then resend every message of the pending group,
-  breaking the "at most one duplicate per crash" promise; `synchronous=NORMAL` (survives a process
-  crash, not a power cut) measured ~0.55×. Both trade a user guarantee for a benchmark figure;
-  the team should decide whether an opt-in "fast, power-loss may duplicate a few" mode is wanted.
-- The figures are noisy on this 2-core machine (bare aiosmtplib ranged 1,148–3,787 msgs/s between
-  rounds of one session); compare only within a run.
+- First engine (one claim commit + one mark_sent commit per message, both on the event-loop thread,
+  aiosmtplib's `sendmail`): 0.19–0.26× bare aiosmtplib, 0.84× mailmerge.
+- Second engine: claims 32 messages per transaction; each result committed on a worker database
+  thread while the next MAIL FROM / RCPT TO went out, DATA of N+1 waiting for the commit of N:
+  0.50–0.54× bare aiosmtplib, 1.2–1.5× mailmerge (targets missed).
+- Current engine (`automail/engine/transaction.py`): AutoMail runs the mail transaction itself on
+  the connection aiosmtplib opened (aiosmtplib still connects, does STARTTLS/TLS and AUTH):
+  * **PIPELINING** (RFC 2920) when the server offers it, as Postfix, Exchange and Gmail do: MAIL
+    FROM, RCPT TO… and DATA leave in one write, the body and its final dot in a second — 2 round
+    trips per message instead of 4. Every reply is still checked in order (sender refused, some or
+    all recipients refused, DATA refused), and a server that does not offer PIPELINING gets one
+    command at a time.
+  * **The previous result is committed while this envelope is on the wire**: right after the
+    envelope is written, the worker commits message N's result (`mark_sent` + send-log row, one
+    `synchronous=FULL` WAL fsync, ~0.2–0.5 ms here) while the server works on message N+1's
+    envelope; N+1's final dot is written only after that commit. A server accepts a message at
+    its final dot, so at any moment at most one message is delivered-but-unrecorded: a crash still
+    duplicates at most one (kill -9 tests, with and without PIPELINING).
+  * No database thread: the commit runs on the loop thread, which has nothing else to do at that
+    moment; the thread hand-off (executor → future → self-pipe wake-up) cost more than it hid.
+  * Replies are read without `asyncio.wait_for` per command (one `asyncio.timeout` per message).
+- Against a server without PIPELINING the engine does the same 4 round trips as the bare loop plus
+  the commit: see the diagnostic row above — the figure a customer gets from such a server.
+- Still not done, on purpose: group commit (several results per fsync) and `synchronous=NORMAL`:
+  both would break "at most one duplicate per crash" or power-loss durability.
+- Figures are noisy on this 2-core machine (bare aiosmtplib ranged 900–1,960 msgs/s between runs of
+  one session); compare only within a run: the rounds interleave the senders for that reason.
 """
 
 METHOD = """\
@@ -66,7 +75,10 @@ METHOD = """\
   `--no-limit --no-dry-run`; its figure is the wall time of the command, start-up included.
   (d, diagnostic) loop (b) with `Outbox.claim` before and `Outbox.mark_sent` after every send and no
   engine: what sequential per-message durable commits cost by themselves.
-  Three interleaved rounds; medians; ratios are of medians from the same run (figures move ±50 %
+  (e, diagnostic) (a) against a second smtp-sink started with `-p` (no PIPELINING offered).
+  smtp-sink offers PIPELINING by default (as Postfix does); the bare loop (b) and mailmerge (c) never
+  pipeline: aiosmtplib's `sendmail` and smtplib send one command per round trip.
+  Five interleaved rounds; medians; ratios are of medians from the same run (figures move ±50 %
   between sessions on this machine, so only compare within one run).
 - **Throttle** (`bench/bench_throttle.py`): one task at 3,000/h (1.200 s) sends to a local aiosmtpd
   server that notes `time.time()` at the end of every DATA, for 60 s of real time with more messages

@@ -6,12 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import AUTH_PASSWORD, AUTH_USER
-from tests.helpers import eml
+from tests.helpers import eml, wait_until
 from tests.smtpd import SmtpServer
 
 
@@ -328,6 +329,31 @@ def test_second_engine_says_which_process_holds_the_task(tmp_path: Path, smtp_se
     finally:
         first.terminate()
         assert first.wait(15) == 0
+
+
+def test_second_engine_takes_over_when_the_first_quits(tmp_path: Path, smtp_server: SmtpServer) -> None:
+    setup_task(smtp_server.port)
+    cli("task", "start", "Mailing")
+    run = [sys.executable, "-m", "automail", "run"]
+    first = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second: subprocess.Popen[str] | None = None
+    try:
+        assert wait_until(lambda: json.loads(cli("status", "--json").stdout)[0]["state"] == "running", 20)
+        second = subprocess.Popen(run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2.0)
+        first.terminate()
+        assert first.wait(15) == 0
+        cli("enqueue", "--company", "Firma", "-", stdin=eml(1))
+        smtp_server.wait_for(1, timeout=20)  # sent by the second engine (retries the lock every 5 s)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        if second is not None:
+            second.terminate()
+            out, err = second.communicate(timeout=20)
+    assert second is not None and second.returncode == 0
+    assert (out + err).count("already being run by process") == 1  # said once, not at every retry
+    assert [m["status"] for m in json.loads(cli("outbox", "--company", "Firma", "--json").stdout)] == ["sent"]
 
 
 def test_headless_demo_sends_sample_and_saves_eml(automail_home: Path) -> None:

@@ -24,6 +24,7 @@ from .worker import Worker
 log = logging.getLogger(__name__)
 
 WATCH_INTERVAL_S = 1.0  # how often definitions and outboxes are checked for outside changes
+LOCK_RETRY_S = 5.0  # how often a task run by another process is tried again (it may have quit)
 
 
 def current_user() -> str:
@@ -81,6 +82,7 @@ class Engine:
         self._buckets: dict[str, Throttle] = {}
         self._data_versions: dict[str, int] = {}
         self._defs_mtime = -1.0
+        self._locked: dict[str, float] = {}  # task run by another process -> when to try again
         self._started = threading.Event()
         self.failed_during_run = 0
 
@@ -188,7 +190,9 @@ class Engine:
                 self._forget(name)
                 self._defs_mtime = -1.0  # look again: it may have stopped to be restarted
         mtime = self.definitions.mtime()
-        if mtime == self._defs_mtime:
+        now = self.clock.now()
+        retry_locked = any(now >= at for at in self._locked.values())
+        if mtime == self._defs_mtime and not retry_locked:
             return
         self._defs_mtime = mtime
         tasks = [t for t in self.definitions.tasks() if t.runs_here(self.computer, self.user)]
@@ -208,13 +212,16 @@ class Engine:
             ):
                 continue  # stopped by a login/TLS/sender fault until its settings change or it is started again
             wanted[task.name] = (task, company)
+        for name in list(self._locked):
+            if name not in wanted:
+                del self._locked[name]  # no longer ours to run: forget that it was locked
         self._configure_buckets(list(wanted.values()))
         for name, run in list(self._running.items()):
             target = wanted.get(name)
             if target is None or target[0].fingerprint != run.fingerprint:
                 run.worker.stop()  # finishes the message in flight; restarted below once done
         for name, (task, company) in wanted.items():
-            if name not in self._running:
+            if name not in self._running and now >= self._locked.get(name, now):
                 self._launch(task, company)
 
     def _configure_buckets(self, wanted: list[tuple[Task, Company]]) -> None:
@@ -263,14 +270,18 @@ class Engine:
         if error is not None:
             log.error("task %s cannot start: %s", task.name, error)
             if isinstance(error, TaskLockedError):
-                # The other process owns the task's persisted state: only tell our listeners.
-                self._emit(
-                    EngineEvent("state_changed", task.name, company.name, state=TaskState.ERROR, detail=str(error))
-                )
+                # The other process owns the task's persisted state: only tell our listeners, once,
+                # and try again every few seconds: when that process quits, this engine takes over.
+                if task.name not in self._locked:
+                    self._emit(
+                        EngineEvent("state_changed", task.name, company.name, state=TaskState.ERROR, detail=str(error))
+                    )
+                self._locked[task.name] = self.clock.now() + LOCK_RETRY_S
             else:
                 worker.fail_to_start(error)  # sticky until the task is edited or started again
                 lock.release()
             return
+        self._locked.pop(task.name, None)
         job = asyncio.ensure_future(worker.run())
         job.add_done_callback(lambda _j: self._wake_event.set() if self._wake_event else None)
         self._running[task.name] = _Running(worker, lock, job, task.fingerprint)

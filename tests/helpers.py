@@ -59,3 +59,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: f
             return True
         time.sleep(interval)
     return predicate()
+
+
+def run_engine_until(svc: Service, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Run the service's engine until ``predicate`` holds (fail after ``timeout`` s), then stop it."""
+    svc.start_engine()
+    try:
+        assert wait_until(predicate, timeout), "engine did not reach the expected state in time"
+    finally:
+        svc.stop_engine()

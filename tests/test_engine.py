@@ -16,21 +16,13 @@ from automail.engine.worker import Worker
 from automail.errors import FaultKind
 from automail.models import MessageStatus, Security, TaskState
 from tests.conftest import AUTH_PASSWORD, AUTH_USER
-from tests.helpers import eml, make_service, make_task, wait_until
+from tests.helpers import eml, make_service, make_task, run_engine_until, wait_until
 from tests.smtpd import SmtpServer
 
 
 @pytest.fixture
 def events() -> list:
     return []
-
-
-def run_engine_until(svc: Service, predicate, timeout: float = 15.0) -> None:
-    svc.start_engine()
-    try:
-        assert wait_until(predicate, timeout), "engine did not reach the expected state in time"
-    finally:
-        svc.stop_engine()
 
 
 def statuses(svc: Service, company: str = "Firma") -> list[MessageStatus]:

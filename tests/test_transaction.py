@@ -13,10 +13,9 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from automail.engine.service import Service
 from automail.engine.transaction import _ReplyReader, data_payload, transact
 from automail.models import MessageStatus, TaskState
-from tests.helpers import eml, make_service, make_task, wait_until
+from tests.helpers import eml, make_service, make_task, run_engine_until
 from tests.smtpd import SmtpServer
 
 
@@ -30,14 +29,6 @@ def server(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
         srv.close()
 
 
-def _run(svc: Service, predicate, timeout: float = 15.0) -> None:
-    svc.start_engine()
-    try:
-        assert wait_until(predicate, timeout), "engine did not reach the expected state in time"
-    finally:
-        svc.stop_engine()
-
-
 def _packets_with(server: SmtpServer, *commands: bytes) -> int:
     return sum(all(c in p for c in commands) for p in server.packets)
 
@@ -46,7 +37,7 @@ def _packets_with(server: SmtpServer, *commands: bytes) -> int:
 def test_envelope_is_pipelined_only_when_offered(automail_home: Path, server: SmtpServer) -> None:
     svc = make_service(automail_home, make_task(port=server.port))
     svc.enqueue_raw("Firma", [(f"m{i}", eml(i, to=f"c{i}@example.com")) for i in range(3)])
-    _run(svc, lambda: len(server.messages) == 3 and not svc.pending(svc.tasks()))
+    run_engine_until(svc, lambda: len(server.messages) == 3 and not svc.pending(svc.tasks()))
     assert [m.status for m in svc.messages("Firma")] == [MessageStatus.SENT] * 3
     assert [m.rcpt_tos for m in server.messages] == [["c0@example.com"], ["c1@example.com"], ["c2@example.com"]]
     together = _packets_with(server, b"MAIL FROM:", b"RCPT TO:", b"DATA\r\n")
@@ -69,7 +60,7 @@ def test_partial_and_total_refusal(automail_home: Path, server: SmtpServer) -> N
             ("next", eml(3, to="next@example.com")),
         ],
     )
-    _run(svc, lambda: len(server.messages) == 2 and not svc.pending(svc.tasks()))
+    run_engine_until(svc, lambda: len(server.messages) == 2 and not svc.pending(svc.tasks()))
     both, none, nxt = svc.messages("Firma")
     assert both.status is MessageStatus.SENT and "gone@example.com" in both.refused
     assert none.status is MessageStatus.FAILED and none.last_error_code == 550
@@ -84,7 +75,7 @@ def test_data_refused_fails_only_that_message(automail_home: Path, server: SmtpS
     server.data_replies = ["554 5.7.1 Rejected as spam"]
     svc = make_service(automail_home, make_task(port=server.port))
     svc.enqueue_raw("Firma", [(f"m{i}", eml(i)) for i in range(3)])
-    _run(svc, lambda: len(server.messages) == 2 and not svc.pending(svc.tasks()))
+    run_engine_until(svc, lambda: len(server.messages) == 2 and not svc.pending(svc.tasks()))
     assert [m.status for m in svc.messages("Firma")] == [MessageStatus.FAILED, MessageStatus.SENT, MessageStatus.SENT]
     assert "spam" in svc.messages("Firma")[0].last_error
     svc.close()
@@ -94,7 +85,7 @@ def test_sender_refused_stops_the_task_and_keeps_messages_queued(automail_home: 
     server.mail_reply = "553 5.7.1 Sender address rejected: not owned by user"
     svc = make_service(automail_home, make_task(port=server.port))
     svc.enqueue_raw("Firma", [(f"m{i}", eml(i)) for i in range(2)])
-    _run(svc, lambda: svc.status()[0].state is TaskState.ERROR)
+    run_engine_until(svc, lambda: svc.status()[0].state is TaskState.ERROR)
     status = svc.status()[0]
     assert "sender" in status.last_error and "553" in status.last_error
     assert [m.status for m in svc.messages("Firma")] == [MessageStatus.QUEUED] * 2
@@ -107,7 +98,8 @@ def test_connection_dropped_mid_data_defers(automail_home: Path, server: SmtpSer
     server.drop_on_data = 1
     svc = make_service(automail_home, make_task(port=server.port))
     svc.enqueue_raw("Firma", [(f"m{i}", eml(i)) for i in range(2)])
-    _run(svc, lambda: [m.status for m in svc.messages("Firma")] == [MessageStatus.DEFERRED, MessageStatus.SENT])
+    expected = [MessageStatus.DEFERRED, MessageStatus.SENT]
+    run_engine_until(svc, lambda: [m.status for m in svc.messages("Firma")] == expected)
     first = svc.messages("Firma")[0]
     assert first.attempts == 1 and "lost" in first.last_error
     assert server.connections == 2  # reconnected after the drop
@@ -119,7 +111,7 @@ def test_body_arrives_intact_dots_and_line_endings(automail_home: Path, server: 
     raw = b"To: a@example.com\r\nSubject: dots\r\n\r\n" + body
     svc = make_service(automail_home, make_task(port=server.port))
     svc.enqueue_raw("Firma", [("dots", raw)])
-    _run(svc, lambda: len(server.messages) == 1)
+    run_engine_until(svc, lambda: len(server.messages) == 1)
     got = server.messages[0].data
     # dots un-stuffed by the server, every line ending CRLF, the last line "." kept
     assert got.endswith(b"\r\n\r\n.hidden line\r\n..two dots\r\nlone CR\r\nend\r\n.\r\n")
@@ -129,7 +121,7 @@ def test_body_arrives_intact_dots_and_line_endings(automail_home: Path, server: 
 def test_non_ascii_address_needs_smtputf8(automail_home: Path, server: SmtpServer) -> None:
     svc = make_service(automail_home, make_task(port=server.port))
     svc.enqueue_raw("Firma", [("utf8", eml(1, to="jožo@example.com"))])
-    _run(svc, lambda: len(server.messages) == 1)
+    run_engine_until(svc, lambda: len(server.messages) == 1)
     assert server.messages[0].rcpt_tos == ["jožo@example.com"]
     assert svc.messages("Firma")[0].status is MessageStatus.SENT
 
@@ -137,7 +129,7 @@ def test_non_ascii_address_needs_smtputf8(automail_home: Path, server: SmtpServe
     server.clear()
     svc.enqueue_raw("Firma", [("utf8-again", eml(2, to="jožo@example.com")), ("ascii", eml(3))])
     # the next engine run opens a fresh connection, which sees the new EHLO
-    _run(svc, lambda: len(server.messages) == 1 and not svc.pending(svc.tasks()))
+    run_engine_until(svc, lambda: len(server.messages) == 1 and not svc.pending(svc.tasks()))
     _, refused, ascii_msg = svc.messages("Firma")
     assert refused.status is MessageStatus.FAILED and "SMTPUTF8" in refused.last_error
     assert ascii_msg.status is MessageStatus.SENT

@@ -33,7 +33,8 @@ def cli(
     return result
 
 
-def setup_task(port: int, *extra: str, company: str = "Firma", name: str = "Mailing") -> None:
+def setup_task(port: int, *extra: str, company: str = "Firma", name: str = "Mailing", stdin: str | None = None) -> None:
+    """Company ``company`` and task ``name`` sending to 127.0.0.1:port without TLS; ``extra`` options added."""
     cli("company", "add", company)
     cli(
         "task",
@@ -50,31 +51,13 @@ def setup_task(port: int, *extra: str, company: str = "Firma", name: str = "Mail
         "--sender",
         "Firma <info@firma.sk>",
         *extra,
+        stdin=stdin,
     )
 
 
 def add_auth_task(port: int, password: str, *extra: str) -> None:
-    """Task "Mailing" of company "Firma" logging in as AUTH_USER; the password comes on stdin."""
-    cli(
-        "task",
-        "add",
-        "Mailing",
-        "--company",
-        "Firma",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--security",
-        "none",
-        "--username",
-        AUTH_USER,
-        "--password-stdin",
-        "--sender",
-        "info@firma.sk",
-        *extra,
-        stdin=password,
-    )
+    """Company "Firma" and task "Mailing" logging in as AUTH_USER; the password comes on stdin."""
+    setup_task(port, "--username", AUTH_USER, "--password-stdin", *extra, stdin=password)
 
 
 def write_emls(folder: Path, count: int) -> list[str]:
@@ -147,7 +130,6 @@ def test_password_only_in_keyring_and_wrong_password_stops_run(
     tmp_path: Path, automail_home: Path, smtp_server_auth: SmtpServer
 ) -> None:
     secret = "Wr0ng-But-Secret-Pa55!"
-    cli("company", "add", "Firma")
     add_auth_task(smtp_server_auth.port, secret + "\n", "--unlimited")
     cli("task", "start", "Mailing")
     cli("enqueue", "--company", "Firma", *write_emls(tmp_path / "in", 2))
@@ -307,7 +289,6 @@ def test_company_and_task_listing_and_removal(smtp_server: SmtpServer) -> None:
 
 
 def test_task_test_reports_server_answer_and_login_failure(smtp_server_auth: SmtpServer) -> None:
-    cli("company", "add", "Firma")
     add_auth_task(smtp_server_auth.port, AUTH_PASSWORD)
     assert "logged in as info@firma.sk" in cli("task", "test", "Mailing").stdout
     cli("task", "edit", "Mailing", "--password-stdin", stdin="bad")

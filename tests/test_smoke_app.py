@@ -81,9 +81,12 @@ class DesktopSession:
                 lambda: self.run(["dunstctl", "count", "history"], check=False).returncode == 0, 10, what="dunst"
             )
         if self.tray:
-            self._spawn([*TRAYER_ARGS])
-            wait_until(lambda: self.windows("--classname", "trayer"), 10, what="trayer")
+            self.start_tray()
         return self
+
+    def start_tray(self) -> None:
+        self._spawn([*TRAYER_ARGS])
+        wait_until(lambda: self.windows("--classname", "trayer"), 10, what="trayer")
 
     def _spawn(self, argv: list[str]) -> None:
         self.procs.append(
@@ -147,6 +150,27 @@ def is_docked(session: DesktopSession, window: str) -> bool:
     return bool(parent) and root not in parent[0]
 
 
+def icon_clickable(session: DesktopSession, window: str) -> tuple[int, int] | None:
+    """Docked, mapped and given its size by the tray host: the (x, y) of its centre, else None.
+
+    Docking reparents the 1x1 icon window first and sizes it a moment later; a click in between
+    misses it, as it would miss for a person.
+    """
+    if not is_docked(session, window):
+        return None
+    info = session.run(["xwininfo", "-id", window], check=False).stdout
+    fields = dict(line.strip().split(": ", 1) for line in info.splitlines() if ": " in line)
+    width, height = int(fields.get("Width", 0)), int(fields.get("Height", 0))
+    if fields.get("Map State") != "IsViewable" or width < 16 or height < 16:
+        return None
+    return width // 2, height // 2
+
+
+def click_icon(session: DesktopSession, window: str) -> None:
+    x, y = wait_until(lambda: icon_clickable(session, window), 10, what="icon mapped and sized in the tray")
+    session.run(["xdotool", "mousemove", "--window", window, str(x), str(y), "click", "1"])
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_app_docks_opens_sends_notifies_once_and_exits_on_sigterm(
@@ -178,7 +202,7 @@ def test_app_docks_opens_sends_notifies_once_and_exits_on_sigterm(
         assert not desktop.windows("--onlyvisible", "--name", WINDOW_NAME)
 
         # A left click on the icon opens the window (xorg backend + ButtonPressMask fix, pystray#151).
-        desktop.run(["xdotool", "mousemove", "--window", icon, "8", "8", "click", "1"])
+        click_icon(desktop, icon)
         wait_until(lambda: desktop.windows("--onlyvisible", "--name", WINDOW_NAME), 10, what="main window")
 
         # The good task sends; the wrong password gives exactly one notification.
@@ -208,3 +232,55 @@ def test_app_docks_opens_sends_notifies_once_and_exits_on_sigterm(
             app.wait()
         log.close()
         print((tmp_path / "app.log").read_text(errors="replace"))
+
+
+@pytest.fixture
+def bare_desktop() -> Iterator[DesktopSession]:
+    """A display without a tray host (yet) and without notifications."""
+    if missing := missing_tools():
+        pytest.skip(f"needs {', '.join(missing)}")
+    session = DesktopSession(tray=False, notifications=False).start()
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_icon_docks_when_the_tray_host_starts_after_the_app(
+    bare_desktop: DesktopSession, automail_home: Path, tmp_path: Path
+) -> None:
+    """A panel that starts after AutoMail (autostart at login) or restarts still gets the icon."""
+    cli(bare_desktop, "company", "add", "Firma")
+    log = (tmp_path / "app.log").open("wb")
+    app = subprocess.Popen(
+        [sys.executable, "-m", "automail", "gui"], env=bare_desktop.full_env(), stdout=log, stderr=log
+    )
+    try:
+        icon = wait_until(lambda: bare_desktop.windows("--classname", TRAY_CLASSNAME), 20, what="tray icon")[0]
+        # No tray host: after a moment the window is shown instead, so the user is never left with nothing.
+        wait_until(lambda: bare_desktop.windows("--onlyvisible", "--name", WINDOW_NAME), 15, what="fallback window")
+        assert not is_docked(bare_desktop, icon)
+
+        bare_desktop.start_tray()
+        wait_until(lambda: icon_clickable(bare_desktop, icon), 15, what="icon docked in the late tray host")
+
+        # Docked now, the icon works: hide the window (no window manager here to minimize it), click the icon.
+        window = bare_desktop.windows("--onlyvisible", "--name", WINDOW_NAME)[0]
+        bare_desktop.run(["xdotool", "windowunmap", "--sync", window])
+        assert not bare_desktop.windows("--onlyvisible", "--name", WINDOW_NAME)
+        click_icon(bare_desktop, icon)
+        wait_until(lambda: bare_desktop.windows("--onlyvisible", "--name", WINDOW_NAME), 10, what="window again")
+
+        app.send_signal(signal.SIGTERM)
+        assert app.wait(timeout=10) == 0
+        text = (automail_home / "logs" / "automail.log").read_text()
+        assert text.count("Failed to dock icon") <= 1, text  # retried quietly, not logged every 2 s
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+        log.close()
+        print((tmp_path / "app.log").read_text(errors="replace"))
+        print((automail_home / "logs" / "automail.log").read_text(errors="replace"))

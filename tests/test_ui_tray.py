@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import socket
 import sys
 import threading
@@ -226,6 +227,50 @@ def test_no_display_means_no_tray_but_no_crash(service: Service) -> None:
     assert not t.start()
     assert not t.docked() and "Bad display name" in t.error
     t.stop()
+
+
+class FakeXorgIcon(FakeIcon):
+    """Like pystray's xorg icon: ``_systray_manager`` is set once a tray host was asked to embed it."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._systray_manager: Any = None
+        self.tray_host_up = False
+        self.dock_requests = 0
+
+    def _show(self) -> None:
+        self.dock_requests += 1
+        if self.tray_host_up:
+            self._systray_manager = "trayer"
+
+
+def test_redock_asks_again_at_most_every_interval_until_docked(service: Service) -> None:
+    from automail.ui.tray import REDOCK_EVERY_S
+
+    t = Tray(service, Bridge(FakeRoot()), open_window=print, open_outbox=print, quit=print, icon_factory=FakeXorgIcon)
+    assert t.start()
+    try:
+        wait_until(lambda: t.icon.visible, 2, what="setup")
+        icon = t.icon
+        assert not t.docked()
+        assert not t.redock(now=100.0) and icon.dock_requests == 1
+        assert not t.redock(now=100.0 + REDOCK_EVERY_S / 2) and icon.dock_requests == 1  # not yet again
+        icon.tray_host_up = True  # the panel starts
+        assert t.redock(now=100.0 + REDOCK_EVERY_S) and icon.dock_requests == 2
+        assert t.docked()
+        assert t.redock(now=200.0) and icon.dock_requests == 2  # docked: nothing more is asked
+    finally:
+        t.stop()
+
+
+def test_pystray_dock_failures_are_logged_once() -> None:
+    from automail.ui.tray import _OnceFilter
+
+    logger = logging.getLogger("test.pystray.dock")
+    once = _OnceFilter()
+    records = [logger.makeRecord(logger.name, logging.ERROR, __file__, 1, msg, (), None) for msg in
+               ("Failed to dock icon", "Failed to dock icon", "An error occurred in the main loop")]  # fmt: skip
+    assert [once.filter(r) for r in records] == [True, False, True]
 
 
 # ---- the real pystray icon (xorg backend) -------------------------------------------------------

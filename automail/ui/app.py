@@ -86,7 +86,9 @@ class App:
 
     def _check_tray(self) -> None:
         if not self._quitting and not self.tray.docked():
-            log.warning("the tray icon is not shown (no tray host?): showing the window instead")
+            log.warning(
+                "the tray icon is not shown (no tray host yet?): showing the window; the icon docks when one appears"
+            )
             self.show_window()
 
     def _tick(self) -> None:
@@ -94,6 +96,7 @@ class App:
             return
         if self.notifier is not None:
             self.notifier.tick()
+        self.tray.redock()
         self.tray.refresh_if_due(30.0)
         self.root.after(TICK_MS, self._tick)
 
@@ -114,8 +117,10 @@ class App:
     def close_window(self) -> None:
         """The window's close button hides to the tray; without a docked icon it minimizes."""
         if self.tray.docked():
+            log.info("window closed: hidden to the tray")
             self.window.hide()
         else:
+            log.info("window closed: minimized, as there is no tray icon to bring it back")
             self.root.iconify()
 
     # ---- quit ----------------------------------------------------------------------------

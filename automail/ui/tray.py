@@ -24,6 +24,23 @@ log = logging.getLogger(__name__)
 TITLE_LIMIT = 63  # Windows truncates tooltips at 64 characters
 STATE_TEXT = {"stopped": "Stopped", "running": "Running", "waiting": "Waiting", "error": "Error"}
 REFRESH_AFTER_EVENT_S = 1.0  # status() costs a few queries: refresh at most this often while sending
+REDOCK_EVERY_S = 1.5  # how often an icon no tray host has embedded asks again (xorg)
+
+
+class _OnceFilter(logging.Filter):
+    """Let pystray's "Failed to dock icon" (with its traceback) through once, not at every retry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() != "Failed to dock icon":
+            return True
+        if self.seen:
+            return False
+        self.seen = True
+        return True
 
 
 @dataclass
@@ -85,6 +102,7 @@ class Tray:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._last_refresh = 0.0
+        self._last_redock = 0.0
         self._dirty = False
 
     # ---- menu ---------------------------------------------------------------------
@@ -263,6 +281,33 @@ class Tray:
             return icon._systray_manager is not None
         return bool(getattr(icon, "visible", True))
 
+    def redock(self, now: float | None = None) -> bool:
+        """Ask the tray host again to embed an icon it has not embedded (xorg); True once docked.
+
+        pystray asks once, at start (and when its tray host goes away). A tray host that comes up
+        a moment later — a panel that starts after the app at login, or is restarted — is never
+        asked, and the icon stays invisible. Call this every few seconds (Tk thread); it asks at
+        most every REDOCK_EVERY_S and only while the icon is not docked.
+        """
+        icon = self.icon
+        if icon is None or self.error or not hasattr(icon, "_systray_manager"):
+            return self.docked()
+        if icon._systray_manager is not None:
+            return True
+        now = time.monotonic() if now is None else now
+        alive = self._thread is not None and self._thread.is_alive() and self._ready.is_set()
+        if not alive or now - self._last_redock < REDOCK_EVERY_S:
+            return False
+        self._last_redock = now
+        try:
+            icon._show()  # pystray runs it on the icon's thread: query the tray owner, request docking
+        except Exception:
+            log.debug("asking the tray host to embed the icon failed", exc_info=True)
+        if icon._systray_manager is not None:
+            log.info("the tray icon is docked now")
+            return True
+        return False
+
     def stop(self) -> None:
         """Remove the icon (first step of Quit, pystray#143)."""
         icon, self.icon = self.icon, None
@@ -328,7 +373,16 @@ def _make_pystray_icon(image: Any, title: str, entries: Sequence[Entry]) -> Any:
 
     icon = pystray.Icon("automail", image, title, pystray.Menu(*convert(entries)))
     _enable_xorg_click(icon)
+    if hasattr(icon, "_systray_manager"):
+        _quiet_dock_failures(icon)
     return icon
+
+
+def _quiet_dock_failures(icon: Any) -> None:
+    """Tray.redock retries docking every few seconds; pystray logs each failure with a traceback."""
+    logger = getattr(icon, "_log", None)
+    if isinstance(logger, logging.Logger) and not any(isinstance(f, _OnceFilter) for f in logger.filters):
+        logger.addFilter(_OnceFilter())
 
 
 def _enable_xorg_click(icon: Any) -> None:

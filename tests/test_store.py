@@ -149,6 +149,21 @@ def test_two_processes_editing_definitions_lose_no_edit(tmp_path: Path) -> None:
     assert len(d.tasks()) == 45
 
 
+def test_a_long_running_store_adds_after_another_process_added(tmp_path: Path) -> None:
+    """The app keeps one Definitions open; the CLI (another instance) adds in between."""
+    app = Definitions(tmp_path / "automail.json", tmp_path)
+    cli = Definitions(tmp_path / "automail.json", tmp_path)
+    app.add_company("Firma")  # the app's table now remembers "next ID = 2"
+    cli.add_company("Druha")  # ...which the CLI takes
+    app.add_company("Tretia")  # TinyDB alone: "Document with ID 2 already exists"
+    smtp = SmtpSettings(host="127.0.0.1", sender="info@firma.sk")
+    app.add_task(Task(name="A", company="Firma", smtp=smtp))
+    cli.add_task(Task(name="B", company="Firma", smtp=smtp))
+    app.add_task(Task(name="C", company="Firma", smtp=smtp))
+    assert [c.name for c in cli.companies()] == ["Druha", "Firma", "Tretia"]
+    assert [t.name for t in cli.tasks()] == ["A", "B", "C"]
+
+
 def test_engine_and_store_do_not_import_gui_toolkits() -> None:
     code = (
         "import sys\n"

@@ -16,6 +16,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
+from tinydb.table import Document, Table
 
 from automail.errors import DefinitionsError, InputError, NotFoundError
 from automail.models import Company, Task
@@ -163,7 +164,7 @@ class Definitions:
                         fix="choose another location",
                     )
             company = Company(name=name, outbox_path=path)
-            table.insert(company.to_doc())
+            _insert(table, company.to_doc())
         return company
 
     def remove_company(self, name: str) -> Company:
@@ -202,7 +203,7 @@ class Definitions:
             task = _with_company(task, company.name)
             if any(t.name.lower() == task.name.lower() for t in self.tasks()):
                 raise InputError("task", f"a task named {task.name!r} exists already", fix="choose another name")
-            self._db.table("tasks").insert(task.to_doc())
+            _insert(self._db.table("tasks"), task.to_doc())
         return task
 
     def update_task(self, name: str, change: Callable[[Task], Task]) -> Task:
@@ -238,6 +239,16 @@ class Definitions:
                 if task.runs_here(computer, user):
                     changed.append(self.update_task(task.name, lambda t: _toggle(t, enabled)))
         return changed
+
+
+def _insert(table: Table, doc: dict[str, Any]) -> int:
+    """Insert with the next free ID of the file as it is now (call under the file lock).
+
+    TinyDB caches a table's next ID after an insert; once another process has inserted, that
+    cached ID is taken and ``Table.insert`` raises "Document with ID N already exists".
+    """
+    next_id = max((d.doc_id for d in table.all()), default=0) + 1
+    return table.insert(Document(doc, doc_id=next_id))
 
 
 def _toggle(task: Task, enabled: bool) -> Task:

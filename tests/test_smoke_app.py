@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,23 @@ def cli(session: DesktopSession, *args: str, stdin: str | None = None) -> str:
     return result.stdout
 
 
+@contextmanager
+def running_app(session: DesktopSession, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``automail gui`` on the session's display; killed if still running, its output printed."""
+    log_path = tmp_path / "app.log"
+    with log_path.open("wb") as log:
+        app = subprocess.Popen(
+            [sys.executable, "-m", "automail", "gui"], env=session.full_env(), stdout=log, stderr=log
+        )
+        try:
+            yield app
+        finally:
+            if app.poll() is None:
+                app.kill()
+                app.wait()
+            print(log_path.read_text(errors="replace"))
+
+
 def is_docked(session: DesktopSession, window: str) -> bool:
     """Embedded by the tray host: the icon window's parent is no longer the root window."""
     tree = session.run(["xwininfo", "-tree", "-id", window], check=False).stdout
@@ -193,9 +211,7 @@ def test_app_docks_opens_sends_notifies_once_and_exits_on_sigterm(
         "--text", str(body), "--tag", "bad")  # fmt: skip
     cli(desktop, "task", "start", "--all")
 
-    log = (tmp_path / "app.log").open("wb")
-    app = subprocess.Popen([sys.executable, "-m", "automail", "gui"], env=desktop.full_env(), stdout=log, stderr=log)
-    try:
+    with running_app(desktop, tmp_path) as app:
         # The icon docks in trayer; the window starts hidden (companies exist, so not a first start).
         icon = wait_until(lambda: desktop.windows("--classname", TRAY_CLASSNAME), 20, what="tray icon")[0]
         wait_until(lambda: is_docked(desktop, icon), 10, what="icon docked in trayer")
@@ -226,12 +242,6 @@ def test_app_docks_opens_sends_notifies_once_and_exits_on_sigterm(
         assert app.wait(timeout=10) == 0
         assert time.monotonic() - started < 5
         assert not desktop.windows("--classname", TRAY_CLASSNAME)
-    finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
-        log.close()
-        print((tmp_path / "app.log").read_text(errors="replace"))
 
 
 @pytest.fixture
@@ -253,11 +263,7 @@ def test_icon_docks_when_the_tray_host_starts_after_the_app(
 ) -> None:
     """A panel that starts after AutoMail (autostart at login) or restarts still gets the icon."""
     cli(bare_desktop, "company", "add", "Firma")
-    log = (tmp_path / "app.log").open("wb")
-    app = subprocess.Popen(
-        [sys.executable, "-m", "automail", "gui"], env=bare_desktop.full_env(), stdout=log, stderr=log
-    )
-    try:
+    with running_app(bare_desktop, tmp_path) as app:
         icon = wait_until(lambda: bare_desktop.windows("--classname", TRAY_CLASSNAME), 20, what="tray icon")[0]
         # No tray host: after a moment the window is shown instead, so the user is never left with nothing.
         wait_until(lambda: bare_desktop.windows("--onlyvisible", "--name", WINDOW_NAME), 15, what="fallback window")
@@ -277,10 +283,3 @@ def test_icon_docks_when_the_tray_host_starts_after_the_app(
         assert app.wait(timeout=10) == 0
         text = (automail_home / "logs" / "automail.log").read_text()
         assert text.count("Failed to dock icon") <= 1, text  # retried quietly, not logged every 2 s
-    finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
-        log.close()
-        print((tmp_path / "app.log").read_text(errors="replace"))
-        print((automail_home / "logs" / "automail.log").read_text(errors="replace"))

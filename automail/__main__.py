@@ -460,8 +460,7 @@ def run_engine(svc: Any, until_empty: bool, on_event: Callable[[EngineEvent], No
             if not until_empty:
                 continue
             local = [t for t in svc.local_tasks() if t.enabled]
-            names = {t.name for t in local}
-            stuck = [s for s in svc.status() if s.task in names and s.fault == FaultKind.TASK_FATAL]
+            stuck = [s for s in svc.status(tasks=local) if s.fault == FaultKind.TASK_FATAL]
             if local and len(stuck) == len(local):
                 for s in stuck:
                     _err(f"Task {s.task!r} stopped: {s.last_error}")

@@ -320,6 +320,11 @@ def register_task_type(task_type: TaskType) -> None:
     TASK_TYPES[task_type.key] = task_type
 
 
+def type_title(key: str) -> str:
+    """The title a task type is shown with; an unknown key as it is."""
+    return TASK_TYPES[key].title if key in TASK_TYPES else key
+
+
 @dataclass(frozen=True)
 class StoredMessage:
     """One row of a company's outbox."""

@@ -15,29 +15,10 @@ import time
 from pathlib import Path
 
 import keyring
-from keyring.backend import KeyringBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "screenshots"
 sys.path.insert(0, str(ROOT))  # this checkout's automail, whatever `pip install -e` points at
-
-
-class MemoryKeyring(KeyringBackend):
-    """Passwords in a dict, for the sample data only."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.store.pop((service, username), None)
 
 
 def sample_service(home: Path):  # type: ignore[no-untyped-def]
@@ -138,17 +119,16 @@ def main() -> int:
         return 1
     tmp = Path(tempfile.mkdtemp(prefix="automail-shots-"))
     os.environ["AUTOMAIL_HOME"] = str(tmp)
-    keyring.set_keyring(MemoryKeyring())
+    from tests.keyring_backend import DictKeyring  # passwords in memory, for the sample data only
+
+    keyring.set_keyring(DictKeyring())
 
     import customtkinter as ctk
 
-    try:
-        from automail.ui import theme
-
-        theme.apply()
-    except ImportError:
-        ctk.set_appearance_mode("light")
+    from automail.ui import theme
     from automail.ui.main_window import MainWindow
+
+    theme.apply()
 
     service = sample_service(tmp)
     root = ctk.CTk()

@@ -278,13 +278,16 @@ class Service:
         return self.outbox(company).cancel(ids, self.clock.now())
 
     # ---- status --------------------------------------------------------------------------
-    def status(self, company: str | None = None) -> list[TaskStatus]:
-        """Every task's persisted state and counts (works with or without a running engine)."""
+    def status(self, company: str | None = None, tasks: Sequence[Task] | None = None) -> list[TaskStatus]:
+        """Every task's persisted state and counts (works with or without a running engine).
+
+        ``tasks``: only these (already read) tasks instead of all tasks of ``company``.
+        """
         now = self.clock.now()
         result = []
         companies = {c.name.lower(): c for c in self.definitions.companies()}
         running = self._engine.running_tasks() if self._engine is not None else {}
-        for task in self.tasks(company):
+        for task in tasks if tasks is not None else self.tasks(company):
             comp = companies.get(task.company.lower())
             if comp is None:
                 continue

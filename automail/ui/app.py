@@ -64,9 +64,7 @@ class App:
             self._start_demo()
         elif any(t.enabled for t in self.service.local_tasks()):
             # A tray sender should just work: with enabled tasks here, the "server" starts by itself.
-            self.service.start_engine()
-        self.tray.refresh()
-        self.window.refresh()
+            self.service.start_engine()  # its engine_started event refreshes the tray
         first_start = not self.service.companies()
         if self.demo or first_start or not tray_ok:
             self.show_window()
@@ -81,7 +79,6 @@ class App:
         self.demo_server = CaptureServer(self.service.home / "demo-received").start()
         prepare_demo(self.service, self.demo_server)
         self.service.start_engine()
-        self.window.refresh()
         self.window.select_company(DEMO_COMPANY)
 
     def _check_tray(self) -> None:
@@ -171,56 +168,9 @@ class App:
 
 
 def _make_window(root: Any, service: Any, on_quit: Callable[[], None]) -> Any:
-    try:
-        from .main_window import MainWindow
-    except ImportError as exc:
-        log.error("main window not available (%s): using the minimal window", exc)
-        return _MinimalWindow(root, service, on_quit=on_quit)
+    from .main_window import MainWindow  # lazily: a second launch exits before building any widget
+
     return MainWindow(root, service, on_quit=on_quit)
-
-
-class _MinimalWindow:
-    """A status-only stand-in used when automail.ui.main_window cannot be imported."""
-
-    def __init__(self, root: Any, service: Any, *, on_quit: Callable[[], None]) -> None:
-        import customtkinter as ctk
-
-        self.root, self.service = root, service
-        self.label = ctk.CTkLabel(root, text="", justify="left", anchor="nw")
-        self.label.pack(fill="both", expand=True, padx=16, pady=16)
-        self.button = ctk.CTkButton(root, text="Start server", command=self._toggle)
-        self.button.pack(pady=(0, 16))
-
-    def _toggle(self) -> None:
-        if self.service.engine_running:
-            threading.Thread(target=self.service.stop_engine, daemon=True).start()
-        else:
-            self.service.start_engine()
-
-    def on_event(self, event: EngineEvent) -> None:
-        self.refresh()
-
-    def refresh(self) -> None:
-        lines = [
-            f"{s.task} ({s.company}): {s.state}, {s.queued} queued, {s.sent_last_hour} sent/h"
-            for s in self.service.status()
-        ]
-        self.label.configure(text="\n".join(lines) or "No tasks yet.")
-        self.button.configure(text="Stop server" if self.service.engine_running else "Start server")
-
-    def show(self) -> None:
-        self.root.deiconify()
-        self.root.lift()
-        self.root.focus_force()
-
-    def hide(self) -> None:
-        self.root.withdraw()
-
-    def open_outbox(self, company: str | None = None) -> None:
-        self.show()
-
-    def select_company(self, name: str) -> None:
-        pass
 
 
 def _set_window_icon(root: Any) -> None:

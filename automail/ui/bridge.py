@@ -38,7 +38,6 @@ class Bridge:
         self._after_id: str | None = None
         self._closed = False
         self.tk_thread = threading.current_thread()
-        self.delivered = 0
 
     # ---- any thread --------------------------------------------------------------
     def post(self, item: Callable[[], None] | EngineEvent) -> None:
@@ -90,7 +89,6 @@ class Bridge:
                     item()
             except Exception:
                 log.exception("UI callback failed")
-        self.delivered += count
         return count
 
     def _tick(self) -> None:

@@ -11,14 +11,17 @@ from typing import TYPE_CHECKING, Any
 import customtkinter as ctk
 
 from automail.errors import AutomailError, InputError
-from automail.models import TASK_TYPES, Task, TaskState, TaskStatus
-from automail.paths import outbox_dir, safe_filename
-from automail.ui.error_panel import ErrorPanel
+from automail.models import Task, TaskState, TaskStatus, type_title
+from automail.paths import log_dir, outbox_dir, safe_filename
+from automail.ui import tray
+from automail.ui.error_panel import ErrorPanel, explain
 from automail.ui.outbox_window import OutboxWindow
 from automail.ui.settings_dialog import SettingsDialog
 from automail.ui.task_dialog import TaskDialog
 from automail.ui.widgets import (
+    ERROR_COLOR,
     MUTED_COLOR,
+    OK_COLOR,
     PAD,
     Background,
     ConfirmDialog,
@@ -59,8 +62,6 @@ STATE_WORDS = {
 
 def state_text(status: TaskStatus | None, task: Task, computer: str) -> str:
     """ "Running", "Error: SMTP login rejected", "Stopped (runs on PC-7)"…"""
-    from automail.ui.error_panel import explain
-
     if status is None:
         return "Stopped"
     words = STATE_WORDS[status.state]
@@ -238,14 +239,7 @@ class MainWindow:
 
     def open_log_folder(self) -> None:
         """Show the log files in the file manager."""
-        from automail.paths import log_dir
-
-        try:
-            from automail.ui.tray import open_folder
-        except Exception:  # the tray module (pystray) may be unusable here: the folder is still named
-            self._say(f"Logs are in {log_dir(self.service.home)}")
-            return
-        open_folder(log_dir(self.service.home))
+        tray.open_folder(log_dir(self.service.home))
 
     # ---- companies ----------------------------------------------------------------
     def _load_companies(self) -> None:
@@ -284,7 +278,7 @@ class MainWindow:
         try:
             if self.company is not None:
                 tasks = self.service.tasks(self.company)
-                statuses = self.service.status(self.company)
+                statuses = self.service.status(tasks=tasks)
             else:
                 tasks, statuses = [], []
         except AutomailError as exc:
@@ -298,7 +292,7 @@ class MainWindow:
             st = self.statuses.get(task.name)
             values = (
                 task.name,
-                TASK_TYPES[task.type].title if task.type in TASK_TYPES else task.type,
+                type_title(task.type),
                 task.computer,
                 task.user or "any",
                 state_text(st, task, self.service.computer),
@@ -352,7 +346,7 @@ class MainWindow:
             self.server_state.configure(text="● Server stopping", text_color=("#9A6700", "#E3B341"))
         elif self.service.engine_running:
             self.server_button.configure(text="Stop server", state="normal", fg_color="#B3261E", hover_color="#8C1D18")
-            self.server_state.configure(text="● Server running", text_color=("#2E7D32", "#66BB6A"))
+            self.server_state.configure(text="● Server running", text_color=OK_COLOR)
         else:
             self.server_button.configure(text="Start server", state="normal", fg_color="#2E7D32", hover_color="#1B5E20")
             self.server_state.configure(text="● Server stopped", text_color=MUTED_COLOR)
@@ -452,7 +446,7 @@ class MainWindow:
         self._update_buttons()
 
     def _say(self, text: str, ok: bool = True) -> None:
-        self.status_bar.configure(text=text, text_color=MUTED_COLOR if ok else ("#C62828", "#FF6B6B"))
+        self.status_bar.configure(text=text, text_color=MUTED_COLOR if ok else ERROR_COLOR)
 
     def add_task(self) -> None:
         if self.company is None:

@@ -159,7 +159,6 @@ class Delivery:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.method = ""  # what the last delivery used, for tests and the log
-        self.delivered = 0
 
     def send(self, title: str, text: str) -> None:
         """Queue a notification (any thread; never blocks)."""
@@ -178,7 +177,6 @@ class Delivery:
             title, text = item
             try:
                 self.method = self.deliver_now(title, text)
-                self.delivered += 1
                 log.info("notification (%s): %s: %s", self.method or "none", title, text)
             except Exception:
                 log.exception("notification failed")

@@ -12,7 +12,9 @@ import customtkinter as ctk
 from automail.errors import AutomailError
 from automail.models import MessageStatus, StoredMessage
 from automail.ui.widgets import (
+    ERROR_COLOR,
     MUTED_COLOR,
+    OK_COLOR,
     PAD,
     ConfirmDialog,
     LaterMixin,
@@ -257,7 +259,7 @@ class OutboxWindow(LaterMixin, ctk.CTkToplevel):
 
     # ---- actions --------------------------------------------------------------------
     def _say(self, text: str, ok: bool = True) -> None:
-        self.status_line.configure(text=text, text_color=("#2E7D32", "#66BB6A") if ok else ("#C62828", "#FF6B6B"))
+        self.status_line.configure(text=text, text_color=OK_COLOR if ok else ERROR_COLOR)
 
     def retry_failed(self) -> None:
         """Retry the selected failed messages, or every failed one when none is selected."""

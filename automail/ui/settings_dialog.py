@@ -14,15 +14,16 @@ from automail.models import (
     DEFAULT_RATE,
     RATE_MAX,
     RATE_MIN,
-    TASK_TYPES,
     SmtpSettings,
     Task,
     check_address,
     check_no_newline,
+    type_title,
     unique_tags,
 )
 from automail.ui.smtp_dialog import SECURITY_LABELS, SmtpDialog
 from automail.ui.widgets import (
+    ERROR_COLOR,
     LABEL_WIDTH,
     MUTED_COLOR,
     OK_COLOR,
@@ -124,7 +125,7 @@ class SettingsDialog(Dialog):
         password: str | None = None,
         smtp_set: bool = True,
     ) -> None:
-        title = TASK_TYPES[task.type].title if task.type in TASK_TYPES else task.type
+        title = type_title(task.type)
         super().__init__(master, f"Settings of automatic task '{title}'")
         self.service = service
         self._task = task
@@ -253,7 +254,7 @@ class SettingsDialog(Dialog):
     def _show_result(self, text: str, ok: bool | None) -> None:
         mark = "" if ok is None else ("✔ " if ok else "✖ ")
         self.result.set(mark + text)
-        color = ("gray10", "gray90") if ok is None else (OK_COLOR if ok else ("#C62828", "#FF6B6B"))
+        color = ("gray10", "gray90") if ok is None else (OK_COLOR if ok else ERROR_COLOR)
         self.result.configure(text_color=color)
 
     @property

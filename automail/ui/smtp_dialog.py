@@ -10,12 +10,11 @@ from typing import Any
 import customtkinter as ctk
 
 from automail.errors import InputError
-from automail.models import SmtpSettings, check_no_newline
+from automail.models import Security, SmtpSettings, check_no_newline
 from automail.ui.widgets import MUTED_COLOR, ROW_GAP, Dialog, ErrorLine, Field, font, input_error_text
 
 SECURITY_CHOICES = {"None": "none", "SSL/TLS": "tls", "STARTTLS": "starttls"}
 SECURITY_LABELS = {v: k for k, v in SECURITY_CHOICES.items()}
-DEFAULT_PORTS = {"none": 25, "tls": 465, "starttls": 587}
 
 OnSmtpOk = Callable[[SmtpSettings, str | None], None]
 
@@ -99,8 +98,8 @@ class SmtpDialog(Dialog):
     # ---- behaviour ----------------------------------------------------------------
     def _security_changed(self, label: str) -> None:
         # The port follows the choice (25/465/587) unless the user typed a port of their own.
-        if self.port.get().strip() in {"", *map(str, DEFAULT_PORTS.values())}:
-            self.port.set(str(DEFAULT_PORTS[SECURITY_CHOICES[label]]))
+        if self.port.get().strip() in {"", *(str(sec.default_port) for sec in Security)}:
+            self.port.set(str(Security(SECURITY_CHOICES[label]).default_port))
 
     def set_security(self, label: str) -> None:
         """Choose a security option as a click would (used by tests and presets)."""

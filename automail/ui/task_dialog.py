@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import customtkinter as ctk
 
 from automail.errors import InputError
-from automail.models import TASK_TYPES, SmtpSettings, Task
+from automail.models import TASK_TYPES, SmtpSettings, Task, type_title
 from automail.ui.settings_dialog import SettingsDialog
 from automail.ui.widgets import (
     LABEL_WIDTH,
@@ -54,7 +54,7 @@ class TaskDialog(Dialog):
         ctk.CTkLabel(b, text="Type", anchor="w", width=LABEL_WIDTH).grid(row=0, column=0, sticky="w", padx=(0, 12))
         self.type_menu = ctk.CTkOptionMenu(b, values=list(_TYPE_TITLES), width=280)
         self.type_menu.grid(row=0, column=1, sticky="w")
-        self.type_menu.set(TASK_TYPES[self.draft.type].title if self.draft.type in TASK_TYPES else self.draft.type)
+        self.type_menu.set(type_title(self.draft.type))
 
         self.name = Field(b, 1, "Name", placeholder="e.g. Invoices")
         self.name.set(self.draft.name)
@@ -118,14 +118,7 @@ class TaskDialog(Dialog):
         )
 
     def _settings_ok(self, task: Task, password: str | None) -> None:
-        self.draft = replace(
-            self.draft,
-            smtp=task.smtp,
-            rate_per_hour=task.rate_per_hour,
-            daily_cap=task.daily_cap,
-            retry_delays=task.retry_delays,
-            tags=task.tags,
-        )
+        self.draft = self.draft.with_settings_of(task)
         self.settings_done = True
         if password:
             self.password = password

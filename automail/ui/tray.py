@@ -183,8 +183,7 @@ class Tray:
         self._dirty = False
         try:
             local = self.service.local_tasks()
-            names = {t.name for t in local}
-            statuses = [s for s in self.service.status() if s.task in names]
+            statuses = self.service.status(tasks=local)
         except Exception:
             log.exception("tray refresh failed")
             return
@@ -267,10 +266,6 @@ class Tray:
             log.warning("tray icon stopped: %s", self.error)
         finally:
             self._ready.set()
-
-    @property
-    def has_notification(self) -> bool:
-        return bool(getattr(self.icon, "HAS_NOTIFICATION", False))
 
     def docked(self) -> bool:
         """Whether the icon is really shown in a tray (xorg: a tray host embedded it)."""

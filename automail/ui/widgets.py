@@ -327,10 +327,6 @@ class Background:
         self._callbacks: dict[int, tuple[Callable[[Any], None], Callable[[BaseException], None]]] = {}
         self._next = 0
 
-    @property
-    def busy(self) -> bool:
-        return bool(self._callbacks)
-
     def run(
         self,
         work: Callable[[], Any],

@@ -460,13 +460,14 @@ def run_engine(svc: Any, until_empty: bool, on_event: Callable[[EngineEvent], No
             if not until_empty:
                 continue
             local = [t for t in svc.local_tasks() if t.enabled]
-            stuck = [s for s in svc.status(tasks=local) if s.fault == FaultKind.TASK_FATAL]
+            statuses = svc.status(tasks=local)
+            stuck = [s for s in statuses if s.fault == FaultKind.TASK_FATAL]
             if local and len(stuck) == len(local):
                 for s in stuck:
                     _err(f"Task {s.task!r} stopped: {s.last_error}")
                 code = EXIT_FAILED
                 break
-            if svc.pending(local) == 0:
+            if sum(s.queued + s.deferred for s in statuses) == 0:  # queued, sending or deferred
                 code = EXIT_FAILED if failed else EXIT_OK
                 break
     svc.stop_engine(timeout=30)
@@ -485,12 +486,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return _gui(demo=True)
         _err("No display found, so the desktop demo cannot open: running `automail demo --headless` instead.")
     from automail.demo import DEMO_TASK, CaptureServer, prepare_demo, sample_size
-    from automail.paths import data_dir
 
     svc = _service()
-    server = CaptureServer(data_dir() / "demo-received").start()
+    server = CaptureServer(svc.home / "demo-received").start()
     try:
-        # Only the demo task runs: stop the others for the demo's engine, but leave their settings.
+        # Other enabled tasks of this computer run too, as in `automail run`; progress shows the demo's.
         prepare_demo(svc, server)
         total = sample_size()
         _out(f"Demo SMTP server listening on {server.host}:{server.port}; sending {total} e-mails at 3,000/h …")
@@ -558,12 +558,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         setup_logging(data_dir(), verbose=args.verbose)
         return COMMANDS[command](args)
-    except InputError as exc:
-        _err(f"automail: bad input: {exc}")
-        return EXIT_BAD_INPUT
-    except AutomailError as exc:
-        _err(f"automail: {exc}")
-        return EXIT_FAILED
+    except AutomailError as exc:  # exit_code: 2 for bad input (InputError), else 1
+        _err(f"automail: {'bad input: ' if isinstance(exc, InputError) else ''}{exc}")
+        return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_FAILED
 

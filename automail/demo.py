@@ -95,7 +95,6 @@ def prepare_demo(service: Service, server: CaptureServer) -> Task:
         host=server.host, port=server.port, security=Security.NONE, sender="Demo Company <billing@demo.example>"
     )
     try:
-        service.task(DEMO_TASK)
         task = service.edit_task(DEMO_TASK, lambda t: replace(t, smtp=smtp, computer=service.computer, user=""))
     except NotFoundError:
         task = service.add_task(
@@ -110,7 +109,7 @@ def prepare_demo(service: Service, server: CaptureServer) -> Task:
                 + (f"please find the amount due of {amount:.2f} EUR.\n" if amount else "here is our December news.\n")
                 + "\nDemo Company s.r.o.\n"
             ),
-            sender="Demo Company <billing@demo.example>",
+            sender=smtp.sender,
             tag="demo",
         )
         for name, addr, subject, amount in _SAMPLE

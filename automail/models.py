@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import re
@@ -113,6 +114,14 @@ def check_rate(value: int | None) -> int | None:
 def this_computer() -> str:
     """This computer's host name, as tasks name it."""
     return socket.gethostname()
+
+
+def current_user() -> str:
+    """The OS user name tasks may be assigned to."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name on some service accounts
+        return ""
 
 
 @dataclass(frozen=True)

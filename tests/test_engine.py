@@ -344,3 +344,17 @@ def test_engine_notices_outside_enqueue_within_two_seconds(automail_home: Path, 
     finally:
         svc.stop_engine()
         svc.close()
+
+
+def test_engine_start_prunes_the_send_log_but_keeps_the_last_day(automail_home: Path, smtp_server: SmtpServer) -> None:
+    svc = make_service(automail_home, make_task(port=smtp_server.port, rate=None))
+    account = svc.task("Mailing").smtp.account_key
+    box = svc.outbox("Firma")
+    now = svc.clock.now()
+    with box.transaction() as conn:  # what earlier runs left: one send 3 days ago, one an hour ago
+        for at in (now - 3 * 86400, now - 3600):
+            conn.execute("INSERT INTO send_log (account, task, at) VALUES (?,?,?)", (account, "Mailing", at))
+    svc.enqueue_raw("Firma", [("m0", eml(0))])
+    run_engine_until(svc, lambda: statuses(svc) == [MessageStatus.SENT])
+    times = box.send_times(account, 0)
+    assert len(times) == 2 and times[0] == now - 3600  # the old entry is gone, the last day is kept

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 import logging
 import threading
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from automail import secrets
 from automail.clock import Clock
 from automail.errors import AutomailError, FaultKind, SmtpError, TaskLockedError
-from automail.models import Company, EngineEvent, Task, TaskState, this_computer
+from automail.models import Company, EngineEvent, Task, TaskState
 from automail.store.definitions import Definitions
 from automail.store.outbox import Outbox
 
@@ -25,14 +24,6 @@ log = logging.getLogger(__name__)
 
 WATCH_INTERVAL_S = 1.0  # how often definitions and outboxes are checked for outside changes
 LOCK_RETRY_S = 5.0  # how often a task run by another process is tried again (it may have quit)
-
-
-def current_user() -> str:
-    """The OS user name tasks may be assigned to."""
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name on some service accounts
-        return ""
 
 
 @dataclass
@@ -66,14 +57,14 @@ class Engine:
         definitions: Definitions,
         hooks: EngineHooks,
         clock: Clock,
-        computer: str | None = None,
-        user: str | None = None,
+        computer: str,
+        user: str,
     ) -> None:
         self.definitions = definitions
         self.hooks = hooks
         self.clock = clock
-        self.computer = computer or this_computer()
-        self.user = current_user() if user is None else user
+        self.computer = computer
+        self.user = user
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -84,7 +75,6 @@ class Engine:
         self._defs_mtime = -1.0
         self._locked: dict[str, float] = {}  # task run by another process -> when to try again
         self._started = threading.Event()
-        self.failed_during_run = 0
 
     # ---- control from any thread --------------------------------------------------
     @property
@@ -186,7 +176,6 @@ class Engine:
     def _reconcile(self) -> None:
         for name, run in list(self._running.items()):
             if run.job.done():
-                self.failed_during_run += run.worker.failed_count
                 self._forget(name)
                 self._defs_mtime = -1.0  # look again: it may have stopped to be restarted
         mtime = self.definitions.mtime()
@@ -195,7 +184,7 @@ class Engine:
         if mtime == self._defs_mtime and not retry_locked:
             return
         self._defs_mtime = mtime
-        tasks = [t for t in self.definitions.tasks() if t.runs_here(self.computer, self.user)]
+        tasks = self.definitions.local_tasks(self.computer, self.user)
         companies = {c.name.lower(): c for c in self.definitions.companies()}
         wanted: dict[str, tuple[Task, Company]] = {}
         for task in tasks:
@@ -235,11 +224,13 @@ class Engine:
             bucket = self._buckets.get(account)
             if bucket is None:
                 bucket = Throttle(rate, cap)
-                since = self.clock.now() - DAY
+                now = self.clock.now()
                 # Every outbox the account sent from, once (tasks of one company share a file),
                 # restored in one sorted pass so the hourly and daily windows stay ordered.
-                outboxes = {c.outbox_path: c for _t, c in group}.values()
-                bucket.restore([t for c in outboxes for t in self.hooks.outbox_for(c).send_times(account, since)])
+                boxes = [self.hooks.outbox_for(c) for c in {c.outbox_path: c for _t, c in group}.values()]
+                for box in boxes:
+                    box.prune_send_log(now)  # the send log is only needed for the last 24 hours
+                bucket.restore([t for box in boxes for t in box.send_times(account, now - DAY)])
                 self._buckets[account] = bucket
             else:
                 bucket.reconfigure(rate, cap)

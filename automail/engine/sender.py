@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import aiosmtplib
 
@@ -55,7 +55,6 @@ class SmtpSession:
         self._client: aiosmtplib.SMTP | None = None
         self._last_used = 0.0
         self.idle_check_s = idle_check_s
-        self.connections_opened = 0
 
     @property
     def where(self) -> str:
@@ -94,9 +93,7 @@ class SmtpSession:
                     await client.ehlo()
                 except aiosmtplib.SMTPHeloError:
                     await client.helo()
-        except aiosmtplib.SMTPAuthenticationError as exc:  # pragma: no cover - not raised by connect
-            raise self._login_error(exc) from None
-        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPConnectTimeoutError, OSError) as exc:
+        except OSError as exc:  # aiosmtplib's SMTPConnectError and SMTPConnectTimeoutError among them
             client.close()
             if _is_tls_problem(exc) and not isinstance(exc, aiosmtplib.SMTPConnectTimeoutError):
                 raise self._tls_error(exc) from None
@@ -143,7 +140,6 @@ class SmtpSession:
                     fix="open Settings › Basic and check the user name and password",
                 ) from None
         self._client = client
-        self.connections_opened += 1
         self._last_used = asyncio.get_running_loop().time()
         return f"{greeting.code} {greeting.message}"
 
@@ -270,17 +266,8 @@ def _short(exc: BaseException) -> str:
     return " ".join(text.split())[:300]
 
 
-_LOCAL_NAME: list[str] = []
-
-
+@functools.cache
 def _local_name() -> str:
     # aiosmtplib's default socket.getfqdn() may wait for DNS; the host name is enough for EHLO.
-    if not _LOCAL_NAME:
-        name = socket.gethostname() or "localhost"
-        _LOCAL_NAME.append("".join(c for c in name if c.isalnum() or c in ".-") or "localhost")
-    return _LOCAL_NAME[0]
-
-
-def describe(exc: Any) -> str:
-    """A one-line text of any exception (for logs)."""
-    return _short(exc)
+    name = socket.gethostname() or "localhost"
+    return "".join(c for c in name if c.isalnum() or c in ".-") or "localhost"

@@ -22,13 +22,14 @@ from automail.models import (
     Task,
     TaskState,
     TaskStatus,
+    current_user,
     this_computer,
 )
 from automail.paths import data_dir, definitions_file, lock_dir
 from automail.store.definitions import Definitions
 from automail.store.outbox import NewMessage, Outbox
 
-from .runtime import Engine, EngineHooks, current_user
+from .runtime import Engine, EngineHooks
 from .sender import SmtpSession
 from .tasklock import TaskLock
 
@@ -247,16 +248,6 @@ class Service:
         prepared = [prepare_raw(raw, source, tag, limit) for source, raw in items]
         return self.enqueue(company, prepared)
 
-    def enqueue_files(self, company: str, paths: Sequence[Path], tag: str = "") -> list[int]:
-        """Queue .eml files: every file is read and checked before any is queued."""
-        items = []
-        for path in paths:
-            try:
-                items.append((str(path), path.read_bytes()))
-            except OSError as exc:
-                raise InputError(str(path), f"cannot be read: {exc.strerror}", fix="check the path") from exc
-        return self.enqueue_raw(company, items, tag)
-
     def send(self, company: str, **parts: object) -> int:
         """Compose a message from parts (see message.compose) and queue it."""
         self.definitions.company(company)
@@ -328,7 +319,7 @@ class Service:
 
     def local_tasks(self) -> list[Task]:
         """Tasks assigned to this computer (and this OS user, where they name one)."""
-        return [t for t in self.definitions.tasks() if t.runs_here(self.computer, self.user)]
+        return self.definitions.local_tasks(self.computer, self.user)
 
     # ---- engine ------------------------------------------------------------------------
     def lock_for(self, task_name: str) -> TaskLock:

@@ -68,7 +68,6 @@ class Worker:
         self._last_send = 0.0
         self._unreachable = 0
         self._retry_at = 0.0
-        self.failed_count = 0
         self._held: deque[ClaimedMessage] = deque()
         # The last result, not yet committed: it is committed while the next message's
         # envelope is on the wire (see ``transaction``), or by ``flush``.
@@ -94,10 +93,10 @@ class Worker:
             )
         )
 
-    def fail_to_start(self, error: AutomailError, fault: FaultKind = FaultKind.TASK_FATAL) -> None:
+    def fail_to_start(self, error: AutomailError) -> None:
         """Record why the task could not even start (no password, locked by another process…)."""
         code = error.code if isinstance(error, SmtpError) else None
-        self._set_state(TaskState.ERROR, str(error), str(fault), code)
+        self._set_state(TaskState.ERROR, str(error), str(FaultKind.TASK_FATAL), code)
         self.finished = True
 
     # ---- the loop ---------------------------------------------------------------
@@ -276,7 +275,6 @@ class Worker:
         return IDLE_POLL_S
 
     def _fail(self, msg_id: int, now: float, code: int | None, reason: str, rcpts: tuple[str, ...]) -> None:
-        self.failed_count += 1
         event = self._msg_event("failed", msg_id, reason, rcpts)
         self._record(event, self.outbox.mark_failed, msg_id, now, code, reason, self._account, self.task.name)
 

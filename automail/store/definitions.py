@@ -7,11 +7,11 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 from tinydb import Query, TinyDB
@@ -21,6 +21,8 @@ from tinydb.table import Document, Table
 from automail.errors import DefinitionsError, InputError, NotFoundError
 from automail.models import Company, Task
 from automail.paths import outbox_dir, safe_filename
+
+_Named = TypeVar("_Named", Company, Task)
 
 
 class AtomicJSONStorage(Storage):
@@ -136,15 +138,7 @@ class Definitions:
 
     def company(self, name: str) -> Company:
         """The company of that name (case-insensitive) or NotFoundError."""
-        for c in self.companies():
-            if c.name.lower() == name.strip().lower():
-                return c
-        known = ", ".join(c.name for c in self.companies()) or "none yet"
-        raise NotFoundError(
-            "company",
-            f"no company named {name!r} (known: {known})",
-            fix="add it with `automail company add NAME`",
-        )
+        return _named(self.companies(), "company", name, fix="add it with `automail company add NAME`")
 
     def add_company(self, name: str, outbox_path: str | None = None) -> Company:
         """Create a company with its outbox path (default: data folder/outbox/NAME.sqlite3)."""
@@ -189,11 +183,7 @@ class Definitions:
 
     def task(self, name: str) -> Task:
         """The task of that name (case-insensitive) or NotFoundError."""
-        for t in self.tasks():
-            if t.name.lower() == name.strip().lower():
-                return t
-        known = ", ".join(t.name for t in self.tasks()) or "none yet"
-        raise NotFoundError("task", f"no task named {name!r} (known: {known})", fix="see `automail task list`")
+        return _named(self.tasks(), "task", name, fix="see `automail task list`")
 
     def add_task(self, task: Task) -> Task:
         """Validate and store a new task."""
@@ -231,14 +221,26 @@ class Definitions:
             self._db.table("tasks").remove(Query().name == task.name)
         return task
 
+    def local_tasks(self, computer: str, user: str) -> list[Task]:
+        """Tasks that run on this computer (and for this OS user, where they name one)."""
+        return [t for t in self.tasks() if t.runs_here(computer, user)]
+
     def set_all_enabled(self, enabled: bool, computer: str, user: str) -> list[Task]:
         """Start or stop every task that runs on this computer for this user."""
-        changed = []
         with self._locked():
-            for task in self.tasks():
-                if task.runs_here(computer, user):
-                    changed.append(self.update_task(task.name, lambda t: _toggle(t, enabled)))
-        return changed
+            return [
+                self.update_task(task.name, lambda t: _toggle(t, enabled)) for task in self.local_tasks(computer, user)
+            ]
+
+
+def _named(items: Sequence[_Named], kind: str, name: str, fix: str) -> _Named:
+    """The item called ``name`` (case-insensitive), or NotFoundError listing the known names."""
+    key = name.strip().lower()
+    for item in items:
+        if item.name.lower() == key:
+            return item
+    known = ", ".join(item.name for item in items) or "none yet"
+    raise NotFoundError(kind, f"no {kind} named {name!r} (known: {known})", fix=fix)
 
 
 def _insert(table: Table, doc: dict[str, Any]) -> int:

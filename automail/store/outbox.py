@@ -350,21 +350,14 @@ class Outbox:
                 [(now, now, i) for i in ids],
             )
 
-    def recover(self, task: str | None, now: float, older_than: float | None = None) -> int:
-        """Return messages stuck in ``sending`` (after a crash) to the queue; same Message-ID."""
-        sql = (
-            "UPDATE messages SET status='queued', updated_at=?, claimed_at=NULL, next_attempt_at=?"
-            " WHERE status='sending'"
-        )
-        args: list[Any] = [now, now]
-        if task is not None:
-            sql += " AND task=?"
-            args.append(task)
-        if older_than is not None:
-            sql += " AND claimed_at < ?"
-            args.append(older_than)
+    def recover(self, task: str, now: float) -> int:
+        """Return the task's messages stuck in ``sending`` (after a crash) to the queue; same Message-ID."""
         with self.transaction() as conn:
-            return conn.execute(sql, args).rowcount
+            return conn.execute(
+                "UPDATE messages SET status='queued', updated_at=?, claimed_at=NULL, next_attempt_at=?"
+                " WHERE status='sending' AND task=?",
+                (now, now, task),
+            ).rowcount
 
     def send_times(self, account: str, since: float) -> list[float]:
         """Send attempts on an SMTP account since ``since``: restores the throttle after a restart."""
@@ -468,15 +461,13 @@ class Outbox:
         search: str = "",
         limit: int = -1,
         offset: int = 0,
-        newest_first: bool = False,
     ) -> list[StoredMessage]:
         """Messages, optionally filtered by status and a search text, one page at a time."""
         where, args = self._filter(status, search)
-        order = "DESC" if newest_first else "ASC"
         rows = (
             self._conn()
             .execute(
-                f"SELECT {_COLUMNS} FROM messages{where} ORDER BY id {order} LIMIT ? OFFSET ?",
+                f"SELECT {_COLUMNS} FROM messages{where} ORDER BY id LIMIT ? OFFSET ?",
                 [*args, limit, offset],
             )
             .fetchall()

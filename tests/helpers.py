@@ -1,10 +1,14 @@
-"""Small builders shared by the core tests."""
+"""Small builders shared by the core tests, and `cli` to run `automail` as a user would."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from automail.engine.service import Service
 from automail.models import Security, SmtpSettings, Task
@@ -68,3 +72,57 @@ def run_engine_until(svc: Service, predicate: Callable[[], bool], timeout: float
         assert wait_until(predicate, timeout), "engine did not reach the expected state in time"
     finally:
         svc.stop_engine()
+
+
+def cli(
+    *args: str, stdin: str | bytes | None = None, check: int | None = 0, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    proc = subprocess.run(
+        [sys.executable, "-m", "automail", *args],
+        input=data,
+        capture_output=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    if check is not None:
+        assert result.returncode == check, f"exit {result.returncode}\nstdout:{result.stdout}\nstderr:{result.stderr}"
+    return result
+
+
+def engine_process(**popen: Any) -> subprocess.Popen[Any]:
+    """A real `automail run` (this computer's enabled tasks, until SIGTERM) in the background."""
+    return subprocess.Popen([sys.executable, "-m", "automail", "run"], **popen)
+
+
+def setup_task(port: int, *extra: str, company: str = "Firma", name: str = "Mailing", stdin: str | None = None) -> None:
+    """Company ``company`` and task ``name`` sending to 127.0.0.1:port without TLS; ``extra`` options added."""
+    cli("company", "add", company)
+    cli(
+        "task",
+        "add",
+        name,
+        "--company",
+        company,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--security",
+        "none",
+        "--sender",
+        "Firma <info@firma.sk>",
+        *extra,
+        stdin=stdin,
+    )
+
+
+def write_emls(folder: Path, count: int) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        p = folder / f"m{i}.eml"
+        p.write_bytes(eml(i))
+        paths.append(str(p))
+    return paths

@@ -3,71 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import AUTH_PASSWORD, AUTH_USER
-from tests.helpers import eml, wait_until
+from tests.helpers import cli, eml, engine_process, setup_task, wait_until, write_emls
 from tests.smtpd import SmtpServer
-
-
-def cli(
-    *args: str, stdin: str | bytes | None = None, check: int | None = 0, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    data = stdin.encode() if isinstance(stdin, str) else stdin
-    proc = subprocess.run(
-        [sys.executable, "-m", "automail", *args],
-        input=data,
-        capture_output=True,
-        timeout=timeout,
-        env=os.environ.copy(),
-    )
-    result = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
-    if check is not None:
-        assert result.returncode == check, f"exit {result.returncode}\nstdout:{result.stdout}\nstderr:{result.stderr}"
-    return result
-
-
-def setup_task(port: int, *extra: str, company: str = "Firma", name: str = "Mailing", stdin: str | None = None) -> None:
-    """Company ``company`` and task ``name`` sending to 127.0.0.1:port without TLS; ``extra`` options added."""
-    cli("company", "add", company)
-    cli(
-        "task",
-        "add",
-        name,
-        "--company",
-        company,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--security",
-        "none",
-        "--sender",
-        "Firma <info@firma.sk>",
-        *extra,
-        stdin=stdin,
-    )
 
 
 def add_auth_task(port: int, password: str, *extra: str) -> None:
     """Company "Firma" and task "Mailing" logging in as AUTH_USER; the password comes on stdin."""
     setup_task(port, "--username", AUTH_USER, "--password-stdin", *extra, stdin=password)
-
-
-def write_emls(folder: Path, count: int) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        p = folder / f"m{i}.eml"
-        p.write_bytes(eml(i))
-        paths.append(str(p))
-    return paths
 
 
 def test_full_cycle_enqueue_run_outbox_status(tmp_path: Path, smtp_server: SmtpServer) -> None:
@@ -216,13 +164,10 @@ def test_batch_enqueue_is_all_or_nothing(tmp_path: Path, automail_home: Path) ->
     assert "bad.eml" in res.stderr and "not a valid e-mail address" in res.stderr
     big = tmp_path / "in" / "big.eml"
     big.write_bytes(eml(9) + b"x" * 2_000_000)
-    res = subprocess.run(
-        [sys.executable, "-m", "automail", "enqueue", "--company", "Firma", *good, str(big)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "AUTOMAIL_MAX_MESSAGE_MB": "1"},
-    )
-    assert res.returncode == 2 and "limit" in res.stderr
+    with pytest.MonkeyPatch.context() as mp:  # cli() passes this process's environment on
+        mp.setenv("AUTOMAIL_MAX_MESSAGE_MB", "1")
+        res = cli("enqueue", "--company", "Firma", *good, str(big), check=2)
+    assert "limit" in res.stderr
     nobody = tmp_path / "in" / "nobody.eml"
     nobody.write_bytes(b"Subject: no recipients\r\n\r\nx")
     assert "no recipients" in cli("enqueue", "--company", "Firma", str(nobody), check=2).stderr
@@ -295,16 +240,17 @@ def test_task_test_reports_server_answer_and_login_failure(smtp_server_auth: Smt
     assert "535" in cli("task", "test", "Mailing", check=1).stderr
 
 
+def engine_running() -> bool:
+    """The (only) task is persisted as running: an engine holds its lock."""
+    return json.loads(cli("status", "--json").stdout)[0]["state"] == "running"
+
+
 def test_second_engine_says_which_process_holds_the_task(tmp_path: Path, smtp_server: SmtpServer) -> None:
     setup_task(smtp_server.port)
     cli("task", "start", "Mailing")
-    first = subprocess.Popen(
-        [sys.executable, "-m", "automail", "run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    first = engine_process(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        import time
-
-        time.sleep(2.0)
+        assert wait_until(engine_running, 20)
         second = cli("run", "--until-empty", check=None, timeout=30)
         assert "already being run by process" in second.stderr and str(first.pid) in second.stderr
     finally:
@@ -315,13 +261,14 @@ def test_second_engine_says_which_process_holds_the_task(tmp_path: Path, smtp_se
 def test_second_engine_takes_over_when_the_first_quits(tmp_path: Path, smtp_server: SmtpServer) -> None:
     setup_task(smtp_server.port)
     cli("task", "start", "Mailing")
-    run = [sys.executable, "-m", "automail", "run"]
-    first = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    second: subprocess.Popen[str] | None = None
+    first = engine_process(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second: subprocess.Popen[bytes] | None = None
+    output = tmp_path / "second.out"
     try:
-        assert wait_until(lambda: json.loads(cli("status", "--json").stdout)[0]["state"] == "running", 20)
-        second = subprocess.Popen(run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(2.0)
+        assert wait_until(engine_running, 20)
+        with output.open("wb") as sink:
+            second = engine_process(stdout=sink, stderr=subprocess.STDOUT)
+        assert wait_until(lambda: b"already being run by process" in output.read_bytes(), 20)
         first.terminate()
         assert first.wait(15) == 0
         cli("enqueue", "--company", "Firma", "-", stdin=eml(1))
@@ -331,9 +278,10 @@ def test_second_engine_takes_over_when_the_first_quits(tmp_path: Path, smtp_serv
             first.kill()
         if second is not None:
             second.terminate()
-            out, err = second.communicate(timeout=20)
+            second.wait(20)
     assert second is not None and second.returncode == 0
-    assert (out + err).count("already being run by process") == 1  # said once, not at every retry
+    text = output.read_text(errors="replace")
+    assert text.count("already being run by process") == 1  # said once, not at every retry
     assert [m["status"] for m in json.loads(cli("outbox", "--company", "Firma", "--json").stdout)] == ["sent"]
 
 

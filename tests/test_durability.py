@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from automail.engine.worker import CLAIM_BATCH
-from tests.helpers import eml, wait_until
+from tests.helpers import cli, eml, engine_process, setup_task, wait_until, write_emls
 from tests.smtpd import SmtpServer
-from tests.test_cli import cli, setup_task
 
 pytestmark = pytest.mark.slow
 
@@ -32,20 +31,11 @@ def test_kill_9_during_sending_loses_nothing_and_duplicates_at_most_one(
     smtp_server.pipelining = pipelining  # the envelope in one write, the result committed meanwhile
     setup_task(smtp_server.port, "--unlimited")
     cli("task", "start", "Mailing")
-    folder = tmp_path / "in"
-    folder.mkdir()
-    files = []
-    for i in range(60):
-        p = folder / f"{i}.eml"
-        p.write_bytes(eml(i))
-        files.append(str(p))
-    cli("enqueue", "--company", "Firma", *files)
+    cli("enqueue", "--company", "Firma", *write_emls(tmp_path / "in", 60))
     ids = {m["message_id"] for m in outbox()}
     smtp_server.stall_seconds = 0.05  # slow enough that the kill lands mid-run, often mid-DATA
     for _round in range(2):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "automail", "run"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        proc = engine_process(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert wait_until(lambda n=15 * (_round + 1): len(smtp_server.messages) >= n, 30)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
@@ -65,9 +55,7 @@ def test_kill_9_during_sending_loses_nothing_and_duplicates_at_most_one(
 def test_four_processes_enqueue_while_engine_sends_exactly_once(tmp_path: Path, smtp_server: SmtpServer) -> None:
     setup_task(smtp_server.port, "--unlimited")
     cli("task", "start", "Mailing")
-    engine = subprocess.Popen(
-        [sys.executable, "-m", "automail", "run"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    engine = engine_process(stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)
         script = (
@@ -97,7 +85,7 @@ def test_sigterm_finishes_the_message_in_flight(tmp_path: Path, smtp_server: Smt
     cli("task", "start", "Mailing")
     cli("enqueue", "--company", "Firma", "-", stdin=eml(1))
     smtp_server.stall_seconds = 2.0
-    proc = subprocess.Popen([sys.executable, "-m", "automail", "run"], stdout=subprocess.DEVNULL)
+    proc = engine_process(stdout=subprocess.DEVNULL)
     assert wait_until(lambda: any(m["status"] == "sending" for m in outbox()), 20)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0

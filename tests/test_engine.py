@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -150,8 +151,6 @@ def test_login_rejected_puts_task_in_error_and_keeps_messages_queued(
     # sticky: a new engine does not retry it until the settings change or it is started again
     failures = smtp_server_auth.auth_failures
     svc.start_engine()
-    import time
-
     time.sleep(1.5)
     svc.stop_engine()
     assert smtp_server_auth.auth_failures == failures
@@ -251,9 +250,6 @@ def test_tags_scope_which_task_sends(automail_home: Path, smtp_server: SmtpServe
     svc.enqueue_raw("Firma", [("a", eml(1))], tag="Shop A")
     svc.enqueue_raw("Firma", [("b", eml(2))], tag="Shop B")
     run_engine_until(svc, lambda: len(smtp_server.messages) == 1)
-    import time
-
-    time.sleep(0.5)
     assert statuses(svc) == [MessageStatus.SENT, MessageStatus.QUEUED]
     assert svc.status()[0].queued == 0  # the Shop B message is outside this task's scope
     svc.close()
@@ -315,8 +311,6 @@ def test_two_tasks_on_one_account_share_the_slowest_bucket(automail_home: Path, 
         buckets = engine._buckets
         assert len(buckets) == 1
         assert next(iter(buckets.values())).rate_per_hour == 1000  # the lower rate wins
-        import time
-
         time.sleep(1.0)
         times = sorted(m.time for m in smtp_server.messages)
         assert len(times) == 2  # 3.6 s spacing across both tasks
@@ -330,8 +324,6 @@ def test_engine_notices_outside_enqueue_within_two_seconds(automail_home: Path, 
     svc = make_service(automail_home, make_task(port=smtp_server.port))
     svc.start_engine()
     try:
-        import time
-
         time.sleep(0.5)
         other = Service(automail_home)  # another process's view: separate connections
         other.enqueue_raw("Firma", [("m", eml(1))])

@@ -7,7 +7,6 @@ advertised (envelope in one write) and once without (one command at a time).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiosmtplib
@@ -19,14 +18,11 @@ from tests.helpers import eml, make_service, make_task, run_engine_until
 from tests.smtpd import SmtpServer
 
 
-@pytest.fixture(params=["pipelining", "one-by-one"])
-def server(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
-    srv = SmtpServer(pipelining=request.param == "pipelining")
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.close()
+@pytest.fixture(params=["smtp_server_pipelining", "smtp_server"], ids=["pipelining", "one-by-one"])
+def server(request: pytest.FixtureRequest) -> SmtpServer:
+    """Every test here runs against a server with PIPELINING and one without."""
+    server: SmtpServer = request.getfixturevalue(request.param)
+    return server
 
 
 def _packets_with(server: SmtpServer, *commands: bytes) -> int:

@@ -21,8 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.desktop import TRAY_CLASSNAME, WINDOW_NAME, DesktopSession, missing_tools, wait_for  # noqa: E402
 from tests.smtpd import SmtpServer  # noqa: E402
-from tests.test_smoke_app import TRAY_CLASSNAME, WINDOW_NAME, DesktopSession, missing_tools, wait_until  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -79,12 +79,12 @@ def main() -> int:
         started = time.monotonic()
         app = subprocess.Popen([sys.executable, "-m", "automail", "gui"], env=session.full_env(env),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        icon = wait_until(lambda: session.windows("--classname", TRAY_CLASSNAME), 30, what="tray icon")[0]
+        icon = wait_for(lambda: session.windows("--classname", TRAY_CLASSNAME), 30, what="tray icon")[0]
         startup = time.monotonic() - started
         time.sleep(5)  # let start-up work settle
         hidden_cpu, hidden_rss = measure(app.pid, args.seconds)
         session.run(["xdotool", "mousemove", "--window", icon, "8", "8", "click", "1"])
-        wait_until(lambda: session.windows("--onlyvisible", "--name", WINDOW_NAME), 10, what="window")
+        wait_for(lambda: session.windows("--onlyvisible", "--name", WINDOW_NAME), 10, what="window")
         time.sleep(3)
         shown_cpu, shown_rss = measure(app.pid, args.seconds)
         peak = status_kb(app.pid, "VmHWM") / 1024

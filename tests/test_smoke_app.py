@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,125 +15,24 @@ from typing import Any
 import pytest
 
 from tests.conftest import AUTH_PASSWORD, AUTH_USER
+from tests.desktop import TRAY_CLASSNAME, WINDOW_NAME, DesktopSession, missing_tools, wait_for
 from tests.smtpd import SmtpServer
 
-TOOLS = ("Xvfb", "trayer", "dbus-daemon", "dunst", "dunstctl", "xdotool", "xwininfo")
-WINDOW_NAME = "Automatic tasks"
-TRAYER_ARGS = ["trayer", "--edge", "bottom", "--align", "right", "--widthtype", "request", "--height", "32"]
-TRAYER_ARGS += ["--transparent", "false", "--tint", "0x404040"]
-TRAY_CLASSNAME = "automailSystemTrayIcon"  # pystray's xorg backend: WM_CLASS "<name>SystemTrayIcon"
 
-
-def missing_tools() -> list[str]:
-    return [t for t in TOOLS if shutil.which(t) is None]
-
-
-def wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy; raise TimeoutError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-class DesktopSession:
-    """A private X display (Xvfb), optionally a tray host, a session bus and a notification daemon."""
-
-    def __init__(self, tray: bool = True, notifications: bool = True, size: str = "1280x800x24") -> None:
-        self.tray = tray
-        self.with_notifications = notifications
-        self.size = size
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.env: dict[str, str] = {}
-
-    def start(self) -> DesktopSession:
-        read_fd, write_fd = os.pipe()
-        xvfb = subprocess.Popen(
-            ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", self.size, "-nolisten", "tcp"],
-            pass_fds=(write_fd,),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.procs.append(xvfb)
-        os.close(write_fd)
-        with os.fdopen(read_fd) as pipe:
-            number = pipe.readline().strip()
-        if not number:
-            self.stop()
-            raise RuntimeError("Xvfb did not start")
-        self.env = {"DISPLAY": f":{number}"}
-        if self.with_notifications:
-            bus = subprocess.Popen(
-                ["dbus-daemon", "--session", "--nofork", "--print-address=1"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            )
-            self.procs.append(bus)
-            assert bus.stdout is not None
-            self.env["DBUS_SESSION_BUS_ADDRESS"] = bus.stdout.readline().decode().strip()
-            self._spawn(["dunst"])
-            wait_until(
-                lambda: self.run(["dunstctl", "count", "history"], check=False).returncode == 0, 10, what="dunst"
-            )
-        if self.tray:
-            self.start_tray()
-        return self
-
-    def start_tray(self) -> None:
-        self._spawn([*TRAYER_ARGS])
-        wait_until(lambda: self.windows("--classname", "trayer"), 10, what="trayer")
-
-    def _spawn(self, argv: list[str]) -> None:
-        self.procs.append(
-            subprocess.Popen(argv, env=self.full_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
-
-    def full_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        return {**os.environ, **self.env, **(extra or {})}
-
-    def run(self, argv: list[str], check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(argv, env=self.full_env(), capture_output=True, text=True, check=check, timeout=30, **kw)
-
-    def windows(self, *query: str) -> list[str]:
-        out = self.run(["xdotool", "search", *query], check=False).stdout
-        return out.split()
-
-    def notifications(self) -> list[tuple[str, str]]:
-        """(summary, body) of every notification dunst got: shown, waiting and in its history."""
-        self.run(["dunstctl", "close-all"], check=False)  # closed notifications move to the history
-        time.sleep(0.2)
-        data = json.loads(self.run(["dunstctl", "history"]).stdout)["data"][0]
-        return [(n["summary"]["data"], n["body"]["data"]) for n in data]
-
-    def screenshot(self, path: Path) -> None:
-        if shutil.which("import"):
-            self.run(["import", "-window", "root", str(path)], check=False)
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        self.procs.clear()
-
-
-@pytest.fixture
-def desktop() -> Iterator[DesktopSession]:
+def _session(**options: Any) -> Iterator[DesktopSession]:
     if missing := missing_tools():
         pytest.skip(f"needs {', '.join(missing)}")
-    session = DesktopSession().start()
+    session = DesktopSession(**options).start()
     try:
         yield session
     finally:
         session.stop()
+
+
+@pytest.fixture
+def desktop() -> Iterator[DesktopSession]:
+    """A display with a tray host, a session bus and dunst."""
+    yield from _session()
 
 
 def cli(session: DesktopSession, *args: str, stdin: str | None = None) -> str:
@@ -185,7 +82,7 @@ def icon_clickable(session: DesktopSession, window: str) -> tuple[int, int] | No
 
 
 def click_icon(session: DesktopSession, window: str) -> None:
-    x, y = wait_until(lambda: icon_clickable(session, window), 10, what="icon mapped and sized in the tray")
+    x, y = wait_for(lambda: icon_clickable(session, window), 10, what="icon mapped and sized in the tray")
     session.run(["xdotool", "mousemove", "--window", window, str(x), str(y), "click", "1"])
 
 
@@ -213,18 +110,18 @@ def test_app_docks_opens_sends_notifies_once_and_exits_on_sigterm(
 
     with running_app(desktop, tmp_path) as app:
         # The icon docks in trayer; the window starts hidden (companies exist, so not a first start).
-        icon = wait_until(lambda: desktop.windows("--classname", TRAY_CLASSNAME), 20, what="tray icon")[0]
-        wait_until(lambda: is_docked(desktop, icon), 10, what="icon docked in trayer")
+        icon = wait_for(lambda: desktop.windows("--classname", TRAY_CLASSNAME), 20, what="tray icon")[0]
+        wait_for(lambda: is_docked(desktop, icon), 10, what="icon docked in trayer")
         assert not desktop.windows("--onlyvisible", "--name", WINDOW_NAME)
 
         # A left click on the icon opens the window (xorg backend + ButtonPressMask fix, pystray#151).
         click_icon(desktop, icon)
-        wait_until(lambda: desktop.windows("--onlyvisible", "--name", WINDOW_NAME), 10, what="main window")
+        wait_for(lambda: desktop.windows("--onlyvisible", "--name", WINDOW_NAME), 10, what="main window")
 
         # The good task sends; the wrong password gives exactly one notification.
         received = smtp_server_auth.wait_for(3, timeout=30)
         assert sorted(m.rcpt_tos[0] for m in received) == [f"client{i}@example.com" for i in range(3)]
-        wait_until(lambda: any("Reminders" in s for s, _ in desktop.notifications()), 20, what="notification")
+        wait_for(lambda: any("Reminders" in s for s, _ in desktop.notifications()), 20, what="notification")
         time.sleep(3)  # room for a duplicate to show up, if the app would send one
         shots = Path(os.environ.get("AUTOMAIL_SMOKE_SHOTS", tmp_path))
         desktop.screenshot(shots / "smoke-app.png")
@@ -247,13 +144,7 @@ def test_app_docks_opens_sends_notifies_once_and_exits_on_sigterm(
 @pytest.fixture
 def bare_desktop() -> Iterator[DesktopSession]:
     """A display without a tray host (yet) and without notifications."""
-    if missing := missing_tools():
-        pytest.skip(f"needs {', '.join(missing)}")
-    session = DesktopSession(tray=False, notifications=False).start()
-    try:
-        yield session
-    finally:
-        session.stop()
+    yield from _session(tray=False, notifications=False)
 
 
 @pytest.mark.slow
@@ -264,20 +155,20 @@ def test_icon_docks_when_the_tray_host_starts_after_the_app(
     """A panel that starts after AutoMail (autostart at login) or restarts still gets the icon."""
     cli(bare_desktop, "company", "add", "Firma")
     with running_app(bare_desktop, tmp_path) as app:
-        icon = wait_until(lambda: bare_desktop.windows("--classname", TRAY_CLASSNAME), 20, what="tray icon")[0]
+        icon = wait_for(lambda: bare_desktop.windows("--classname", TRAY_CLASSNAME), 20, what="tray icon")[0]
         # No tray host: after a moment the window is shown instead, so the user is never left with nothing.
-        wait_until(lambda: bare_desktop.windows("--onlyvisible", "--name", WINDOW_NAME), 15, what="fallback window")
+        wait_for(lambda: bare_desktop.windows("--onlyvisible", "--name", WINDOW_NAME), 15, what="fallback window")
         assert not is_docked(bare_desktop, icon)
 
         bare_desktop.start_tray()
-        wait_until(lambda: icon_clickable(bare_desktop, icon), 15, what="icon docked in the late tray host")
+        wait_for(lambda: icon_clickable(bare_desktop, icon), 15, what="icon docked in the late tray host")
 
         # Docked now, the icon works: hide the window (no window manager here to minimize it), click the icon.
         window = bare_desktop.windows("--onlyvisible", "--name", WINDOW_NAME)[0]
         bare_desktop.run(["xdotool", "windowunmap", "--sync", window])
         assert not bare_desktop.windows("--onlyvisible", "--name", WINDOW_NAME)
         click_icon(bare_desktop, icon)
-        wait_until(lambda: bare_desktop.windows("--onlyvisible", "--name", WINDOW_NAME), 10, what="window again")
+        wait_for(lambda: bare_desktop.windows("--onlyvisible", "--name", WINDOW_NAME), 10, what="window again")
 
         app.send_signal(signal.SIGTERM)
         assert app.wait(timeout=10) == 0

@@ -11,7 +11,7 @@ import pytest
 from automail.errors import FaultKind
 from automail.models import EngineEvent, TaskState
 from automail.ui.notify import Delivery, Notifier, dbus_notify
-from tests.test_smoke_app import DesktopSession, wait_until
+from tests.desktop import DesktopSession, wait_for
 
 
 class FakeClock:
@@ -149,7 +149,7 @@ def test_delivery_prefers_the_tray_icon_and_does_not_block() -> None:
     started = time.monotonic()
     delivery.send("Task Invoices stopped", "SMTP login rejected")
     assert time.monotonic() - started < 0.1
-    wait_until(lambda: icon.calls, 5, what="notify call")
+    wait_for(lambda: icon.calls, 5, what="notify call")
     assert icon.calls == [("Task Invoices stopped", "SMTP login rejected")]
     assert delivery.method == "pystray"
     delivery.close()

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from automail.engine.service import Service
-from automail.models import EngineEvent, Security, SmtpSettings, Task, TaskState
+from automail.models import EngineEvent, Task, TaskState
 from automail.ui import icons, instance
 from automail.ui.bridge import Bridge
 from automail.ui.tray import Entry, Tray
+from tests import helpers
 from tests.conftest import AUTH_USER
+from tests.desktop import wait_for
 from tests.smtpd import SmtpServer
-from tests.test_smoke_app import wait_until
 
 # ---- icons ---------------------------------------------------------------------------
 
@@ -103,15 +102,14 @@ class FakeIcon:
 
 
 def make_task(name: str, port: int = 2525, password_user: str = "") -> Task:
-    smtp = SmtpSettings(
-        host="127.0.0.1",
+    return helpers.make_task(
+        name,
         port=port,
-        security=Security.NONE,
         username=password_user,
         sender="Firma <info@firma.sk>",
         allow_insecure_auth=True,
+        tags=(name.lower(),),
     )
-    return Task(name=name, company="Firma", smtp=smtp, rate_per_hour=None, tags=(name.lower(),))
 
 
 @pytest.fixture
@@ -158,7 +156,7 @@ def test_menu_layout_and_default(tray: Tray) -> None:
     labels = [e.label() for e in tray.entries() if not e.separator]
     assert labels == ["Open AutoMail", "Start server", "Tasks", "Open outbox", "Open log folder", "Quit"]
     assert [e.label() for e in tray.entries() if e.default] == ["Open AutoMail"]
-    wait_until(lambda: tray.icon.visible, 2, what="setup")
+    wait_for(lambda: tray.icon.visible, 10, what="setup")
 
 
 def test_menu_actions_only_post_and_run_on_drain(tray: Tray) -> None:
@@ -184,8 +182,8 @@ def test_start_and_stop_server_from_the_menu(tray: Tray, service: Service) -> No
     assert by_label(tray.entries(), "Stop server")  # the text follows the engine
     by_label(tray.entries(), "Stop server").action()
     tray.bridge.drain()
-    wait_until(lambda: not service.engine_running, 10, what="engine stopped")
-    wait_until(lambda: tray.bridge.drain() or not tray.snapshot.engine_running, 5, what="refresh")
+    wait_for(lambda: not service.engine_running, 10, what="engine stopped")
+    wait_for(lambda: tray.bridge.drain() or not tray.snapshot.engine_running, 5, what="refresh")
     assert by_label(tray.entries(), "Start server")
 
 
@@ -250,7 +248,7 @@ def test_redock_asks_again_at_most_every_interval_until_docked(service: Service)
     t = Tray(service, Bridge(FakeRoot()), open_window=print, open_outbox=print, quit=print, icon_factory=FakeXorgIcon)
     assert t.start()
     try:
-        wait_until(lambda: t.icon.visible, 2, what="setup")
+        wait_for(lambda: t.icon.visible, 10, what="setup")
         icon = t.icon
         assert not t.docked()
         assert not t.redock(now=100.0) and icon.dock_requests == 1
@@ -321,17 +319,10 @@ class FakeWindow:
         pass
 
 
-@pytest.fixture
-def collect_tk() -> Iterator[None]:
-    """After the test, free its Tcl interpreter on this thread (see test_ui_bridge.root)."""
-    yield
-    gc.collect()
-
-
 @pytest.mark.gui
 @pytest.mark.timeout(60)
 def test_engine_error_reaches_icon_notifier_and_window(
-    smtp_server_auth: SmtpServer, automail_home: Path, monkeypatch: pytest.MonkeyPatch, collect_tk: None
+    smtp_server_auth: SmtpServer, automail_home: Path, monkeypatch: pytest.MonkeyPatch, collect_tk_garbage: None
 ) -> None:
     import customtkinter as ctk
 
@@ -355,7 +346,7 @@ def test_engine_error_reaches_icon_notifier_and_window(
             root.update()
             return app.tray.icon.icon is app.tray.images["error"] and bool(app.tray.icon.notified)
 
-        wait_until(red, 20, interval=0.05, what="red icon and notification")
+        wait_for(red, 20, interval=0.05, what="red icon and notification")
         time.sleep(1)
         root.update()
         assert len(app.tray.icon.notified) == 1
@@ -364,7 +355,7 @@ def test_engine_error_reaches_icon_notifier_and_window(
         assert any(e.state is TaskState.ERROR for e in app.window.events)
         app.quit()
         assert app.tray.icon is None  # the icon goes first
-        wait_until(lambda: root.update() or (not svc.engine_running and app.bridge._closed), 15, what="quit")
+        wait_for(lambda: root.update() or (not svc.engine_running and app.bridge._closed), 15, what="quit")
     finally:
         app.close()
 

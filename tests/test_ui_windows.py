@@ -139,10 +139,17 @@ def test_cancel_saves_nothing(win: Any, service: Service) -> None:
     assert stored_password("Invoices") is None
 
 
+def add_invoices(service: Service, win: Any, password: str = "pw", select: bool = False) -> None:
+    """The task "Invoices" of this company on OFFICE-PC, shown in the window (and selected)."""
+    service.add_task(Task("Invoices", COMPANY, smtp_settings(), computer="OFFICE-PC"), password=password)
+    win.refresh()
+    if select:
+        win.select_task("Invoices")
+
+
 # ---- invalid input ------------------------------------------------------------------
 def test_rate_50_blocks_ok_and_shows_the_error(win: Any, service: Service) -> None:
-    service.add_task(Task("Invoices", COMPANY, smtp_settings(), computer="OFFICE-PC"), password="pw")
-    win.refresh()
+    add_invoices(service, win)
     win.open_settings("Invoices")
     dlg = win.settings_dialog
     dlg.set_rate(50)
@@ -236,9 +243,7 @@ def test_form_notes_a_task_of_another_computer(win: Any) -> None:
 
 
 def test_edit_task_keeps_name_and_changes_computer(win: Any, service: Service, root: Any) -> None:
-    service.add_task(Task("Invoices", COMPANY, smtp_settings(), computer="OFFICE-PC"), password="pw")
-    win.refresh()
-    win.select_task("Invoices")
+    add_invoices(service, win, select=True)
     win.edit_button.invoke()
     form = win.task_dialog
     pump(root)
@@ -252,9 +257,7 @@ def test_edit_task_keeps_name_and_changes_computer(win: Any, service: Service, r
 
 # ---- settings of an existing task --------------------------------------------------
 def test_settings_change_rate_preset_and_password(win: Any, service: Service, root: Any) -> None:
-    service.add_task(Task("Invoices", COMPANY, smtp_settings(), computer="OFFICE-PC"), password="old")
-    win.refresh()
-    win.select_task("Invoices")
+    add_invoices(service, win, "old", select=True)
     win.settings_button.invoke()
     dlg = win.settings_dialog
     pump(root)
@@ -277,8 +280,7 @@ def test_settings_change_rate_preset_and_password(win: Any, service: Service, ro
 
 
 def test_unlimited_sending(win: Any, service: Service) -> None:
-    service.add_task(Task("Invoices", COMPANY, smtp_settings(), computer="OFFICE-PC"), password="pw")
-    win.refresh()
+    add_invoices(service, win)
     win.open_settings("Invoices")
     dlg = win.settings_dialog
     dlg.limit.deselect()
@@ -322,9 +324,7 @@ def test_test_connection_failure_shows_error(win: Any, service: Service, root: A
 
 # ---- main window: remove, start/stop, server, errors, refresh -----------------------
 def test_remove_task_asks_first(win: Any, service: Service) -> None:
-    service.add_task(Task("Invoices", COMPANY, smtp_settings(), computer="OFFICE-PC"), password="pw")
-    win.refresh()
-    win.select_task("Invoices")
+    add_invoices(service, win, select=True)
     win.remove_button.invoke()
     win.confirm.cancel()
     assert service.tasks()
@@ -336,9 +336,7 @@ def test_remove_task_asks_first(win: Any, service: Service) -> None:
 
 
 def test_start_stop_task_and_server_reach_the_engine(win: Any, service: Service, root: Any) -> None:
-    service.add_task(Task("Invoices", COMPANY, smtp_settings(), computer="OFFICE-PC"), password="pw")
-    win.refresh()
-    win.select_task("Invoices")
+    add_invoices(service, win, select=True)
     win.start_button.invoke()
     assert service.task("Invoices").enabled
     assert win.stop_button.cget("state") == "normal"
@@ -363,7 +361,7 @@ def test_engine_error_shows_in_error_panel_with_fix(win: Any, service: Service, 
     )
     service.outbox(COMPANY).set_task_state("Invoices", TaskState.ERROR, time.time(), reason, "task_fatal", 535)
     win.on_event(EngineEvent("state_changed", "Invoices", COMPANY, state=TaskState.ERROR, detail=reason))
-    pump(root, lambda: bool(win.error_panel.rows), timeout=3)
+    pump(root, lambda: bool(win.error_panel.rows), timeout=10)
     assert win.error_panel.winfo_ismapped()
     ((task, text),) = win.error_panel.rows
     assert task == "Invoices"

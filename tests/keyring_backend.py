@@ -24,11 +24,6 @@ class DictKeyring(KeyringBackend):
     priority: ClassVar[float] = 1  # type: ignore[misc]
     store: ClassVar[dict[tuple[str, str], str]] = {}
 
-    @classmethod
-    def reset(cls) -> None:
-        """Forget every stored password."""
-        cls.store.clear()
-
     def get_password(self, service: str, username: str) -> str | None:
         return self.store.get((service, username))
 

@@ -21,7 +21,7 @@ from automail.models import (
     type_title,
     unique_tags,
 )
-from automail.ui.smtp_dialog import SECURITY_LABELS, SmtpDialog
+from automail.ui.smtp_dialog import SECURITY_LABELS, SMTP_FIELDS, SmtpDialog
 from automail.ui.widgets import (
     ERROR_COLOR,
     LABEL_WIDTH,
@@ -38,6 +38,9 @@ from automail.ui.widgets import (
     input_error_text,
     set_text,
 )
+
+# InputError fields the settings dialog (Basic and Other tabs) shows
+SETTINGS_ERROR_FIELDS = (*SMTP_FIELDS, "rate", "daily-cap", "retry-delays", "tag")
 
 if TYPE_CHECKING:
     from automail.engine.service import Service
@@ -447,7 +450,7 @@ class SettingsDialog(Dialog):
         elif exc.field == "tag":
             self.tags.show_error(text)
             self.tabs.set("Other")
-        elif exc.field in ("smtp", "host", "port", "username", "sender", "reply-to", "security", "timeout"):
+        elif exc.field in SMTP_FIELDS:
             self.summary_error.show(f"SMTP settings: {text}")
             self.tabs.set("Basic")
         else:

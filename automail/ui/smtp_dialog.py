@@ -15,6 +15,8 @@ from automail.ui.widgets import MUTED_COLOR, ROW_GAP, Dialog, ErrorLine, Field, 
 
 SECURITY_CHOICES = {"None": "none", "SSL/TLS": "tls", "STARTTLS": "starttls"}
 SECURITY_LABELS = {v: k for k, v in SECURITY_CHOICES.items()}
+# InputError fields this dialog's settings can be refused for
+SMTP_FIELDS = ("smtp", "host", "port", "username", "sender", "reply-to", "security", "timeout")
 
 OnSmtpOk = Callable[[SmtpSettings, str | None], None]
 

@@ -10,7 +10,7 @@ import customtkinter as ctk
 
 from automail.errors import InputError
 from automail.models import TASK_TYPES, SmtpSettings, Task, type_title
-from automail.ui.settings_dialog import SettingsDialog
+from automail.ui.settings_dialog import SETTINGS_ERROR_FIELDS, SettingsDialog
 from automail.ui.widgets import (
     LABEL_WIDTH,
     MUTED_COLOR,
@@ -155,21 +155,7 @@ class TaskDialog(Dialog):
         field = self._fields().get(exc.field)
         if field is not None:
             field.show_error(text)
-        elif exc.field in (
-            "settings",
-            "smtp",
-            "host",
-            "port",
-            "username",
-            "sender",
-            "reply-to",
-            "security",
-            "rate",
-            "daily-cap",
-            "retry-delays",
-            "tag",
-            "timeout",
-        ):
+        elif exc.field == "settings" or exc.field in SETTINGS_ERROR_FIELDS:
             self.settings_error.show(text)
         else:
             self.show_general_error(text)

@@ -9,19 +9,14 @@ Usage: python bench/bench_throttle.py [--seconds S] [--rate N]
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import HOST, SENDER, RecordingServer, Result, interval_stats, make_messages, remove, temp_dir
+from common import COMPANY, RecordingServer, Result, automail_service, interval_stats, make_messages
 
-from automail.engine.service import Service
-from automail.models import SmtpSettings, Task
-
-COMPANY = "Bench"
 TASK = "bench-throttle"
 
 
@@ -29,30 +24,15 @@ def bench(seconds: float = 60.0, rate: int = 3000) -> Result:
     interval = 3600.0 / rate
     n = int(seconds / interval) + 5  # more than can go in the window: the throttle, not the queue, limits
     res = Result(f"Throttle accuracy: {rate:,}/h (interval {interval:.3f} s) for {seconds:.0f} s of real time")
-    home = temp_dir("automail-throttle-")
-    old_home = os.environ.get("AUTOMAIL_HOME")
-    os.environ["AUTOMAIL_HOME"] = str(home)
-    service = Service(home)
-    try:
-        with RecordingServer() as server:
-            service.add_company(COMPANY)
-            smtp = SmtpSettings(host=HOST, port=server.port, security="none", sender=SENDER)  # type: ignore[arg-type]
-            service.add_task(Task(name=TASK, company=COMPANY, smtp=smtp, computer=service.computer, rate_per_hour=rate))
-            service.enqueue(COMPANY, make_messages(n))
-            service.start_task(TASK)
-            service.start_engine()
-            time.sleep(seconds)  # bounded: one sleep of the benchmark's length
-            service.stop_engine()
-            arrivals = list(server.arrivals)
+    with RecordingServer() as server, automail_service("automail-throttle-", TASK, server.port, rate) as service:
+        service.enqueue(COMPANY, make_messages(n))
+        service.start_task(TASK)
+        service.start_engine()
+        time.sleep(seconds)  # bounded: one sleep of the benchmark's length
+        service.stop_engine()
+        arrivals = list(server.arrivals)
         conn = service.outbox(COMPANY)._conn()
         rows = conn.execute("SELECT claimed_at, sent_at FROM messages WHERE status='sent' ORDER BY sent_at").fetchall()
-    finally:
-        service.close()
-        if old_home is None:
-            os.environ.pop("AUTOMAIL_HOME", None)
-        else:
-            os.environ["AUTOMAIL_HOME"] = old_home
-        remove(home)
 
     series = {
         "outbox claimed_at (send start)": interval_stats([r[0] for r in rows]),

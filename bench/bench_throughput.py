@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import os
 import re
 import shutil
 import subprocess
@@ -26,11 +25,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    COMPANY,
     HOST,
     SENDER,
     SENDER_ADDR,
     Result,
     SmtpSink,
+    automail_service,
     make_messages,
     median,
     remove,
@@ -38,10 +39,6 @@ from common import (
     timed,
 )
 
-from automail.engine.service import Service
-from automail.models import SmtpSettings, Task
-
-COMPANY = "Bench"
 TASK = "bench"
 POLL_S = 0.05
 MAX_RUN_S = 300.0
@@ -49,16 +46,7 @@ MAX_RUN_S = 300.0
 
 def run_automail(port: int, n: int) -> dict[str, float]:
     """One AutoMail run in a fresh AUTOMAIL_HOME; returns msgs/s and the parts of the time."""
-    home = temp_dir("automail-bench-")
-    old_home = os.environ.get("AUTOMAIL_HOME")
-    os.environ["AUTOMAIL_HOME"] = str(home)
-    service = Service(home)
-    try:
-        service.add_company(COMPANY)
-        smtp = SmtpSettings(host=HOST, port=port, security="none", username="", sender=SENDER)  # type: ignore[arg-type]
-        task = service.add_task(
-            Task(name=TASK, company=COMPANY, smtp=smtp, computer=service.computer, rate_per_hour=None)
-        )
+    with automail_service("automail-bench-", TASK, port, None) as service:
         messages = make_messages(n)
         with timed() as t_enq:
             service.enqueue(COMPANY, messages)
@@ -82,7 +70,6 @@ def run_automail(port: int, n: int) -> dict[str, float]:
         ).fetchone()
         if sent != n:
             raise RuntimeError(f"AutoMail sent {sent} of {n}")
-        del task
         return {
             "rate": n / elapsed,
             "elapsed": elapsed,
@@ -90,13 +77,6 @@ def run_automail(port: int, n: int) -> dict[str, float]:
             "enqueue_rate": n / t_enq["s"],
             "span_rate": n / (last_sent - first_claim),  # first claim → last sent, from the outbox
         }
-    finally:
-        service.close()
-        if old_home is None:
-            os.environ.pop("AUTOMAIL_HOME", None)
-        else:
-            os.environ["AUTOMAIL_HOME"] = old_home
-        remove(home)
 
 
 def run_aiosmtplib(port: int, n: int) -> dict[str, float]:

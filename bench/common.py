@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -33,6 +34,7 @@ SMTP_SINK = "/usr/sbin/smtp-sink"
 SENDER = "Bench <bench@example.com>"
 SENDER_ADDR = "bench@example.com"
 MESSAGE_BYTES = 1024
+COMPANY = "Bench"
 
 
 # ---- ports and the sink ---------------------------------------------------------
@@ -256,6 +258,31 @@ def machine() -> str:
         f"nproc {os.cpu_count()}, {cpu or platform.processor()}, Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}, temp folder {tempfile.gettempdir()} on {fs}"
     )
+
+
+@contextmanager
+def automail_service(prefix: str, task: str, port: int, rate: int | None) -> Iterator[Any]:
+    """A Service in a fresh AUTOMAIL_HOME with company COMPANY and ``task`` sending to 127.0.0.1:port
+    (not started yet); closed, and its folder removed, afterwards."""
+    from automail.engine.service import Service
+    from automail.models import Security, SmtpSettings, Task
+
+    home = temp_dir(prefix)
+    old_home = os.environ.get("AUTOMAIL_HOME")
+    os.environ["AUTOMAIL_HOME"] = str(home)
+    service = Service(home)
+    try:
+        service.add_company(COMPANY)
+        smtp = SmtpSettings(host=HOST, port=port, security=Security.NONE, sender=SENDER)
+        service.add_task(Task(name=task, company=COMPANY, smtp=smtp, computer=service.computer, rate_per_hour=rate))
+        yield service
+    finally:
+        service.close()
+        if old_home is None:
+            os.environ.pop("AUTOMAIL_HOME", None)
+        else:
+            os.environ["AUTOMAIL_HOME"] = old_home
+        remove(home)
 
 
 def temp_dir(prefix: str) -> Path:

@@ -55,6 +55,9 @@ def running_app(session: DesktopSession, tmp_path: Path) -> Iterator[subprocess.
                 app.kill()
                 app.wait()
             print(log_path.read_text(errors="replace"))
+            app_log = Path(session.full_env()["AUTOMAIL_HOME"]) / "logs" / "automail.log"
+            if app_log.exists():  # shown by pytest when the test failed
+                print(app_log.read_text(errors="replace"))
 
 
 def is_docked(session: DesktopSession, window: str) -> bool:

@@ -20,7 +20,7 @@ from automail.ui.bridge import Bridge
 from automail.ui.tray import Entry, Tray
 from tests import helpers
 from tests.conftest import AUTH_USER
-from tests.desktop import wait_for
+from tests.desktop import DesktopSession, missing_tools, wait_for
 from tests.smtpd import SmtpServer
 
 # ---- icons ---------------------------------------------------------------------------
@@ -289,6 +289,48 @@ def test_pystray_menu_and_xorg_click_mask(tray: Tray) -> None:
     assert tray.calls.names == ["open"]
     if hasattr(icon, "_window"):  # xorg backend: the click fix of pystray#151
         assert icon._window.get_attributes().your_event_mask & Xlib.X.ButtonPressMask
+
+
+@pytest.mark.gui
+@pytest.mark.timeout(120)
+def test_icon_updates_from_another_thread_never_hang(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pystray's cross-thread dispatch on a shared python-xlib connection hung within a few hundred
+    updates of a docked icon (the app froze); the tray sends them over its own connection."""
+    from PIL import Image
+
+    from automail.ui.tray import _make_pystray_icon
+
+    if missing := missing_tools():
+        pytest.skip(f"needs {', '.join(missing)}")
+    session = DesktopSession(notifications=False).start()  # a tray host: a docked icon redraws
+    try:
+        monkeypatch.setenv("DISPLAY", session.env["DISPLAY"])
+        images = [Image.new("RGB", (64, 64), colour) for colour in ("red", "green", "blue")]
+        icon = _make_pystray_icon(images[0], "AutoMail", [Entry("Open", lambda: None, default=True)])
+        ready = threading.Event()
+
+        def setup(i: Any) -> None:
+            i.visible = True
+            ready.set()
+
+        threading.Thread(target=lambda: icon.run(setup=setup), daemon=True).start()
+        assert ready.wait(10)
+        done: list[int] = []
+
+        def update() -> None:
+            for n in range(2000):
+                icon.icon = images[n % 3]
+                icon.title = f"AutoMail {n}"
+            done.append(n)
+
+        worker = threading.Thread(target=update, daemon=True)
+        worker.start()
+        worker.join(90)
+        assert done == [1999], "icon updates hung"
+        icon.stop()
+        icon._automail_dispatch.close()
+    finally:
+        session.stop()
 
 
 # ---- the app wiring: engine error → red icon + notification + window --------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -314,6 +315,9 @@ class Tray:
             log.debug("tray stop failed", exc_info=True)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=3)
+        dispatch = getattr(icon, "_automail_dispatch", None)
+        if dispatch is not None:
+            dispatch.close()
 
 
 def latin1_text(text: str) -> str:
@@ -367,10 +371,87 @@ def _make_pystray_icon(image: Any, title: str, entries: Sequence[Entry]) -> Any:
         return out
 
     icon = pystray.Icon("automail", image, title, pystray.Menu(*convert(entries)))
-    _enable_xorg_click(icon)
-    if hasattr(icon, "_systray_manager"):
+    if hasattr(icon, "_systray_manager"):  # the xorg backend
+        _enable_xorg_click(icon)
         _quiet_dock_failures(icon)
+        icon._automail_dispatch = _XorgDispatch(icon)
+        icon._automail_dispatch.install()
     return icon
+
+
+class _XorgDispatch:
+    """Hand icon updates from other threads to pystray's thread over an X connection of their own.
+
+    pystray's xorg backend runs ``icon.icon = …``, ``icon.title = …``, ``_show`` and ``stop``
+    from another thread by sending a ClientMessage to its own window on the icon's Display,
+    which its thread is reading at the same time. python-xlib loses a wake-up when two threads
+    share a connection (a thread that flushes while the other waits for a reply returns
+    without waking it): the icon's thread then waits for ever, and so does the caller — the
+    Tk thread, so the whole app freezes. Updating the icon 2,000 times from one thread hung
+    within 40–400 updates here. The message goes over this class's own connection instead;
+    callers are serialized, since pystray hands results back through one shared queue.
+    """
+
+    METHODS = ("_show", "_hide", "_update_icon", "_update_title", "_stop")
+    RESULT_TIMEOUT_S = 5.0
+
+    def __init__(self, icon: Any) -> None:
+        self.icon = icon
+        self._lock = threading.Lock()
+        self._display: Any = None
+        self._direct: dict[str, Callable[[], None]] = {}
+
+    def install(self) -> None:
+        for name in self.METHODS:
+            # pystray's own dispatcher: it runs the method directly when called on the icon's thread
+            self._direct[name] = getattr(self.icon, name)
+            setattr(self.icon, name, self._dispatcher(name))
+
+    def _dispatcher(self, name: str) -> Callable[[], None]:
+        def dispatch() -> None:
+            icon_thread = getattr(self.icon, "_thread", None)
+            if icon_thread is None or threading.current_thread() is icon_thread:
+                self._direct[name]()  # not running yet, or on the icon's thread: pystray calls it
+            else:
+                self._send(name)
+
+        return dispatch
+
+    def _send(self, name: str) -> None:
+        import Xlib.display
+        import Xlib.protocol.event
+        import Xlib.X
+
+        with self._lock:
+            if self._display is None:
+                self._display = Xlib.display.Display()
+            display = self._display
+            results = self.icon._queue
+            while not results.empty():  # a late answer to a call that timed out
+                results.get_nowait()
+            atom = display.intern_atom(f"_PYSTRAY_{name.upper()}")  # pystray's name for the method
+            window = display.create_resource_object("window", self.icon._window.id)
+            message = Xlib.protocol.event.ClientMessage(
+                window=window, client_type=atom, data=(32, (Xlib.X.CurrentTime, 0, 0, 0, 0))
+            )
+            display.send_event(window, message, event_mask=Xlib.X.NoEventMask)
+            display.flush()
+            try:
+                result = results.get(timeout=self.RESULT_TIMEOUT_S)
+            except queue.Empty:
+                log.warning("the tray icon did not answer %s within %.0f s", name, self.RESULT_TIMEOUT_S)
+                return
+        if result is not True:
+            raise result[1]
+
+    def close(self) -> None:
+        with self._lock:
+            display, self._display = self._display, None
+        if display is not None:
+            try:
+                display.close()
+            except Exception:
+                log.debug("closing the tray's X connection failed", exc_info=True)
 
 
 def _quiet_dock_failures(icon: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import socket
@@ -329,6 +330,8 @@ def test_icon_updates_from_another_thread_never_hang(monkeypatch: pytest.MonkeyP
         assert done == [1999], "icon updates hung"
         icon.stop()
         icon._automail_dispatch.close()
+        icon = None  # pystray's Icon.__del__ closes its X connection: while this X server still runs
+        gc.collect()
     finally:
         session.stop()
 

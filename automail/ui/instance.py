@@ -48,10 +48,11 @@ class SingleInstance:
         self._thread.start()
 
     def _serve(self) -> None:
-        assert self._sock is not None
+        sock = self._sock  # close() sets the attribute to None while this thread waits in accept()
+        assert sock is not None
         while True:
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = sock.accept()
             except OSError:
                 return  # closed
             with conn:
@@ -68,6 +69,8 @@ class SingleInstance:
 
     def close(self) -> None:
         if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the thread in accept(); close() alone does not
             with contextlib.suppress(OSError):
                 self._sock.close()
             self._sock = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -59,8 +60,24 @@ class FaultKind(StrEnum):
     TASK_RETRY = "task_retry"  # server unreachable: task waits with backoff, messages stay queued
 
 
+@dataclass(frozen=True)
+class Reply:
+    """One SMTP reply: its code and its text (continuation lines joined by spaces)."""
+
+    code: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
 class SmtpError(AutomailError):
-    """An SMTP problem, wrapped at the aiosmtplib boundary and classified."""
+    """An SMTP problem, wrapped at the aiosmtplib boundary and classified.
+
+    ``refused`` is set when the server refused every recipient (each with its reply);
+    ``outcome_unknown`` when the connection failed after the final dot of DATA, so the
+    server may have accepted the message.
+    """
 
     def __init__(
         self,
@@ -69,7 +86,11 @@ class SmtpError(AutomailError):
         kind: FaultKind,
         code: int | None = None,
         fix: str | None = None,
+        refused: dict[str, Reply] | None = None,
+        outcome_unknown: bool = False,
     ) -> None:
         self.kind = kind
         self.code = code
+        self.refused = refused
+        self.outcome_unknown = outcome_unknown
         super().__init__(message, fix=fix)

@@ -152,6 +152,8 @@ class SmtpSettings:
     verify_certs: bool = True
     allow_insecure_auth: bool = False
     timeout: float = 30.0
+    ca_file: str = ""  # a PEM file of CA certificates trusted for this server (own CA, self-signed)
+    pipelining: bool = True  # use PIPELINING when the server offers it
 
     @property
     def account_key(self) -> str:

@@ -31,7 +31,7 @@ smtp-sink) during the sessions of 2026-11-26.
 - Second engine: claims 32 messages per transaction; each result committed on a worker database
   thread while the next MAIL FROM / RCPT TO went out, DATA of N+1 waiting for the commit of N:
   0.50–0.54× bare aiosmtplib, 1.2–1.5× mailmerge (targets missed).
-- Current engine (`automail/engine/transaction.py`): AutoMail runs the mail transaction itself on
+- Current engine (`automail/engine/smtp/transaction.py`): AutoMail runs the mail transaction itself on
   the connection aiosmtplib opened (aiosmtplib still connects, does STARTTLS/TLS and AUTH):
   * **PIPELINING** (RFC 2920) when the server offers it, as Postfix, Exchange and Gmail do: MAIL
     FROM, RCPT TO… and DATA leave in one write, the body and its final dot in a second — 2 round

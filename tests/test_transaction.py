@@ -12,7 +12,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from automail.engine.transaction import _ReplyReader, data_payload, transact
+from automail.engine.smtp.transaction import _ReplyReader, data_payload, transact
 from automail.models import MessageStatus, TaskState
 from tests.helpers import eml, make_service, make_task, run_engine_until
 from tests.smtpd import SmtpServer

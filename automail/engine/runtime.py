@@ -15,7 +15,7 @@ from automail.models import Company, EngineEvent, Task, TaskState
 from automail.store.definitions import Definitions
 from automail.store.outbox import Outbox
 
-from .sender import SmtpSession
+from .smtp import SmtpSession
 from .tasklock import TaskLock
 from .throttle import DAY, Throttle
 from .worker import Worker

@@ -30,7 +30,7 @@ from automail.store.definitions import Definitions
 from automail.store.outbox import NewMessage, Outbox
 
 from .runtime import Engine, EngineHooks
-from .sender import SmtpSession
+from .smtp import SmtpSession
 from .tasklock import TaskLock
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from automail.message import with_sender_headers
 from automail.models import Company, EngineEvent, EventSink, MessageStatus, Task, TaskState
 from automail.store.outbox import ClaimedMessage, Outbox
 
-from .sender import SmtpSession
+from .smtp import SmtpSession
 from .throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ class Worker:
             msg.id,
             done,
             result.reply,
-            result.refused,
+            {addr: str(reply) for addr, reply in result.refused.items()},
             account,
             task.name,
         )

@@ -25,14 +25,25 @@ import asyncio
 import re
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse
 
+from automail.errors import Reply
+
 MAX_REPLY_BYTES = 64 * 1024  # a reply (with its continuation lines) longer than this is garbage
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """A delivery the server accepted: its reply, and every recipient it refused (4xx and 5xx)."""
+
+    reply: str
+    refused: dict[str, Reply]
 
 
 def data_payload(raw: bytes) -> bytes:

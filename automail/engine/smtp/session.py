@@ -7,22 +7,14 @@ import functools
 import socket
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import aiosmtplib
 
 from automail.errors import FaultKind, SmtpError
 from automail.models import Security, SmtpSettings
 
-from .transaction import transact
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """A delivery the server accepted: its reply, and any recipients it refused."""
-
-    reply: str
-    refused: dict[str, str]
+from .classify import Reply
+from .transaction import SendResult, transact
 
 
 def _reply_text(exc: aiosmtplib.SMTPResponseException) -> str:
@@ -237,7 +229,7 @@ class SmtpSession:
                 kind=FaultKind.TRANSIENT,
             ) from None
         self._last_used = asyncio.get_running_loop().time()
-        refused = {addr: f"{r.code} {' '.join(r.message.split())}" for addr, r in errors.items()}
+        refused = {addr: Reply(r.code, " ".join(r.message.split())) for addr, r in errors.items()}
         return SendResult(reply=" ".join(reply.split()), refused=refused)
 
     async def _reset(self) -> None:

@@ -105,8 +105,8 @@ def check_rate(value: int | None) -> int | None:
     if not RATE_MIN <= value <= RATE_MAX:
         raise InputError(
             "rate",
-            f"{value} e-mails per hour is outside {RATE_MIN}…{RATE_MAX}",
-            fix=f"choose a value from {RATE_MIN} to {RATE_MAX}, or --unlimited",
+            f"{value:,} e-mails per hour is outside {RATE_MIN}…{RATE_MAX:,}",
+            fix=f"choose a value from {RATE_MIN} to {RATE_MAX:,}, or --unlimited",
         )
     return value
 
@@ -291,9 +291,9 @@ class Task:
 
     @property
     def cadence_text(self) -> str:
-        parts = [f"{self.rate_per_hour}/h" if self.rate_per_hour else "unlimited"]
+        parts = [f"{self.rate_per_hour:,}/h" if self.rate_per_hour else "unlimited"]
         if self.daily_cap:
-            parts.append(f"max {self.daily_cap}/24 h")
+            parts.append(f"max {self.daily_cap:,}/24 h")
         return ", ".join(parts)
 
     def to_doc(self) -> dict[str, Any]:

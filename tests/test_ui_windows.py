@@ -156,7 +156,7 @@ def test_rate_50_blocks_ok_and_shows_the_error(win: Any, service: Service) -> No
     assert "choose 100" in str(dlg.interval.cget("text"))
     dlg.ok()
     assert not dlg.closed
-    assert "50 e-mails per hour is outside 100…3000" in dlg.rate_error.text
+    assert "50 e-mails per hour is outside 100…3,000" in dlg.rate_error.text
     assert dlg.tabs.get() == "Other"
     assert service.task("Invoices").rate_per_hour == 1000
 
@@ -264,7 +264,7 @@ def test_settings_change_rate_preset_and_password(win: Any, service: Service, ro
     dlg.set_rate(3000)
     assert dlg.interval.cget("text") == "one e-mail every 1.2 s"
     dlg.apply_preset("Microsoft 365 — 1,800/h, 10,000/day")
-    assert dlg.rate_entry.get() == "1800" and dlg.cap_entry.get() == "10000"
+    assert dlg.rate_entry.get() == "1,800" and dlg.cap_entry.get() == "10,000"
     dlg.open_smtp()
     dlg.smtp_dialog.password.set("new-password")
     dlg.smtp_dialog.show_password.toggle()

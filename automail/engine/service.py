@@ -309,6 +309,17 @@ class Service:
             )
         return result
 
+    def problems(self) -> list[tuple[str, str, str]]:
+        """(company, task, reason) of every task in error, in every company; reads no message counts."""
+        companies = {c.name.lower(): c for c in self.definitions.companies()}
+        found = []
+        for task in self.definitions.tasks():
+            company = companies.get(task.company.lower())
+            record = self._outbox_of(company).task_state(task.name) if company is not None else None
+            if company is not None and record is not None and record.state is TaskState.ERROR and record.reason:
+                found.append((company.name, task.name, record.reason))
+        return sorted(found, key=lambda p: (p[0].lower(), p[1].lower()))
+
     def pending(self, tasks: Sequence[Task]) -> int:
         """Messages still queued, sending or deferred in the scope of the given tasks."""
         total = 0

@@ -70,20 +70,24 @@ def explain(reason: str) -> tuple[str, str]:
 
 
 class ErrorPanel(ctk.CTkFrame):
-    """A red-bordered box listing tasks in error; hidden (by the caller) when there are none."""
+    """A red-bordered box listing tasks in error in every company; hidden (by the caller) when there are none."""
 
-    def __init__(self, master: Any, on_settings: Callable[[str], None], on_start: Callable[[str], None]) -> None:
+    def __init__(
+        self, master: Any, on_settings: Callable[[str, str], None], on_start: Callable[[str, str], None]
+    ) -> None:
+        """``on_settings(company, task)`` and ``on_start(company, task)`` serve the row's buttons."""
         super().__init__(master, border_width=1, border_color=("#E5A0A0", "#8A3A3A"), fg_color=("#FDF1F1", "#3A2224"))
         self._on_settings = on_settings
         self._on_start = on_start
-        self._shown: list[tuple[str, str]] = []
+        self._shown: list[tuple[str, str, str]] = []
         self.title = ctk.CTkLabel(self, text="Problems", font=font(13, "bold"), text_color=("#B3261E", "#FF8A80"))
         self.title.grid(row=0, column=0, sticky="w", padx=12, pady=(8, 2))
         self.grid_columnconfigure(0, weight=1)
         self.rows: list[tuple[str, str]] = []  # (task, shown text) for tests and the tray
+        self.buttons: list[tuple[ctk.CTkButton, ctk.CTkButton]] = []  # (Settings…, Start again) per row
 
-    def set_errors(self, errors: list[tuple[str, str]]) -> None:
-        """Show (task name, reason) pairs; rebuilds only when they changed."""
+    def set_errors(self, errors: list[tuple[str, str, str]]) -> None:
+        """Show (company, task name, reason) triples; rebuilds only when they changed."""
         if errors == self._shown:
             return
         self._shown = list(errors)
@@ -91,9 +95,10 @@ class ErrorPanel(ctk.CTkFrame):
             if child is not self.title:
                 child.destroy()
         self.rows = []
-        for i, (task, reason) in enumerate(errors, start=1):
+        self.buttons = []
+        for i, (company, task, reason) in enumerate(errors, start=1):
             words, fix = explain(reason)
-            text = f"{task}: {words} — {fix}."
+            text = f"{task} ({company}): {words} — {fix}."
             self.rows.append((task, text))
             line = ctk.CTkLabel(self, text="● " + text, anchor="w", justify="left", wraplength=760)
             line.grid(row=2 * i - 1, column=0, sticky="w", padx=12)
@@ -101,11 +106,18 @@ class ErrorPanel(ctk.CTkFrame):
                 self, text=reason, anchor="w", justify="left", wraplength=760, font=font(11), text_color="gray40"
             )
             detail.grid(row=2 * i, column=0, sticky="w", padx=26, pady=(0, 6 if i == len(errors) else 2))
-            buttons = ctk.CTkFrame(self, fg_color="transparent")
-            buttons.grid(row=2 * i - 1, column=1, rowspan=2, sticky="e", padx=(8, 12))
-            ctk.CTkButton(
-                buttons, text="Settings…", width=90, height=26, command=lambda t=task: self._on_settings(t)
-            ).pack(side="left")
-            ctk.CTkButton(
-                buttons, text="Start again", width=90, height=26, command=lambda t=task: self._on_start(t)
-            ).pack(side="left", padx=(6, 0))
+            frame = ctk.CTkFrame(self, fg_color="transparent")
+            frame.grid(row=2 * i - 1, column=1, rowspan=2, sticky="e", padx=(8, 12))
+            settings = ctk.CTkButton(
+                frame,
+                text="Settings…",
+                width=90,
+                height=26,
+                command=lambda c=company, t=task: self._on_settings(c, t),
+            )
+            settings.pack(side="left")
+            start = ctk.CTkButton(
+                frame, text="Start again", width=90, height=26, command=lambda c=company, t=task: self._on_start(c, t)
+            )
+            start.pack(side="left", padx=(6, 0))
+            self.buttons.append((settings, start))

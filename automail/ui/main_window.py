@@ -27,8 +27,10 @@ from automail.ui.widgets import (
     ConfirmDialog,
     Dialog,
     Field,
+    configure_changed,
     font,
     input_error_text,
+    set_enabled,
     table_with_scrollbar,
 )
 
@@ -195,7 +197,7 @@ class MainWindow:
         self.summary = ctk.CTkLabel(bar, text="", text_color=MUTED_COLOR)
         self.summary.pack(side="right", padx=(0, 14))
 
-        self.error_panel = ErrorPanel(r, on_settings=self.open_settings, on_start=self.start_task)
+        self.error_panel = ErrorPanel(r, on_settings=self.problem_settings, on_start=self.problem_start)
         self._error_anchor = ctk.CTkFrame(r, height=0, fg_color="transparent")
         self._error_anchor.pack(fill="x", padx=PAD)
 
@@ -281,6 +283,7 @@ class MainWindow:
                 statuses = self.service.status(tasks=tasks)
             else:
                 tasks, statuses = [], []
+            problems = self.service.problems()  # every company's: an error elsewhere must show too
         except AutomailError as exc:
             self._say(str(exc), ok=False)
             return
@@ -305,8 +308,13 @@ class MainWindow:
             if st is not None and st.state is TaskState.ERROR:
                 tags.append("error")
             if task.name in existing:
-                self.tree.item(task.name, values=values, tags=tags)
-                self.tree.move(task.name, "", i)
+                # Only rows whose values changed are touched (a refresh runs every 250 ms while sending).
+                if tuple(self.tree.item(task.name, "values")) != tuple(map(str, values)):
+                    self.tree.item(task.name, values=values)
+                if list(self.tree.item(task.name, "tags") or ()) != tags:
+                    self.tree.item(task.name, tags=tags)
+                if self.tree.index(task.name) != i:
+                    self.tree.move(task.name, "", i)
                 existing.discard(task.name)
             else:
                 self.tree.insert("", i, iid=task.name, values=values, tags=tags)
@@ -316,15 +324,16 @@ class MainWindow:
             self.tree.selection_set(selected)
         elif tasks and not self.tree.selection():
             self.tree.selection_set(tasks[0].name)
-        errors = [(s.task, s.last_error) for s in statuses if s.state is TaskState.ERROR and s.last_error]
-        self.error_panel.set_errors(errors)
-        if errors:
+        self.error_panel.set_errors(problems)
+        if problems and not self.error_panel.winfo_manager():
             self.error_panel.pack(fill="x", padx=PAD, pady=(0, 10), after=self._error_anchor)
-        else:
+        elif not problems and self.error_panel.winfo_manager():
             self.error_panel.pack_forget()
         queued = sum(s.queued + s.deferred for s in statuses)
         sent = sum(s.sent_last_hour for s in statuses)
-        self.summary.configure(text=f"{queued:,} queued · {sent:,} sent in the last hour" if self.company else "")
+        configure_changed(
+            self.summary, text=f"{queued:,} queued · {sent:,} sent in the last hour" if self.company else ""
+        )
         self._update_server()
         self._update_buttons()
         self.last_refresh_s = time.perf_counter() - started
@@ -334,36 +343,37 @@ class MainWindow:
     def _change_signature(self) -> tuple[object, ...]:
         """Cheap to compute; changes when anything the window shows may have changed."""
         try:
-            version = self.service.outbox(self.company).data_version() if self.company else 0
+            # Every company's outbox: the Problems panel lists errors of all of them.
+            versions = tuple(self.service.outbox(c.name).data_version() for c in self.service.companies())
             mtime = self.service.definitions.mtime()
         except AutomailError:
-            version, mtime = -1, -1.0
-        return (self.company, version, mtime, self.service.engine_running, int(time.time() // FORCED_REFRESH_S))
+            versions, mtime = (), -1.0
+        return (self.company, versions, mtime, self.service.engine_running, int(time.time() // FORCED_REFRESH_S))
 
     def _update_server(self) -> None:
+        # configure_changed / set_enabled: a repeated configure would repaint a hovered button (flicker).
         if self._stopping:
-            self.server_button.configure(text="Stopping…", state="disabled")
-            self.server_state.configure(text="● Server stopping", text_color=("#9A6700", "#E3B341"))
+            set_enabled(self.server_button, False, text="Stopping…")
+            configure_changed(self.server_state, text="● Server stopping", text_color=("#9A6700", "#E3B341"))
         elif self.service.engine_running:
-            self.server_button.configure(text="Stop server", state="normal", fg_color="#B3261E", hover_color="#8C1D18")
-            self.server_state.configure(text="● Server running", text_color=OK_COLOR)
+            set_enabled(self.server_button, True, text="Stop server", fg_color="#B3261E", hover_color="#8C1D18")
+            configure_changed(self.server_state, text="● Server running", text_color=OK_COLOR)
         else:
-            self.server_button.configure(text="Start server", state="normal", fg_color="#2E7D32", hover_color="#1B5E20")
-            self.server_state.configure(text="● Server stopped", text_color=MUTED_COLOR)
+            set_enabled(self.server_button, True, text="Start server", fg_color="#2E7D32", hover_color="#1B5E20")
+            configure_changed(self.server_state, text="● Server stopped", text_color=MUTED_COLOR)
 
     def _update_buttons(self) -> None:
         has_company = self.company is not None
         task = self.tasks.get(self.selected_task() or "")
-        one = "normal" if task else "disabled"
-        self.add_button.configure(state="normal" if has_company else "disabled")
-        self.outbox_button.configure(state="normal" if has_company else "disabled")
+        set_enabled(self.add_button, has_company)
+        set_enabled(self.outbox_button, has_company)
         for b in (self.edit_button, self.remove_button, self.settings_button):
-            b.configure(state=one)
+            set_enabled(b, task is not None)
         st = self.statuses.get(task.name) if task else None
         in_error = st is not None and st.state is TaskState.ERROR
         # Start also clears a sticky error (login, TLS), so it stays available for a task in error.
-        self.start_button.configure(state="normal" if task and (not task.enabled or in_error) else "disabled")
-        self.stop_button.configure(state="normal" if task and task.enabled else "disabled")
+        set_enabled(self.start_button, task is not None and (not task.enabled or in_error))
+        set_enabled(self.stop_button, task is not None and task.enabled)
 
     def _visible(self) -> bool:
         try:
@@ -433,6 +443,17 @@ class MainWindow:
         if win is not None and win.winfo_exists():
             win.destroy()
         self.outbox_window = OutboxWindow(self.root, self.service, self.company)
+
+    def problem_settings(self, company: str, task: str) -> None:
+        """The Problems panel's Settings…: show that task's company, select the task, open its settings."""
+        self.select_company(company)
+        self.select_task(task)
+        self.open_settings(task)
+
+    def problem_start(self, company: str, task: str) -> None:
+        """The Problems panel's Start again (the task may belong to another company)."""
+        self.select_company(company)
+        self.start_task(task)
 
     # ---- tasks ----------------------------------------------------------------------
     def selected_task(self) -> str | None:

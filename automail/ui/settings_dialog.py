@@ -77,6 +77,17 @@ def parse_delays(text: str) -> tuple[int, ...]:
     return tuple(delays)
 
 
+def parse_count(text: str) -> int | None:
+    """A whole number as typed, with or without thousands separators ("1,800", "1 800"); None if not one."""
+    digits = text.strip().replace(",", "").replace(" ", "").replace("\u00a0", "")
+    return int(digits) if digits.isdigit() else None
+
+
+def format_count(value: int) -> str:
+    """How the GUI writes a count: 1,800."""
+    return f"{value:,}"
+
+
 def format_delays(delays: tuple[int, ...]) -> str:
     """Seconds → "1 min, 5 min, 1 h"."""
     out = []
@@ -287,9 +298,10 @@ class SettingsDialog(Dialog):
             tab, from_=RATE_MIN, to=RATE_MAX, number_of_steps=(RATE_MAX - RATE_MIN) // 50, command=self._slider_moved
         )
         self.rate_slider.grid(row=2, column=1, sticky="ew", pady=(ROW_GAP + 4, 0))
-        self.rate_entry = ctk.CTkEntry(tab, width=80, justify="right")
+        # A variable, not a key binding: the slider also follows a pasted or dropped value.
+        self._rate_var = ctk.StringVar(tab)
+        self.rate_entry = ctk.CTkEntry(tab, width=80, justify="right", textvariable=self._rate_var)
         self.rate_entry.grid(row=2, column=2, sticky="e", padx=(10, 8), pady=(ROW_GAP + 4, 0))
-        self.rate_entry.bind("<KeyRelease>", self._rate_typed)
         self.rate_error = ErrorLine(tab)
         self.rate_error.grid(row=3, column=1, columnspan=2, sticky="w")
         self.rate_error.grid_remove()
@@ -327,13 +339,14 @@ class SettingsDialog(Dialog):
         ).grid(row=5, column=1, sticky="w")
 
         # initial values
-        set_text(self.rate_entry, str(rate))
+        set_text(self.rate_entry, format_count(rate))
         self.rate_slider.set(rate)
+        self._rate_var.trace_add("write", lambda *_a: self._rate_typed())
         if t.rate_per_hour is not None:
             self.limit.select()
         if t.daily_cap:
             self.cap_switch.select()
-            set_text(self.cap_entry, str(t.daily_cap))
+            set_text(self.cap_entry, format_count(t.daily_cap))
         self.preset.set(_detect_preset(t.rate_per_hour, t.daily_cap))
         self._limit_toggled(mark_custom=False)
         self._cap_toggled(mark_custom=False)
@@ -353,29 +366,34 @@ class SettingsDialog(Dialog):
             self._mark_custom()
 
     def _slider_moved(self, value: float) -> None:
-        set_text(self.rate_entry, str(round(value)))
+        self._sliding = True  # the entry's trace must not move the slider back while it is dragged
+        try:
+            set_text(self.rate_entry, format_count(round(value)))
+        finally:
+            self._sliding = False
         self.rate_error.clear()
         self._update_interval()
         self._mark_custom()
 
-    def _rate_typed(self, _event: Any = None) -> None:
-        text = self.rate_entry.get().strip()
-        if text.isdigit() and RATE_MIN <= int(text) <= RATE_MAX:
-            self.rate_slider.set(int(text))
+    def _rate_typed(self) -> None:
+        if getattr(self, "_sliding", False):
+            return
+        rate = parse_count(self.rate_entry.get())
+        if rate is not None:
+            self.rate_slider.set(min(max(rate, RATE_MIN), RATE_MAX))  # out of range: the nearest end
         self._update_interval()
         self._mark_custom()
 
     def set_rate(self, rate: str | int) -> None:
         """Type a rate into the entry as the user would."""
         set_text(self.rate_entry, str(rate))
-        self._rate_typed()
 
     def _update_interval(self) -> None:
-        text = self.rate_entry.get().strip()
+        rate = parse_count(self.rate_entry.get())
         if not self.limit.get():
             self.interval.configure(text="no limit: as fast as the server accepts")
-        elif text.isdigit() and RATE_MIN <= int(text) <= RATE_MAX:
-            self.interval.configure(text=interval_text(int(text)))
+        elif rate is not None and RATE_MIN <= rate <= RATE_MAX:
+            self.interval.configure(text=interval_text(rate))
         else:
             self.interval.configure(text=f"choose {RATE_MIN}…{RATE_MAX:,} e-mails per hour")
 
@@ -384,9 +402,8 @@ class SettingsDialog(Dialog):
             self.preset.set(PRESET_CUSTOM)
 
     def _limits_or_none(self) -> tuple[int | None, int | None]:
-        rate_text, cap_text = self.rate_entry.get().strip(), self.cap_entry.get().strip()
-        rate = int(rate_text) if self.limit.get() and rate_text.isdigit() else None
-        cap = int(cap_text) if self.cap_switch.get() and cap_text.isdigit() else None
+        rate = parse_count(self.rate_entry.get()) if self.limit.get() else None
+        cap = parse_count(self.cap_entry.get()) if self.cap_switch.get() else None
         return rate, cap
 
     def apply_preset(self, name: str) -> None:
@@ -398,12 +415,13 @@ class SettingsDialog(Dialog):
         if rate is not None:
             self.limit.select()
             self._limit_toggled(mark_custom=False)
-            set_text(self.rate_entry, str(rate))
+            set_text(self.rate_entry, format_count(rate))
             self.rate_slider.set(rate)
         if cap is not None:
             self.cap_switch.select()
             self._cap_toggled(mark_custom=False)
-            set_text(self.cap_entry, str(cap))
+            set_text(self.cap_entry, format_count(cap))
+        self.preset.set(name)  # filling the entries marked the preset "Custom" on the way
         self._update_interval()
 
     # ---- OK ------------------------------------------------------------------------
@@ -418,18 +436,28 @@ class SettingsDialog(Dialog):
         """The task as entered, validated; raises InputError naming the field."""
         if self.smtp is None:
             raise InputError("smtp", "the SMTP server is not set up", fix="click “SMTP server login…”")
+        # The GUI's own words (its switches, numbers as 3,000), not the command line's (--unlimited).
         rate: int | None = None
         if self.limit.get():
-            text = self.rate_entry.get().strip()
-            if not text.isdigit():
-                raise InputError("rate", f"{text!r} is not a number", fix=f"choose {RATE_MIN}…{RATE_MAX}")
-            rate = int(text)
+            rate = parse_count(self.rate_entry.get())
+            if rate is None or not RATE_MIN <= rate <= RATE_MAX:
+                shown = self.rate_entry.get().strip()
+                raise InputError(
+                    "rate",
+                    f"{shown!r} is not a number"
+                    if rate is None
+                    else f"{rate:,} e-mails per hour is outside {RATE_MIN}…{RATE_MAX:,}",
+                    fix=f"choose a value from {RATE_MIN} to {RATE_MAX:,}, or switch off Limit sending",
+                )
         cap: int | None = None
         if self.cap_switch.get():
-            text = self.cap_entry.get().strip()
-            if not text.isdigit():
-                raise InputError("daily-cap", f"{text!r} is not a number", fix="give e.g. 2000, or switch the cap off")
-            cap = int(text)
+            cap = parse_count(self.cap_entry.get())
+            if cap is None or cap < 1:
+                raise InputError(
+                    "daily-cap",
+                    f"{self.cap_entry.get().strip()!r} is not a positive number",
+                    fix="give e.g. 2,000, or switch off Rolling 24-hour cap",
+                )
         delays = parse_delays(self.retry.get())
         tags = unique_tags(check_no_newline("tag", t).strip() for t in self.tags.get().split(","))
         task = replace(self._task, smtp=self.smtp, rate_per_hour=rate, daily_cap=cap, retry_delays=delays, tags=tags)

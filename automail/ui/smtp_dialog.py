@@ -19,6 +19,30 @@ SECURITY_LABELS = {v: k for k, v in SECURITY_CHOICES.items()}
 SMTP_FIELDS = ("smtp", "host", "port", "username", "sender", "reply-to", "security", "timeout")
 
 OnSmtpOk = Callable[[SmtpSettings, str | None], None]
+# A valid stand-in per refused field, so validation can go on and find the next bad field.
+_STAND_INS: dict[str, dict[str, Any]] = {
+    "host": {"host": "smtp.example.com"},
+    "port": {"port": 587},
+    "username": {"username": ""},
+    "sender": {"sender": "sender@example.com"},
+    "reply-to": {"reply_to": ""},
+    "security": {"allow_insecure_auth": True},
+    "timeout": {"timeout": 30.0},
+}
+
+
+def smtp_problems(smtp: SmtpSettings) -> list[InputError]:
+    """Every field SmtpSettings.validate refuses, not only the first (the dialog shows them all at once)."""
+    problems: list[InputError] = []
+    while True:
+        try:
+            smtp.validate()
+            return problems
+        except InputError as exc:
+            if exc.field in {p.field for p in problems} or exc.field not in _STAND_INS:
+                return [*problems, exc]
+            problems.append(exc)
+            smtp = replace(smtp, **_STAND_INS[exc.field])
 
 
 class SmtpDialog(Dialog):
@@ -139,28 +163,53 @@ class SmtpDialog(Dialog):
         else:
             self.show_general_error(text)
 
-    def build(self) -> tuple[SmtpSettings, str | None]:
-        """The settings as entered, validated; raises InputError naming the field."""
+    def problems(self) -> tuple[SmtpSettings, str | None, list[InputError]]:
+        """The settings as entered, the new password, and every field's problem (empty when all is valid)."""
+        problems: list[InputError] = []
+
+        def checked(field: str, value: str) -> str:
+            try:
+                return check_no_newline(field, value)
+            except InputError as exc:
+                problems.append(exc)
+                return ""
+
         port_text = self.port.get().strip()
         if not port_text.isdigit():
-            raise InputError("port", f"{port_text!r} is not a number", fix="use e.g. 587, 465 or 25")
-        name = check_no_newline("sender-name", self.sender_name.get()).strip()
-        addr = check_no_newline("sender", self.sender_address.get()).strip()
-        password = check_no_newline("password", self.password.get()) or None
+            problems.append(InputError("port", f"{port_text!r} is not a number", fix="use e.g. 587, 465 or 25"))
+        name = checked("sender-name", self.sender_name.get()).strip()
+        addr = checked("sender", self.sender_address.get()).strip()
+        password = checked("password", self.password.get()) or None
         smtp = replace(
             self._base,
             host=self.host.get().strip(),
-            port=int(port_text),
+            port=int(port_text) if port_text.isdigit() else 587,
             security=SECURITY_CHOICES[self.security.get()],  # type: ignore[arg-type]
             username=self.username.get().strip(),
             sender=formataddr((name, addr)) if name and addr else addr,
             reply_to=self.reply_to.get().strip(),
             verify_certs=bool(self.verify.get()),
         )
+        if any(p.field == "sender" for p in problems):  # the line-break error says it better than "missing"
+            smtp = replace(smtp, **_STAND_INS["sender"])
+        problems.extend(smtp_problems(smtp))
+        return smtp, password, problems
+
+    def build(self) -> tuple[SmtpSettings, str | None]:
+        """The settings as entered, validated; raises the first field's InputError."""
+        smtp, password, problems = self.problems()
+        if problems:
+            raise problems[0]
         return smtp.validate(), password
 
     def ok(self) -> None:
+        """Show every invalid field at once; hand valid settings to ``on_ok``."""
         self._clear_errors()
+        _smtp, _password, problems = self.problems()
+        for problem in problems:
+            self.show_error(problem)
+        if problems:
+            return
         try:
             smtp, password = self.build()
             self._on_ok(smtp, password)

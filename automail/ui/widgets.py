@@ -113,7 +113,9 @@ def error_text(problem: str, fix: str | None) -> str:
     _field, sep, rest = problem.partition(": ")
     text = rest if sep else problem
     text = text[:1].upper() + text[1:]
-    return f"{text} — {fix}." if fix else f"{text}."
+    # No second full stop after a fix that ends in one or in an ellipsis ("click Settings…").
+    end = "" if (fix or text).endswith((".", "…", "!", "?")) else "."
+    return f"{text} — {fix}{end}" if fix else f"{text}{end}"
 
 
 def input_error_text(exc: Any) -> str:
@@ -415,3 +417,30 @@ def table_with_scrollbar(parent: Any, columns: list[tuple[str, str, int, str]]) 
     frame.grid_rowconfigure(0, weight=1)
     frame.grid_columnconfigure(0, weight=1)
     return tree, frame
+
+
+_UNSET = object()
+DISABLED_BUTTON_COLOR = ("#C9D1D9", "#3A3F44")  # a disabled button must not look pressable
+
+
+def configure_changed(widget: Any, **options: Any) -> bool:
+    """Configure only the options whose value changed since the last call; True if any did.
+
+    Every ``configure`` repaints a CTk widget in its normal colours (a hovered button loses its
+    hover colour), so a refresh that runs every 250 ms while sending must not repeat unchanged values.
+    """
+    last: dict[str, Any] = widget.__dict__.setdefault("_automail_last_options", {})
+    changed = {k: v for k, v in options.items() if last.get(k, _UNSET) != v}
+    if changed:
+        widget.configure(**changed)
+        last.update(changed)
+    return bool(changed)
+
+
+def set_enabled(button: Any, enabled: bool, **options: Any) -> None:
+    """Enable or disable a CTk button so that it also looks it (greyed out), repainting only on change."""
+    normal = button.__dict__.setdefault("_automail_fg_color", button.cget("fg_color"))
+    fg = options.pop("fg_color", normal)
+    configure_changed(
+        button, state="normal" if enabled else "disabled", fg_color=fg if enabled else DISABLED_BUTTON_COLOR, **options
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -28,6 +29,7 @@ from automail.models import (
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+PASSWORD_MAX_BYTES = 64 * 1024  # one line of stdin; never read /dev/zero without end
 
 
 def _out(text: str = "") -> None:
@@ -39,6 +41,28 @@ def _out(text: str = "") -> None:
 def _err(text: str) -> None:
     if sys.stderr is not None:
         print(text, file=sys.stderr, flush=True)
+
+
+def utf8_output() -> None:
+    """Write UTF-8 when stdout/stderr go to a file or a pipe (never crash on a character).
+
+    Python writes redirected output in the ANSI code page on Windows (cp1250, cp1252): `--json`
+    piped to a file would be in that code page, or raise on characters outside it. A console keeps
+    its own encoding; PYTHONIOENCODING, if set, wins.
+    """
+    if os.environ.get("PYTHONIOENCODING"):
+        return
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if stream is None or reconfigure is None:
+            continue
+        try:
+            if stream.isatty():
+                reconfigure(errors="replace")
+            else:
+                reconfigure(encoding="utf-8", errors="replace")
+        except (OSError, ValueError):
+            pass
 
 
 # ---- argument parsing -------------------------------------------------------------------
@@ -185,8 +209,25 @@ def _service() -> Any:
 def _read_password(args: argparse.Namespace) -> str | None:
     if not getattr(args, "password_stdin", False):
         return None
-    line = sys.stdin.readline()
-    password = line.rstrip("\r\n")
+    return password_from_stdin(sys.stdin.buffer.readline(PASSWORD_MAX_BYTES) if sys.stdin is not None else b"")
+
+
+def password_from_stdin(line: bytes) -> str:
+    """The password in the first line of standard input, read as UTF-8 bytes (any platform).
+
+    One line end (LF or CR LF) and then one trailing space are removed: Windows' `cmd` turns
+    `echo secret | automail …` into "secret \\r\\n". A byte-order mark (PowerShell, Notepad) is skipped.
+    """
+    line = line.removeprefix(b"\xef\xbb\xbf").removesuffix(b"\n").removesuffix(b"\r").removesuffix(b" ")
+    try:
+        password = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(
+            "password",
+            "standard input is not UTF-8 text",
+            fix="pipe UTF-8, e.g. from a UTF-8 file (`automail … --password-stdin < password.txt`); "
+            "in Windows cmd run `chcp 65001` first",
+        ) from None
     if not password:
         raise InputError("password", "standard input was empty", fix="pipe the password, e.g. `echo … | automail …`")
     return password
@@ -349,7 +390,7 @@ def _read_text(path: Path | None, field: str) -> str | None:
     if path is None:
         return None
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # Notepad saves UTF-8 with a BOM
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(field, f"cannot read {path}: {exc}", fix="give a readable UTF-8 text file") from exc
 
@@ -555,6 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from automail.paths import data_dir
 
     command = args.command or "gui"
+    utf8_output()
     try:
         setup_logging(data_dir(), verbose=args.verbose)
         return COMMANDS[command](args)

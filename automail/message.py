@@ -132,8 +132,7 @@ def compose(
             data = path.read_bytes()
         except OSError as exc:
             raise InputError("attach", f"cannot read {path}: {exc.strerror}", fix="check the path") from exc
-        ctype, _enc = mimetypes.guess_type(path.name)
-        maintype, subtype = (ctype or "application/octet-stream").split("/", 1)
+        maintype, subtype = attachment_type(path.name).split("/", 1)
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=path.name)
     raw = msg.as_bytes()
     _check_size(raw, "message", max_bytes)
@@ -145,6 +144,41 @@ def compose(
         message_id=str(msg["Message-ID"]),
         tag=tag,
     )
+
+
+# Types Python's built-in table lacks (3.11), for files offices attach.
+_EXTRA_TYPES = {
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ".odt": "application/vnd.oasis.opendocument.text",
+    ".ods": "application/vnd.oasis.opendocument.spreadsheet",
+    ".isdoc": "application/xml",
+    ".p7m": "application/pkcs7-mime",
+    ".p7s": "application/pkcs7-signature",
+    ".7z": "application/x-7z-compressed",
+}
+
+_COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz"}
+
+
+@functools.cache
+def _mime_table() -> mimetypes.MimeTypes:
+    # A MimeTypes instance holds Python's built-in table only: mimetypes.guess_type also reads
+    # the Windows registry (or /etc/mime.types), which differs per PC (.csv becomes
+    # application/vnd.ms-excel where Excel is installed).
+    table = mimetypes.MimeTypes()
+    for ext, ctype in _EXTRA_TYPES.items():
+        table.add_type(ctype, ext)
+    return table
+
+
+def attachment_type(filename: str) -> str:
+    """The MIME type of an attachment, from a fixed table: the same on every computer."""
+    ctype, encoding = _mime_table().guess_type(filename, strict=False)
+    if encoding:  # "x.tar.gz" is a gzip file, not a tar file
+        return _COMPRESSED.get(encoding, "application/octet-stream")
+    return ctype or "application/octet-stream"
 
 
 def with_sender_headers(raw: bytes, sender: str, reply_to: str) -> bytes:

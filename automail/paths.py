@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import platformdirs
@@ -44,3 +45,19 @@ def safe_filename(name: str) -> str:
     """A file-system-safe version of a company name (keeps letters of any script)."""
     cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name.strip())
     return cleaned.strip("._") or "company"
+
+
+def replace_file(src: str | Path, dst: str | Path, attempts: int = 10) -> None:
+    """``os.replace(src, dst)``, retried for about 2.5 s while ``dst`` is held open.
+
+    On Windows os.replace fails with PermissionError while another process (a second AutoMail
+    reading the file, an antivirus scanner) has the target open; it is released within milliseconds.
+    """
+    for i in range(attempts):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if i == attempts - 1:
+                raise
+            time.sleep(0.05 * (i + 1))

@@ -6,7 +6,6 @@ import json
 import os
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -20,7 +19,7 @@ from tinydb.table import Document, Table
 
 from automail.errors import DefinitionsError, InputError, NotFoundError
 from automail.models import Company, Task
-from automail.paths import outbox_dir, safe_filename
+from automail.paths import outbox_dir, replace_file, safe_filename
 
 _Named = TypeVar("_Named", Company, Task)
 
@@ -38,7 +37,7 @@ class AtomicJSONStorage(Storage):
 
     def read(self) -> dict[str, dict[str, Any]] | None:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = self.path.read_text(encoding="utf-8-sig")  # Notepad saves UTF-8 with a BOM
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -70,26 +69,13 @@ class AtomicJSONStorage(Storage):
                 json.dump(data, fh, indent=1, sort_keys=True, ensure_ascii=False)
                 fh.flush()
                 os.fsync(fh.fileno())
-            _replace_with_retry(tmp, self.path)
+            replace_file(tmp, self.path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
     def close(self) -> None:
         pass
-
-
-def _replace_with_retry(src: str, dst: Path, attempts: int = 10) -> None:
-    # On Windows os.replace fails with PermissionError while another process has
-    # the target open for reading; it is released within milliseconds.
-    for i in range(attempts):
-        try:
-            os.replace(src, dst)
-            return
-        except PermissionError:
-            if i == attempts - 1:
-                raise
-            time.sleep(0.05 * (i + 1))
 
 
 class Definitions:

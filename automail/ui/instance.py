@@ -15,6 +15,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from automail.paths import replace_file
+
 log = logging.getLogger(__name__)
 
 FILE_NAME = "app-instance.json"
@@ -43,7 +45,7 @@ class SingleInstance:
         tmp.write_text(json.dumps({"port": port, "token": self.token, "pid": os.getpid()}), encoding="utf-8")
         with contextlib.suppress(OSError):
             os.chmod(tmp, 0o600)  # the token keeps other local users from poking the app
-        os.replace(tmp, self.file)
+        replace_file(tmp, self.file)  # antivirus or a second launch may hold it open (Windows)
         self._thread = threading.Thread(target=self._serve, name="automail-instance", daemon=True)
         self._thread.start()
 

@@ -23,6 +23,10 @@ APP_NAME = "AutoMail"
 UNREACHABLE_GRACE_S = 3 * 60  # "server unreachable" is only worth a notification if it lasts
 FAILED_WINDOW_S = 8.0  # permanent failures are collected this long, then reported as one
 MIN_MAILING = 5  # a drained queue is news only after a mailing, not after every single invoice
+# pystray's win32 backend copies title and text into NOTIFYICONDATAW's fixed WCHAR buffers
+# (szInfoTitle[64], szInfo[256], NUL included): anything longer raises ValueError there.
+WIN32_TITLE_LIMIT = 63
+WIN32_TEXT_LIMIT = 255
 
 
 @dataclass
@@ -185,6 +189,8 @@ class Delivery:
         """Deliver synchronously; return the method used ("" = none available)."""
         icon = self.icon
         if icon is not None and getattr(icon, "HAS_NOTIFICATION", False):
+            if sys.platform == "win32":  # Windows has no other path: a too-long text would be lost
+                title, text = fit_utf16(title, WIN32_TITLE_LIMIT), fit_utf16(text, WIN32_TEXT_LIMIT)
             try:
                 icon.notify(text, title)
                 return "pystray"
@@ -210,6 +216,19 @@ class Delivery:
             except Exception:
                 log.debug("notify-send failed", exc_info=True)
         return ""
+
+
+def fit_utf16(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-16 code units (what a WCHAR buffer holds), ending in "…"."""
+    if len(text.encode("utf-16-le")) // 2 <= limit:
+        return text
+    out, used = [], 1  # the "…" takes one unit
+    for ch in text:
+        used += 2 if ord(ch) > 0xFFFF else 1
+        if used > limit:
+            break
+        out.append(ch)
+    return "".join(out).rstrip() + "…"
 
 
 def _session_bus() -> str:

@@ -330,13 +330,19 @@ def latin1_text(text: str) -> str:
     return plain.encode("latin-1", "replace").decode("latin-1")
 
 
+def menu_text(text: str) -> str:
+    """A menu item's text as the platform shows it: Windows menus take "&" as a mnemonic marker,
+    so a task named "Smith & Co" would read "Smith  Co"; "&&" shows one "&"."""
+    return text.replace("&", "&&") if sys.platform == "win32" else text
+
+
 def _make_pystray_icon(image: Any, title: str, entries: Sequence[Entry]) -> Any:
     import pystray  # lazily: without a display this raises Xlib errors (shared notes)
 
     # pystray counts parameters (defaults included) to decide how to call a callback, so the
     # callbacks are closures made by these helpers, never lambdas with default arguments.
     def text_of(e: Entry) -> Any:
-        return (lambda _item: e.label()) if callable(e.text) else e.text
+        return (lambda _item: menu_text(e.label())) if callable(e.text) else menu_text(e.label())
 
     def checked_of(e: Entry) -> Any:
         check = e.checked

@@ -10,6 +10,7 @@ import keyring
 import pytest
 
 from tests.keyring_backend import FILE_ENV, FileKeyring
+from tests.postfix import Postfix, PostfixError, start_postfix
 from tests.smtpd import SmtpServer, make_self_signed_cert
 from tests.ui_support import collect_tk_garbage, root, service, win  # noqa: F401 (GUI test fixtures)
 
@@ -84,3 +85,19 @@ def smtp_tls_server(server_cert: Path) -> Iterator[SmtpServer]:
     """An SMTPS server (implicit TLS, port-465 style) with the self-signed `server_cert`."""
     key = server_cert.with_name("key.pem")
     yield from _serve(SmtpServer(tls=True, certfile=server_cert, keyfile=key))
+
+
+@pytest.fixture(scope="session")
+def postfix() -> Iterator[Postfix]:
+    """A private Postfix instance on 127.0.0.1 for the whole session (see tests/postfix.py).
+
+    Fails (never skips) with the reason when Postfix cannot be started.
+    """
+    try:
+        server = start_postfix()
+    except PostfixError as exc:
+        pytest.fail(f"cannot start the test Postfix: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.close()

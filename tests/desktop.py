@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,6 +80,19 @@ class DesktopSession:
     def start_tray(self) -> None:
         self._spawn([*TRAYER_ARGS])
         wait_for(lambda: self.windows("--classname", "trayer"), 10, what="trayer")
+
+    def start_test_tray(self, ignore: int) -> subprocess.Popen[str]:
+        """tests/tray_host.py as the tray host: it ignores the first ``ignore`` dock requests and
+        prints a line per request ("ignored WINDOW" / "embedded WINDOW")."""
+        host = subprocess.Popen(
+            [sys.executable, "-m", "tests.tray_host", "--ignore", str(ignore)],
+            env=self.full_env({"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.procs.append(host)  # type: ignore[arg-type]
+        assert host.stdout is not None and host.stdout.readline().strip() == "ready"
+        return host
 
     def _spawn(self, argv: list[str]) -> None:
         self.procs.append(

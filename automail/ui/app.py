@@ -84,7 +84,8 @@ class App:
     def _check_tray(self) -> None:
         if not self._quitting and not self.tray.docked():
             log.warning(
-                "the tray icon is not shown (no tray host yet?): showing the window; the icon docks when one appears"
+                "no tray host has embedded the tray icon (none running, or it ignored the request): "
+                "showing the window; the icon keeps asking to be docked"
             )
             self.show_window()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import subprocess
 import sys
 import threading
@@ -26,22 +25,6 @@ TITLE_LIMIT = 63  # Windows truncates tooltips at 64 characters
 STATE_TEXT = {"stopped": "Stopped", "running": "Running", "waiting": "Waiting", "error": "Error"}
 REFRESH_AFTER_EVENT_S = 1.0  # status() costs a few queries: refresh at most this often while sending
 REDOCK_EVERY_S = 1.5  # how often an icon no tray host has embedded asks again (xorg)
-
-
-class _OnceFilter(logging.Filter):
-    """Let pystray's "Failed to dock icon" (with its traceback) through once, not at every retry."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.getMessage() != "Failed to dock icon":
-            return True
-        if self.seen:
-            return False
-        self.seen = True
-        return True
 
 
 @dataclass
@@ -105,6 +88,7 @@ class Tray:
         self._last_refresh = 0.0
         self._last_redock = 0.0
         self._dirty = False
+        self._popup: Any = None  # the Tk popup menu of the last right click (xorg)
 
     # ---- menu ---------------------------------------------------------------------
     def entries(self) -> list[Entry]:
@@ -162,6 +146,18 @@ class Tray:
 
     def open_log_folder(self) -> None:
         open_folder(log_dir(self.service.home))
+
+    def context_menu(self, x: int, y: int) -> None:
+        """A right click on an icon whose backend has no menu (xorg): the menu as a Tk popup at (x, y)."""
+        self.bridge.post(lambda: self.popup_menu(x, y))
+
+    def popup_menu(self, x: int, y: int) -> None:
+        from . import tray_menu
+
+        if self._popup is not None:
+            self._popup.destroy()
+        self.refresh()  # the texts and checks as they are now
+        self._popup = tray_menu.popup(self.bridge.root, self.entries(), x, y)
 
     # ---- state (Tk thread) -----------------------------------------------------------
     def on_event(self, event: EngineEvent) -> None:
@@ -245,7 +241,9 @@ class Tray:
                     "automail", self.images[self.snapshot.state], self.title(), self.entries()
                 )
             else:
-                self.icon = _make_pystray_icon(self.images[self.snapshot.state], self.title(), self.entries())
+                self.icon = _make_pystray_icon(
+                    self.images[self.snapshot.state], self.title(), self.entries(), on_context_menu=self.context_menu
+                )
         except Exception as exc:  # no DISPLAY raises Xlib errors, not ImportError (shared notes)
             self.error = f"{type(exc).__name__}: {exc}"
             log.warning("no tray icon: %s", self.error)
@@ -269,26 +267,27 @@ class Tray:
             self._ready.set()
 
     def docked(self) -> bool:
-        """Whether the icon is really shown in a tray (xorg: a tray host embedded it)."""
+        """Whether the icon is really shown in a tray (xorg: a tray host embedded and mapped it)."""
         icon = self.icon
         if icon is None or self.error:
             return False
-        if hasattr(icon, "_systray_manager"):  # pystray's xorg backend
-            return icon._systray_manager is not None
+        if hasattr(icon, "embedded"):  # the xorg icon: what the tray host did, not what was asked
+            return bool(icon.embedded)
         return bool(getattr(icon, "visible", True))
 
     def redock(self, now: float | None = None) -> bool:
         """Ask the tray host again to embed an icon it has not embedded (xorg); True once docked.
 
         pystray asks once, at start (and when its tray host goes away). A tray host that comes up
-        a moment later — a panel that starts after the app at login, or is restarted — is never
-        asked, and the icon stays invisible. Call this every few seconds (Tk thread); it asks at
-        most every REDOCK_EVERY_S and only while the icon is not docked.
+        a moment later — a panel that starts after the app at login, or is restarted — or one
+        that ignored the request is never asked again, and the icon stays invisible. Call this
+        every few seconds (Tk thread); it asks at most every REDOCK_EVERY_S and only while no
+        tray host holds the icon.
         """
         icon = self.icon
-        if icon is None or self.error or not hasattr(icon, "_systray_manager"):
+        if icon is None or self.error or not hasattr(icon, "embedded"):
             return self.docked()
-        if icon._systray_manager is not None:
+        if icon.embedded:
             return True
         now = time.monotonic() if now is None else now
         alive = self._thread is not None and self._thread.is_alive() and self._ready.is_set()
@@ -296,13 +295,10 @@ class Tray:
             return False
         self._last_redock = now
         try:
-            icon._show()  # pystray runs it on the icon's thread: query the tray owner, request docking
+            icon._show()  # runs on the icon's thread: find the tray host, ask it to embed the icon
         except Exception:
             log.debug("asking the tray host to embed the icon failed", exc_info=True)
-        if icon._systray_manager is not None:
-            log.info("the tray icon is docked now")
-            return True
-        return False
+        return bool(icon.embedded)
 
     def stop(self) -> None:
         """Remove the icon (first step of Quit, pystray#143)."""
@@ -315,9 +311,9 @@ class Tray:
             log.debug("tray stop failed", exc_info=True)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=3)
-        dispatch = getattr(icon, "_automail_dispatch", None)
-        if dispatch is not None:
-            dispatch.close()
+        close_dispatch = getattr(icon, "close_dispatch", None)  # the xorg icon's own X connection
+        if close_dispatch is not None:
+            close_dispatch()
 
 
 def latin1_text(text: str) -> str:
@@ -336,7 +332,11 @@ def menu_text(text: str) -> str:
     return text.replace("&", "&&") if sys.platform == "win32" else text
 
 
-def _make_pystray_icon(image: Any, title: str, entries: Sequence[Entry]) -> Any:
+def _make_pystray_icon(
+    image: Any, title: str, entries: Sequence[Entry], on_context_menu: Callable[[int, int], None] | None = None
+) -> Any:
+    """A pystray icon with ``entries`` as its menu; ``on_context_menu(x, y)``: a right click where
+    the backend has no menu (xorg)."""
     import pystray  # lazily: without a display this raises Xlib errors (shared notes)
 
     # pystray counts parameters (defaults included) to decide how to call a callback, so the
@@ -376,114 +376,12 @@ def _make_pystray_icon(image: Any, title: str, entries: Sequence[Entry]) -> Any:
                 )
         return out
 
-    icon = pystray.Icon("automail", image, title, pystray.Menu(*convert(entries)))
-    if hasattr(icon, "_systray_manager"):  # the xorg backend
-        _enable_xorg_click(icon)
-        _quiet_dock_failures(icon)
-        icon._automail_dispatch = _XorgDispatch(icon)
-        icon._automail_dispatch.install()
-    return icon
+    menu = pystray.Menu(*convert(entries))
+    if pystray.Icon.__module__ == "pystray._xorg":  # no PyGObject: the xorg backend, with our fixes
+        from .xorg_tray import XorgIcon
 
-
-class _XorgDispatch:
-    """Hand icon updates from other threads to pystray's thread over an X connection of their own.
-
-    pystray's xorg backend runs ``icon.icon = …``, ``icon.title = …``, ``_show`` and ``stop``
-    from another thread by sending a ClientMessage to its own window on the icon's Display,
-    which its thread is reading at the same time. python-xlib loses a wake-up when two threads
-    share a connection (a thread that flushes while the other waits for a reply returns
-    without waking it): the icon's thread then waits for ever, and so does the caller — the
-    Tk thread, so the whole app freezes. Updating the icon 2,000 times from one thread hung
-    within 40–400 updates here. The message goes over this class's own connection instead;
-    callers are serialized, since pystray hands results back through one shared queue.
-    """
-
-    METHODS = ("_show", "_hide", "_update_icon", "_update_title", "_stop")
-    RESULT_TIMEOUT_S = 5.0
-
-    def __init__(self, icon: Any) -> None:
-        self.icon = icon
-        self._lock = threading.Lock()
-        self._display: Any = None
-        self._direct: dict[str, Callable[[], None]] = {}
-
-    def install(self) -> None:
-        for name in self.METHODS:
-            # pystray's own dispatcher: it runs the method directly when called on the icon's thread
-            self._direct[name] = getattr(self.icon, name)
-            setattr(self.icon, name, self._dispatcher(name))
-
-    def _dispatcher(self, name: str) -> Callable[[], None]:
-        def dispatch() -> None:
-            icon_thread = getattr(self.icon, "_thread", None)
-            if icon_thread is None or threading.current_thread() is icon_thread:
-                self._direct[name]()  # not running yet, or on the icon's thread: pystray calls it
-            else:
-                self._send(name)
-
-        return dispatch
-
-    def _send(self, name: str) -> None:
-        import Xlib.display
-        import Xlib.protocol.event
-        import Xlib.X
-
-        with self._lock:
-            if self._display is None:
-                self._display = Xlib.display.Display()
-            display = self._display
-            results = self.icon._queue
-            while not results.empty():  # a late answer to a call that timed out
-                results.get_nowait()
-            atom = display.intern_atom(f"_PYSTRAY_{name.upper()}")  # pystray's name for the method
-            window = display.create_resource_object("window", self.icon._window.id)
-            message = Xlib.protocol.event.ClientMessage(
-                window=window, client_type=atom, data=(32, (Xlib.X.CurrentTime, 0, 0, 0, 0))
-            )
-            display.send_event(window, message, event_mask=Xlib.X.NoEventMask)
-            display.flush()
-            try:
-                result = results.get(timeout=self.RESULT_TIMEOUT_S)
-            except queue.Empty:
-                log.warning("the tray icon did not answer %s within %.0f s", name, self.RESULT_TIMEOUT_S)
-                return
-        if result is not True:
-            raise result[1]
-
-    def close(self) -> None:
-        with self._lock:
-            display, self._display = self._display, None
-        if display is not None:
-            try:
-                display.close()
-            except Exception:
-                log.debug("closing the tray's X connection failed", exc_info=True)
-
-
-def _quiet_dock_failures(icon: Any) -> None:
-    """Tray.redock retries docking every few seconds; pystray logs each failure with a traceback."""
-    logger = getattr(icon, "_log", None)
-    if isinstance(logger, logging.Logger) and not any(isinstance(f, _OnceFilter) for f in logger.filters):
-        logger.addFilter(_OnceFilter())
-
-
-def _enable_xorg_click(icon: Any) -> None:
-    """pystray's xorg backend never selects ButtonPress, so a click does nothing (pystray#151).
-
-    Adding ButtonPressMask to the icon window's event mask makes a left click run the default
-    menu item (Open AutoMail). The window exists right after Icon() was created.
-    """
-    window = getattr(icon, "_window", None)
-    display = getattr(icon, "_display", None)
-    if window is None or display is None:
-        return
-    try:
-        import Xlib.X
-
-        window.change_attributes(event_mask=Xlib.X.ExposureMask | Xlib.X.StructureNotifyMask | Xlib.X.ButtonPressMask)
-        display.flush()
-    except Exception:
-        log.warning("could not enable clicks on the tray icon", exc_info=True)
+        return XorgIcon("automail", image, title, menu, on_context_menu=on_context_menu)
+    return pystray.Icon("automail", image, title, menu)
 
 
 def open_folder(path: Any) -> None:

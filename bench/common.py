@@ -87,16 +87,54 @@ class SmtpSink:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-            self.proc = None
+        stop_process(self.proc)
+        self.proc = None
 
     def __enter__(self) -> SmtpSink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def stop_process(proc: subprocess.Popen[Any] | None) -> None:
+    """Terminate a helper process and reap it (kill it if it does not end within 5 s)."""
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+class DelayProxy:
+    """``bench/delay_proxy.py`` on a free loopback port in front of ``upstream``: ``delay_ms`` added
+    each way (5 ms = a 10 ms round trip). Its own process, so it does not share the sender's GIL."""
+
+    def __init__(self, upstream: int, delay_ms: float = 5.0) -> None:
+        self.port = free_port()
+        self.upstream = upstream
+        self.delay_ms = delay_ms
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> DelayProxy:
+        script = Path(__file__).resolve().with_name("delay_proxy.py")
+        cmd = [sys.executable, str(script), str(self.port), str(self.upstream), "--delay-ms", str(self.delay_ms)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "listening":  # bounded: the process prints or exits
+            self.stop()
+            raise RuntimeError(f"the delaying proxy did not start: {' '.join(cmd)}")
+        wait_listening(self.port)
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.proc = None
+
+    def __enter__(self) -> DelayProxy:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_outbox
+import bench_rtt
 import bench_throttle
 import bench_throughput
 from common import ROOT, Result, machine
@@ -80,6 +81,13 @@ METHOD = """\
   pipeline: aiosmtplib's `sendmail` and smtplib send one command per round trip.
   Five interleaved rounds; medians; ratios are of medians from the same run (figures move ±50 %
   between sessions on this machine, so only compare within one run).
+- **10 ms round trip** (`bench/bench_rtt.py`): senders (a), (b) and (c) above, 200 messages each, in
+  three interleaved rounds, through `bench/delay_proxy.py` (an asyncio TCP proxy on 127.0.0.1, its own
+  process, that forwards every chunk a fixed delay after it arrived, each way) to smtp-sink. Nominal
+  delay 5 ms each way; because the proxy's timers wake up late on this loaded machine, the delay is
+  first lowered by the measured overshoot (median SMTP NOOP round trip minus 10 ms), and the round
+  trip is measured again before and after every round. "Round trips per message" = ms per message /
+  median measured round trip.
 - **Throttle** (`bench/bench_throttle.py`): one task at 3,000/h (1.200 s) sends to a local aiosmtpd
   server that notes `time.time()` at the end of every DATA, for 60 s of real time with more messages
   queued than can go. Intervals come from the outbox's `claimed_at` (when the throttle let a send start),
@@ -92,7 +100,29 @@ METHOD = """\
 """
 
 
+def previous_summary() -> list[str]:
+    """The date and summary lines of the doc about to be replaced, to print beside the new figures."""
+    if not DOC.exists():
+        return []
+    lines = DOC.read_text(encoding="utf-8").splitlines()
+    date = next((line for line in lines if line.startswith("Date: ")), "")
+    try:
+        start = lines.index("## Summary") + 1
+    except ValueError:
+        return []
+    summary = []
+    for line in lines[start:]:
+        if line.startswith("## "):
+            break
+        if line.startswith("- "):
+            summary.append(line)
+    if not summary:
+        return []
+    return ["## Previous run", "", f"{date.removeprefix('Date: ')} — its summary, for comparison:", "", *summary, ""]
+
+
 def write_doc(results: list[Result], started: str, took: float) -> None:
+    previous = previous_summary()
     parts = [
         "# AutoMail benchmarks",
         "",
@@ -110,6 +140,7 @@ def write_doc(results: list[Result], started: str, took: float) -> None:
         for text, ok in r.verdicts:
             parts.append(f"- {'PASS' if ok else 'FAIL'} — {text}")
     parts.append("")
+    parts.extend(previous)
     for r in results:
         parts.append(r.markdown())
     parts.append(METHOD)
@@ -131,11 +162,12 @@ def main() -> None:
     if a.quick:
         runs = [
             lambda: bench_throughput.bench(200, 1),
+            lambda: bench_rtt.bench(40, 1),
             lambda: bench_throttle.bench(6.0, 3000),
             lambda: bench_outbox.bench(10_000, 20_000, 400, 4),
         ]
     else:
-        runs = [bench_throughput.bench, bench_throttle.bench, bench_outbox.bench]
+        runs = [bench_throughput.bench, bench_rtt.bench, bench_throttle.bench, bench_outbox.bench]
     for run in runs:
         r = run()
         r.print()

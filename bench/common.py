@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -61,19 +61,48 @@ def wait_listening(port: int, timeout: float = 5.0) -> None:
     raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout} s")
 
 
-class SmtpSink:
+class LoopbackProcess:
+    """A helper process serving on a free loopback port (``self.port``): ``with X() as x:`` starts
+    it (``start()``, defined by the subclass) and stops it afterwards."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[Any] | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Terminate the process and reap it (kill it if it does not end within 5 s)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SmtpSink(LoopbackProcess):
     """Postfix's ``smtp-sink`` on a free loopback port (a C sink: ~0.085 ms CPU per message).
 
     It offers PIPELINING like Postfix, Exchange and Gmail do; ``pipelining=False`` (``-p``) hides it.
     """
 
     def __init__(self, backlog: int = 1000, pipelining: bool = True) -> None:
-        self.port = free_port()
+        super().__init__()
         self.backlog = backlog
         self.pipelining = pipelining
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> SmtpSink:
+    def start(self) -> Self:
         if not os.path.exists(SMTP_SINK):
             raise RuntimeError(f"{SMTP_SINK} is missing (Debian package postfix)")
         cmd = [SMTP_SINK]
@@ -86,59 +115,26 @@ class SmtpSink:
         wait_listening(self.port)
         return self
 
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self.proc = None
 
-    def __enter__(self) -> SmtpSink:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def stop_process(proc: subprocess.Popen[Any] | None) -> None:
-    """Terminate a helper process and reap it (kill it if it does not end within 5 s)."""
-    if proc is None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
-class DelayProxy:
+class DelayProxy(LoopbackProcess):
     """``bench/delay_proxy.py`` on a free loopback port in front of ``upstream``: ``delay_ms`` added
     each way (5 ms = a 10 ms round trip). Its own process, so it does not share the sender's GIL."""
 
     def __init__(self, upstream: int, delay_ms: float = 5.0) -> None:
-        self.port = free_port()
+        super().__init__()
         self.upstream = upstream
         self.delay_ms = delay_ms
-        self.proc: subprocess.Popen[str] | None = None
 
-    def start(self) -> DelayProxy:
+    def start(self) -> Self:
         script = Path(__file__).resolve().with_name("delay_proxy.py")
         cmd = [sys.executable, str(script), str(self.port), str(self.upstream), "--delay-ms", str(self.delay_ms)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        if self.proc.stdout.readline().strip() != "listening":  # bounded: the process prints or exits
+        proc = self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "listening":  # bounded: the process prints or exits
             self.stop()
             raise RuntimeError(f"the delaying proxy did not start: {' '.join(cmd)}")
         wait_listening(self.port)
         return self
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self.proc = None
-
-    def __enter__(self) -> DelayProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # ---- a recording server (arrival timestamps) ----------------------------------------

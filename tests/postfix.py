@@ -95,6 +95,10 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
+# Postfix's commands live in /usr/sbin, which a non-login shell's PATH may lack.
+_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+
+
 class PostfixError(RuntimeError):
     """The test Postfix could not be set up, started or stopped; the text says why."""
 
@@ -150,7 +154,7 @@ class Postfix:
     def configure(self) -> None:
         """Write the instance's files: config, certificate, SASL database, directories."""
         for tool in ("postfix", "postconf", "saslpasswd2"):
-            if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
+            if shutil.which(tool, path=_PATH) is None:
                 raise PostfixError(f"{tool} is not installed: apt-get install postfix sasl2-bin libsasl2-modules")
         if os.geteuid() != 0:
             raise PostfixError("a private Postfix instance needs root (its master process runs as root)")
@@ -313,11 +317,10 @@ class Postfix:
         """Stop the instance and delete its folder if this test process dies without cleaning up."""
         if self._watchdog is not None and self._watchdog.poll() is None:
             return
-        script = (
-            'while kill -0 "$1" 2>/dev/null; do sleep 5; done; postfix -c "$2/etc" stop >/dev/null 2>&1; rm -rf "$2"'
-        )
+        script = 'while kill -0 "$1" 2>/dev/null; do sleep 5; done; "$3" -c "$2/etc" stop >/dev/null 2>&1; rm -rf "$2"'
+        postfix = shutil.which("postfix", path=_PATH) or "postfix"
         self._watchdog = subprocess.Popen(
-            ["sh", "-c", script, "postfix-watchdog", str(os.getpid()), str(self.root)],
+            ["sh", "-c", script, "postfix-watchdog", str(os.getpid()), str(self.root), postfix],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -400,7 +403,7 @@ def run(
     args: list[str], *, input_: bytes | None = None, timeout: float = 60, check: bool = True
 ) -> subprocess.CompletedProcess[bytes]:
     """Run a Postfix / SASL tool; PostfixError with its output when ``check`` and it fails."""
-    env = {**os.environ, "PATH": os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin"}
+    env = {**os.environ, "PATH": _PATH}
     try:
         done = subprocess.run(args, input=input_, capture_output=True, timeout=timeout, env=env)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -526,15 +527,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if has_display():
             return _gui(demo=True)
         _err("No display found, so the desktop demo cannot open: running `automail demo --headless` instead.")
-    from automail.demo import DEMO_TASK, CaptureServer, prepare_demo, sample_size
+    from automail.demo import DEMO_TASK, RECEIVED, CaptureServer, prepare_demo, sample_size
 
-    svc = _service()
-    server = CaptureServer(svc.home / "demo-received").start()
+    svc = _service()  # in the demo's own temporary data folder (see main)
+    server = CaptureServer(svc.home / RECEIVED).start()
     try:
-        # Other enabled tasks of this computer run too, as in `automail run`; progress shows the demo's.
         prepare_demo(svc, server)
         total = sample_size()
         _out(f"Demo SMTP server listening on {server.host}:{server.port}; sending {total} e-mails at 3,000/h …")
+        _out(f"The e-mails are saved in {server.folder} while the demo runs.")
         done = 0
 
         def progress(event: EngineEvent) -> None:
@@ -550,7 +551,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         code = run_engine(svc, until_empty=True, on_event=progress)
     finally:
         server.stop()
-    _out(f"The capture server received {server.received} message(s); saved as .eml files in {server.folder}")
+        svc.close()
+    _out(
+        f"The capture server received {server.received} message(s). The demo ran in a temporary data "
+        "folder, removed now with its e-mails: your own companies and tasks were not touched."
+    )
     return code
 
 
@@ -588,6 +593,15 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _data_folder_for(command: str) -> contextlib.AbstractContextManager[Any]:
+    """The demo runs in a temporary data folder of its own (removed at its end); the rest in the user's."""
+    if command != "demo":
+        return contextlib.nullcontext()
+    from automail.demo import demo_home
+
+    return demo_home()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `automail`, `python -m automail` and app.py."""
     parser = build_parser()
@@ -598,8 +612,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "gui"
     utf8_output()
     try:
-        setup_logging(data_dir(), verbose=args.verbose)
-        return COMMANDS[command](args)
+        with _data_folder_for(command):
+            setup_logging(data_dir(), verbose=args.verbose)
+            return COMMANDS[command](args)
     except AutomailError as exc:  # exit_code: 2 for bad input (InputError), else 1
         _err(f"automail: {'bad input: ' if isinstance(exc, InputError) else ''}{exc}")
         return exc.exit_code

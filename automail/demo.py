@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import shutil
 import socket
+import tempfile
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from filelock import FileLock, Timeout
 
 from automail.engine.service import Service
 from automail.errors import NotFoundError
@@ -19,6 +27,9 @@ DEMO_COMPANY = "Demo Company s.r.o."
 DEMO_TASK = "Demo mailing"
 DEMO_RATE = 3000
 PREFERRED_PORT = 2525
+HOME_PREFIX = "automail-demo-"  # the demo's temporary data folders, in the system's temp folder
+HOME_LOCK = "demo.lock"  # held while a demo runs: a folder whose lock is free is a left-over
+RECEIVED = "demo-received"  # the capture server's .eml files, inside the demo's data folder
 
 _SAMPLE = [
     ("Ján Novák", "jan.novak@example.com", "Invoice 2026-0141", 1280.50),
@@ -121,3 +132,60 @@ def prepare_demo(service: Service, server: CaptureServer) -> Task:
 
 def sample_size() -> int:
     return len(_SAMPLE)
+
+
+@contextlib.contextmanager
+def demo_home() -> Iterator[Path]:
+    """A new temporary data folder for one demo run, set as $AUTOMAIL_HOME while it runs.
+
+    The demo's company, task, outbox, log and received e-mails all live there, never in the
+    user's own data folder, and the folder is removed when the demo ends, however it ends
+    (Ctrl+C, an error, a crash of the capture server). A demo killed outright leaves its folder
+    behind: the next demo removes it (its lock is free).
+    """
+    remove_left_over_homes()
+    home = Path(tempfile.mkdtemp(prefix=HOME_PREFIX))
+    lock = FileLock(str(home / HOME_LOCK))
+    lock.acquire()
+    previous = os.environ.get("AUTOMAIL_HOME")
+    os.environ["AUTOMAIL_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if previous is None:
+            os.environ.pop("AUTOMAIL_HOME", None)
+        else:
+            os.environ["AUTOMAIL_HOME"] = previous
+        _close_logs_in(home)  # Windows cannot remove an open log file
+        lock.release()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def remove_left_over_homes(min_age_s: float = 60.0) -> list[Path]:
+    """Remove the data folders of demos that were killed (their lock is free); return them."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(HOME_PREFIX + "*"):
+        lock_file = folder / HOME_LOCK
+        try:
+            if not lock_file.exists() and time.time() - folder.stat().st_mtime < min_age_s:
+                continue  # a demo that is just starting and has not taken its lock yet
+        except OSError:
+            continue  # removed meanwhile
+        lock = FileLock(str(lock_file))
+        try:
+            lock.acquire(timeout=0)
+        except (Timeout, OSError):
+            continue  # a demo running now
+        lock.release()
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _close_logs_in(home: Path) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        filename = getattr(handler, "baseFilename", "")
+        if filename and Path(filename).is_relative_to(home):
+            root.removeHandler(handler)
+            handler.close()

@@ -285,14 +285,6 @@ def test_second_engine_takes_over_when_the_first_quits(tmp_path: Path, smtp_serv
     assert [m["status"] for m in json.loads(cli("outbox", "--company", "Firma", "--json").stdout)] == ["sent"]
 
 
-def test_headless_demo_sends_sample_and_saves_eml(automail_home: Path) -> None:
-    res = cli("demo", "--headless", timeout=120)
-    saved = sorted((automail_home / "demo-received").glob("*.eml"))
-    assert len(saved) == 10
-    assert "saved as .eml files in" in res.stdout
-    assert b"Subject: Invoice 2026-0141" in saved[0].read_bytes()
-
-
 def test_gui_without_display_points_to_headless(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

@@ -47,6 +47,7 @@ class App:
         self.delivery: Delivery | None = None
         self.notifier: Notifier | None = None
         self.demo_server: Any = None
+        self.demo_banner: Any = None
         self.guard: instance.SingleInstance | None = None
         self._quitting = False
         self._unsubscribe: Callable[[], None] | None = None
@@ -74,12 +75,17 @@ class App:
         self.root.after(TICK_MS, self._tick)
 
     def _start_demo(self) -> None:
-        from automail.demo import DEMO_COMPANY, CaptureServer, prepare_demo
+        from automail.demo import DEMO_COMPANY, RECEIVED, CaptureServer, prepare_demo
 
-        self.demo_server = CaptureServer(self.service.home / "demo-received").start()
+        from .demo_banner import DemoBanner
+
+        self.demo_server = CaptureServer(self.service.home / RECEIVED).start()
         prepare_demo(self.service, self.demo_server)
         self.service.start_engine()
         self.window.select_company(DEMO_COMPANY)
+        server = self.demo_server
+        self.demo_banner = DemoBanner(self.root, server.folder, f"{server.host}:{server.port}")
+        self.demo_banner.show_at_top()
 
     def _check_tray(self) -> None:
         if not self._quitting and not self.tray.docked():

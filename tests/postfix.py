@@ -20,7 +20,8 @@ Ports (all on ``HOST`` = 127.0.0.1):
 - ``no8bit_port``: like ``plain_port`` but EHLO does not offer 8BITMIME.
 
 Everywhere: ``smtpd_forbid_bare_newline = reject``, ``smtpd_forbid_unauth_pipelining = yes``,
-``message_size_limit = size_limit`` (1,000,000 bytes; EHLO says ``SIZE 1000000``), and recipients
+``message_size_limit = size_limit`` (1,000,000 bytes; EHLO says ``SIZE 1000000``), headers left as
+the client sent them (no Date, Message-ID or From added: loopback is treated as remote), and recipients
 answered by their local part: ``defer…@any`` → 450 4.2.0, ``reject…@any`` → 550 5.1.1,
 anything else → 250. The certificate (SAN DNS:localhost, IP:127.0.0.1) is ``ca_file``: trust it
 with an ``ssl.SSLContext``'s ``load_verify_locations(ca_file)`` or the task's CA-file option.
@@ -34,9 +35,10 @@ API::
         assert "warning" not in postfix.log(since=mark)
 
 ``messages()`` reads what was delivered so far (one file per accepted recipient; Postfix's
-virtual agent prepends ``Return-Path``, ``Delivered-To`` and ``Received`` headers, so compare
-headers and decoded parts, not whole files). ``stop()`` / ``start()`` stop and restart the same
-instance on the same ports (mail already queued is delivered after the restart).
+virtual agent prepends ``Return-Path``, ``X-Original-To``, ``Delivered-To`` and ``Received`` headers
+and Maildir files end lines with LF, so compare headers and decoded parts, not whole files).
+``stop()`` / ``start()`` stop and restart the same instance on the same ports (mail already queued
+is delivered after the restart).
 The instance is shared by the whole session: tests filter by Message-ID or recipient, or take a
 ``log_mark()`` / ``len(messages())`` first, rather than expecting an empty mailbox.
 """
@@ -108,7 +110,7 @@ class Delivered:
     """One delivered copy (one per accepted recipient), as the virtual agent wrote it to the Maildir."""
 
     path: Path
-    raw: bytes  # the file as delivered: Return-Path, Delivered-To, Received prepended to the message
+    raw: bytes  # the file as delivered: LF line ends; Return-Path, X-Original-To, Delivered-To, Received prepended
     message: email.message.EmailMessage
 
     @property
@@ -244,6 +246,11 @@ class Postfix:
             "smtpd_sasl_auth_enable": "no",
             "smtpd_tls_auth_only": "yes",
             "smtputf8_enable": "yes",
+            # Deliver headers as the client sent them: no Date/Message-ID/From added or addresses
+            # rewritten, as for any remote client (loopback would otherwise count as local).
+            "local_header_rewrite_clients": "",
+            "remote_header_rewrite_domain": "",
+            "always_add_missing_headers": "no",
             "bounce_queue_lifetime": "0",
             "maximal_queue_lifetime": "1h",
             "biff": "no",

@@ -73,6 +73,19 @@ def test_plain_port_delivers_to_the_maildir(postfix: Postfix) -> None:
     assert postfix.host == "127.0.0.1"
 
 
+def test_headers_are_delivered_as_sent(postfix: Postfix) -> None:
+    # A message without Date must arrive without Date: the tests of AutoMail's own headers need it.
+    raw = b"From: info@firma.sk\r\nTo: bez-datumu@example.sk\r\nSubject: Bez Date\r\n\r\nHello\r\n"
+
+    session(postfix, postfix.plain_port, lambda c: c.sendmail("info@firma.sk", ["bez-datumu@example.sk"], raw))
+
+    (copy,) = postfix.wait_for(1, to="bez-datumu@example.sk")
+    assert copy.message["Date"] is None
+    assert copy.message["Message-ID"] is None
+    assert copy.message["From"] == "info@firma.sk"
+    assert copy.raw.endswith(raw.replace(b"\r\n", b"\n"))  # Maildir files end lines with LF
+
+
 def test_recipients_are_answered_by_local_part(postfix: Postfix) -> None:
     async def body(client: aiosmtplib.SMTP) -> list[int]:
         await client.ehlo()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -320,6 +321,54 @@ def test_test_connection_failure_shows_error(win: Any, service: Service, root: A
     dlg.test_connection()
     pump(root, lambda: dlg.result_text.startswith(("✔", "✖")), timeout=15)
     assert dlg.result_text.startswith("✖ cannot reach the SMTP server 127.0.0.1:1"), dlg.result_text
+    # A one-off test: it says what to check and to test again, not that AutoMail keeps retrying.
+    assert "keeps retrying" not in dlg.result_text and dlg.result_text.endswith("then test again"), dlg.result_text
+
+
+@pytest.fixture
+def silent_server() -> Any:
+    """A TCP port on 127.0.0.1 that accepts connections (the kernel's backlog) but never greets."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        yield sock.getsockname()[1]
+
+
+def open_silent_test(win: Any, service: Service, port: int) -> Any:
+    smtp = SmtpSettings(host="127.0.0.1", port=port, security="none", sender="info@firma.sk")  # type: ignore[arg-type]
+    service.add_task(Task("Invoices", COMPANY, smtp, computer="OFFICE-PC"))  # the task's timeout: 30 s
+    win.open_settings("Invoices")
+    dlg = win.settings_dialog
+    dlg.test_button.invoke()
+    return dlg
+
+
+@pytest.mark.timeout(60)
+def test_test_connection_to_a_server_that_never_greets_gives_up_after_10_s(
+    win: Any, service: Service, root: Any, silent_server: int
+) -> None:
+    started = time.monotonic()
+    dlg = open_silent_test(win, service, silent_server)
+    assert dlg.result_text.startswith(f"Testing 127.0.0.1:{silent_server}"), dlg.result_text
+    pump(root, lambda: dlg.result_text.startswith(("✔", "✖")), timeout=20)
+    assert 9 < time.monotonic() - started < 14
+    assert dlg.result_text.startswith(f"✖ the SMTP server 127.0.0.1:{silent_server} did not answer within 10 s")
+    assert "keeps retrying" not in dlg.result_text
+    assert not dlg.cancel_test_button.winfo_ismapped() and dlg.test_button.cget("state") == "normal"
+
+
+def test_test_connection_can_be_cancelled(win: Any, service: Service, root: Any, silent_server: int) -> None:
+    dlg = open_silent_test(win, service, silent_server)
+    pump(root, lambda: dlg.cancel_test_button.winfo_ismapped())
+    assert dlg.test_button.cget("state") == "disabled"
+    dlg.cancel_test_button.invoke()
+    assert dlg.result_text == "Test cancelled."
+    assert not dlg.cancel_test_button.winfo_ismapped() and dlg.test_button.cget("state") == "normal"
+    time.sleep(0.5)  # the worker notices the cancel within 0.1 s and answers …
+    pump(root)
+    assert dlg.result_text == "Test cancelled."  # … but its answer does not overwrite this
+    jobs = [t for t in threading.enumerate() if t.name == "automail-ui-job"]
+    assert not any(t.is_alive() for t in jobs)  # the test really stopped, it was not just hidden
 
 
 # ---- main window: remove, start/stop, server, errors, refresh -----------------------

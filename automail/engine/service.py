@@ -11,7 +11,7 @@ from pathlib import Path
 
 from automail import secrets
 from automail.clock import Clock, SystemClock
-from automail.errors import AutomailError, InputError
+from automail.errors import AutomailError, FaultKind, InputError, SmtpError
 from automail.message import compose, max_message_bytes, prepare_raw
 from automail.models import (
     Company,
@@ -34,6 +34,9 @@ from .smtp import SmtpSession
 from .tasklock import TaskLock
 
 log = logging.getLogger(__name__)
+
+TEST_TIMEOUT_S = 10.0  # a one-off connection test: connect, greeting, TLS and login within this
+TEST_FIX = "check the server name, port and security setting, and the network; then test again"
 
 
 class Service:
@@ -189,16 +192,26 @@ class Service:
         self._poke()
         return tasks
 
-    def test_task(self, task: Task | str, password: str | None = None) -> str:
-        """Connect, secure and log in with a task's settings; return what the server said.
+    def test_task(
+        self,
+        task: Task | str,
+        password: str | None = None,
+        *,
+        timeout: float = TEST_TIMEOUT_S,
+        cancel: threading.Event | None = None,
+    ) -> str:
+        """Connect, secure and log in once with a task's settings; return what the server said.
 
-        Runs its own short event loop: call it from a worker thread in a GUI.
+        Gives up after ``timeout`` seconds in all (a server that accepts the connection but
+        never greets would otherwise hold the test for the task's full timeouts), or as soon
+        as ``cancel`` is set. Runs its own short event loop: call it from a worker thread in a GUI.
         """
         if isinstance(task, str):
             task = self.definitions.task(task)
         task = task.validate()
         if password is None and task.smtp.username:
             password = secrets.get_password(task.name)
+        where = f"{task.smtp.host}:{task.smtp.port}"
 
         async def probe() -> str:
             session = SmtpSession(task.smtp, password)
@@ -206,7 +219,29 @@ class Service:
             await session.close()
             return greeting
 
-        greeting = asyncio.run(probe())
+        async def until_done() -> str:
+            job = asyncio.ensure_future(probe())
+            try:
+                async with asyncio.timeout(timeout):
+                    while not job.done():
+                        if cancel is not None and cancel.is_set():
+                            raise AutomailError(f"the connection test with {where} was cancelled")
+                        await asyncio.wait({job}, timeout=0.1)
+            finally:
+                job.cancel()  # a no-op once it is done
+            return job.result()
+
+        try:
+            greeting = asyncio.run(until_done())
+        except TimeoutError:
+            raise SmtpError(
+                f"the SMTP server {where} did not answer within {timeout:g} s", kind=FaultKind.TASK_RETRY, fix=TEST_FIX
+            ) from None
+        except SmtpError as exc:
+            if exc.kind is not FaultKind.TASK_RETRY:
+                raise
+            # The task's own words say it keeps retrying; a one-off test does not.
+            raise SmtpError(exc.message, kind=exc.kind, code=exc.code, fix=TEST_FIX) from exc
         login = f", logged in as {task.smtp.username}" if task.smtp.username else ""
         return f"Connected to {task.smtp.host}:{task.smtp.port} ({task.smtp.security}){login}. Server: {greeting}"
 

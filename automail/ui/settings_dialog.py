@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import customtkinter as ctk
 
+from automail.engine.service import TEST_TIMEOUT_S
 from automail.errors import InputError
 from automail.models import (
     DEFAULT_RATE,
@@ -150,6 +152,7 @@ class SettingsDialog(Dialog):
         self.smtp_dialog: SmtpDialog | None = None
         self.ask_dialog: AskDialog | None = None
         self.jobs = Background(self)
+        self._test_cancel: threading.Event | None = None  # set to stop the running connection test
 
         ctk.CTkLabel(self.body, text=f"Task: {task.name or 'new task'}", font=font(13), text_color=MUTED_COLOR).pack(
             anchor="w"
@@ -180,6 +183,7 @@ class SettingsDialog(Dialog):
         self.smtp_button.pack(side="left")
         self.test_button = ctk.CTkButton(row, text="Test connection", command=self.test_connection, width=150)
         self.test_button.pack(side="left", padx=(10, 0))
+        self.cancel_test_button = ctk.CTkButton(row, text="Cancel test", command=self.cancel_test, width=110)
         self.send_test_button = ctk.CTkButton(row, text="Send test e-mail to…", command=self.ask_test_email, width=170)
         self.send_test_button.pack(side="left", padx=(10, 0))
 
@@ -226,18 +230,43 @@ class SettingsDialog(Dialog):
         return replace(self._task, name=self._task.name or "test", smtp=self.smtp)
 
     def test_connection(self) -> None:
-        """Connect, secure and log in, in a worker thread; show the server's answer."""
+        """Connect, secure and log in once, in a worker thread; show the server's answer.
+
+        The test gives up after TEST_TIMEOUT_S; "Cancel test" stops it at once.
+        """
         task = self._probe_task()
         if task is None:
             return
         self.test_button.configure(state="disabled")
-        self._show_result(f"Connecting to {task.smtp.host}:{task.smtp.port}…", None)
+        self.cancel_test_button.pack(side="left", padx=(10, 0), after=self.test_button)
+        where = f"{task.smtp.host}:{task.smtp.port}"
+        self._show_result(f"Testing {where}: connecting, securing and logging in (at most {TEST_TIMEOUT_S:g} s)…", None)
         service, password = self.service, self.password  # the worker must not reference widgets
+        cancel = self._test_cancel = threading.Event()
         self.jobs.run(
-            lambda: service.test_task(task, password),
-            lambda answer: self._job_done(self.test_button, str(answer), True),
-            lambda exc: self._job_done(self.test_button, str(exc), False),
+            lambda: service.test_task(task, password, timeout=TEST_TIMEOUT_S, cancel=cancel),
+            lambda answer: self._test_done(cancel, str(answer), True),
+            lambda exc: self._test_done(cancel, str(exc), False),
         )
+
+    def cancel_test(self) -> None:
+        """Stop the running connection test; its late answer is ignored."""
+        if self._test_cancel is not None:
+            self._test_cancel.set()
+        self._test_done(self._test_cancel, "Test cancelled.", None)
+
+    def _test_done(self, run: threading.Event | None, text: str, ok: bool | None) -> None:
+        if run is not self._test_cancel:
+            return  # an earlier, cancelled test answering late
+        self._test_cancel = None
+        if not self.closed:
+            self.cancel_test_button.pack_forget()
+            self._job_done(self.test_button, text, ok)
+
+    def close(self) -> None:
+        if self._test_cancel is not None:
+            self._test_cancel.set()  # the worker stops trying; nobody will read its answer
+        super().close()
 
     def ask_test_email(self) -> None:
         if self._probe_task() is None:
@@ -259,7 +288,7 @@ class SettingsDialog(Dialog):
             lambda exc: self._job_done(self.send_test_button, f"Test e-mail to {to} failed: {exc}", False),
         )
 
-    def _job_done(self, button: Any, text: str, ok: bool) -> None:
+    def _job_done(self, button: Any, text: str, ok: bool | None) -> None:
         if self.closed:
             return
         button.configure(state="normal")

@@ -40,17 +40,6 @@ def measure_rtt(port: int, samples: int = 20) -> float:
     return median(asyncio.run(go()))
 
 
-def calibrate(upstream: int, delay_ms: float) -> float:
-    """The proxy delay (ms each way) whose measured round trip is ``2 × delay_ms``.
-
-    On a loaded machine the proxy's timers wake up late (~1–3 ms per hop here); one measurement
-    with the nominal delay says by how much, and the delay is lowered by that much.
-    """
-    with DelayProxy(upstream, delay_ms) as probe:
-        overshoot_ms = median([measure_rtt(probe.port) for _ in range(3)]) * 1000 - 2 * delay_ms
-    return max(0.2 * delay_ms, delay_ms - overshoot_ms / 2)
-
-
 def bench(n: int = 200, rounds: int = 3, delay_ms: float = 5.0) -> Result:
     rtt_ms = 2 * delay_ms
     res = Result(
@@ -62,8 +51,7 @@ def bench(n: int = 200, rounds: int = 3, delay_ms: float = 5.0) -> Result:
     try:
         with SmtpSink() as sink:
             direct_rtt = measure_rtt(sink.port)
-            proxy_delay = calibrate(sink.port, delay_ms)
-            with DelayProxy(sink.port, proxy_delay) as proxy:
+            with DelayProxy(sink.port, delay_ms) as proxy:
                 rtts = [measure_rtt(proxy.port)]
                 mm_cmd = prepare_mailmerge(mm_dir, proxy.port, n)
                 for r in range(rounds):
@@ -98,8 +86,8 @@ def bench(n: int = 200, rounds: int = 3, delay_ms: float = 5.0) -> Result:
     res.lines.append(
         f"Measured round trip (median SMTP NOOP, before and after every round: "
         f"{', '.join(f'{x * 1000:.1f}' for x in rtts)} ms): {rtt * 1000:.2f} ms through the proxy "
-        f"(delay set to {proxy_delay:.2f} ms each way after calibration), {direct_rtt * 1000:.2f} ms "
-        "straight to smtp-sink"
+        f"({delay_ms:g} ms added each way; the rest is the proxy's and the client's timer wake-ups on this "
+        f"shared machine), {direct_rtt * 1000:.2f} ms straight to smtp-sink"
     )
     res.lines.append(
         "Round trips per message = ms per message / measured round trip: PIPELINING sends MAIL, RCPT and "

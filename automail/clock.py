@@ -38,3 +38,9 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def hour_start(ts: float) -> float:
+    """The start of the local clock hour ``ts`` falls in (13:00:00 for 13:42:05)."""
+    local = time.localtime(ts)
+    return ts - local.tm_min * 60 - local.tm_sec - (ts % 1)

@@ -411,6 +411,25 @@ class TaskStatus:
 
 
 @dataclass(frozen=True)
+class SendingHistory:
+    """Messages sent and failed per hour, oldest hour first, and the limits in force: the sending chart."""
+
+    start: float  # when the first hour began (a local clock hour)
+    sent: tuple[int, ...]
+    failed: tuple[int, ...]  # failed attempts: permanent failures and deferrals
+    rate_per_hour: int | None  # the hourly limit in force; None: no limit
+    daily_cap: int | None  # the rolling 24-hour cap; None: no cap
+
+    @property
+    def sent_total(self) -> int:
+        return sum(self.sent)
+
+    @property
+    def failed_total(self) -> int:
+        return sum(self.failed)
+
+
+@dataclass(frozen=True)
 class EngineEvent:
     """Something the engine did, for the CLI to print and the UI to show."""
 

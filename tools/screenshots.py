@@ -8,6 +8,7 @@ Uses a temporary AUTOMAIL_HOME and an in-memory keyring: nothing of the user's d
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,7 @@ def sample_service(home: Path):  # type: ignore[no-untyped-def]
     service.start_task("Invoices")
     box = service.outbox("Firma s.r.o.")
     now = time.time()
+    send_history(box, now, smtp.account_key)
     subjects = ["Invoice {n}/2026", "Payment reminder {n}", "November newsletter"]
     tags = ["invoices", "reminders", "newsletter"]
     messages = []
@@ -78,17 +80,6 @@ def sample_service(home: Path):  # type: ignore[no-untyped-def]
             )
         )
     box.enqueue(messages, now - 3000)
-    for i in range(140):
-        claimed = box.claim("Invoices", now - 2400 + i * 10, ("invoices",), "faktury@firma.sk")
-        assert claimed is not None
-        if i % 25 == 3:
-            box.mark_failed(
-                claimed.message.id, now - 2390 + i * 10, 550, "5.1.1 mailbox unavailable", smtp.account_key, "Invoices"
-            )
-        else:
-            box.mark_sent(
-                claimed.message.id, now - 2390 + i * 10, "250 2.0.0 OK queued as 4F2A", {}, smtp.account_key, "Invoices"
-            )
     box.set_task_state("Invoices", TaskState.RUNNING, now)
     box.set_task_state(
         "Reminders",
@@ -99,7 +90,45 @@ def sample_service(home: Path):  # type: ignore[no-untyped-def]
         "task_fatal",
         535,
     )
+    other = SmtpSettings(host="mail.druha.sk", port=465, security="tls", username="info@druha.sk", sender="info@druha.sk")  # type: ignore[arg-type]
+    service.add_task(Task("Orders", "Druhá firma a.s.", other, computer="OFFICE-PC", enabled=True), password="secret")
+    service.outbox("Druhá firma a.s.").set_task_state(
+        "Orders",
+        TaskState.ERROR,
+        now,
+        "cannot reach the SMTP server mail.druha.sk:465: connection timed out — check the network and the "
+        "server name in Settings › Basic; AutoMail keeps retrying",
+        "task_retry",
+    )
     return service
+
+
+# Invoices sent per hour over the last 24 hours (oldest first): quiet at night, up to the 1,800/h limit by day.
+HISTORY = [0, 0, 0, 0, 0, 0, 120, 640, 1210, 1780, 1650, 1420, 930, 0, 0, 0, 0, 0, 0, 0, 0, 210, 980, 240]
+
+
+def send_history(box, now: float, account: str) -> None:  # type: ignore[no-untyped-def]
+    """Queue and send the Invoices of the last 24 hours (through the outbox, as the engine does)."""
+    from automail.clock import hour_start
+    from automail.store.outbox import NewMessage
+
+    start = hour_start(now) - 23 * 3600
+    total = sum(HISTORY)
+    raw = b"From: faktury@firma.sk\r\nSubject: Invoice\r\n\r\nSee the attachment.\r\n"
+    box.enqueue(
+        [NewMessage(raw, (f"c{i}@example.com",), "faktury@firma.sk", f"Invoice {i}/2026", f"<h{i}@firma.sk>", "invoices")
+         for i in range(total)],
+        start - 3600,
+    )  # fmt: skip
+    for hour, count in enumerate(HISTORY):
+        end = min(start + (hour + 1) * 3600, now)
+        claimed = box.claim_batch("Invoices", start + hour * 3600, ("invoices",), "faktury@firma.sk", count)
+        for i, c in enumerate(claimed):
+            at = start + hour * 3600 + (end - start - hour * 3600) * i / count
+            if i % 40 == 7:
+                box.mark_failed(c.message.id, at, 550, "5.1.1 mailbox unavailable", account, "Invoices")
+            else:
+                box.mark_sent(c.message.id, at, "250 2.0.0 OK queued as 4F2A", {}, account, "Invoices")
 
 
 def capture(window, name: str) -> None:  # type: ignore[no-untyped-def]
@@ -117,7 +146,9 @@ def main() -> int:
     if not os.environ.get("DISPLAY"):
         print("no DISPLAY: run under xvfb-run", file=sys.stderr)
         return 1
-    tmp = Path(tempfile.mkdtemp(prefix="automail-shots-"))
+    # In memory where possible: the sample's ~10,000 sends are durable transactions (one fsync each).
+    shm = Path("/dev/shm")
+    tmp = Path(tempfile.mkdtemp(prefix="automail-shots-", dir=shm if shm.is_dir() else None))
     os.environ["AUTOMAIL_HOME"] = str(tmp)
     from tests.keyring_backend import DictKeyring  # passwords in memory, for the sample data only
 
@@ -134,7 +165,7 @@ def main() -> int:
     root = ctk.CTk()
     root.title("AutoMail — Automatic tasks")
     win = MainWindow(root, service, on_quit=root.destroy)
-    root.geometry("1180x640+40+40")
+    root.geometry("1180x760+20+10")
     win.select_company("Firma s.r.o.")
     win.select_task("Invoices")
     capture(root, "main_window")
@@ -163,6 +194,7 @@ def main() -> int:
     win.outbox_window.destroy()
     root.destroy()
     service.close()
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

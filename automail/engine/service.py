@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from automail import secrets
-from automail.clock import Clock, SystemClock
+from automail.clock import Clock, SystemClock, hour_start
 from automail.errors import AutomailError, FaultKind, InputError, SmtpError
 from automail.message import compose, max_message_bytes, prepare_raw
 from automail.models import (
@@ -18,6 +18,7 @@ from automail.models import (
     EngineEvent,
     EventSink,
     MessageStatus,
+    SendingHistory,
     StoredMessage,
     Task,
     TaskState,
@@ -344,6 +345,17 @@ class Service:
             )
         return result
 
+    def sending_history(self, company: str, task: str | None = None, hours: int = 24) -> SendingHistory:
+        """Sent and failed per clock hour over the last ``hours`` (the current hour last), for one task
+        or the whole company, with the hourly limit and daily cap in force."""
+        tasks = [self.task(task)] if task is not None else self.tasks(company)
+        start = hour_start(self.clock.now()) - (hours - 1) * 3600
+        counts = self.outbox(company).hourly_activity([t.name for t in tasks], start, hours)
+        rate, cap = _limits_in_force(tasks if task is not None else [t for t in tasks if t.enabled] or tasks)
+        return SendingHistory(
+            start, tuple(s for s, _f in counts), tuple(f for _s, f in counts), rate_per_hour=rate, daily_cap=cap
+        )
+
     def problems(self) -> list[tuple[str, str, str]]:
         """(company, task, reason) of every task in error, in every company; reads no message counts."""
         companies = {c.name.lower(): c for c in self.definitions.companies()}
@@ -412,3 +424,18 @@ class Service:
             for box in self._outboxes.values():
                 box.close()
             self._outboxes.clear()
+
+
+def _limits_in_force(tasks: Sequence[Task]) -> tuple[int | None, int | None]:
+    """The combined hourly limit and daily cap of tasks: tasks sharing an SMTP account share the
+    strictest limit (one throttle bucket), separate accounts add up; one unlimited account means none."""
+    if not tasks:
+        return None, None
+    by_account: dict[str, list[Task]] = {}
+    for t in tasks:
+        by_account.setdefault(t.smtp.account_key, []).append(t)
+    rates = [min((t.rate_per_hour for t in g if t.rate_per_hour), default=None) for g in by_account.values()]
+    caps = [min((t.daily_cap for t in g if t.daily_cap), default=None) for g in by_account.values()]
+    rate = None if None in rates else sum(r for r in rates if r is not None)
+    cap = None if None in caps else sum(c for c in caps if c is not None)
+    return rate, cap

@@ -516,6 +516,35 @@ class Outbox:
         )
         return int(row[0])
 
+    def hourly_activity(self, tasks: Sequence[str], start: float, hours: int) -> Sequence[tuple[int, int]]:
+        """(sent, failed attempts) per hour from ``start`` for the given tasks, for the sending chart.
+
+        Sent messages come from the partial index on sent messages; every attempt (sent, deferred or
+        failed) is in the send log, so failed attempts are the log's count less the sent ones. Both
+        queries read only the hours asked for, however many messages the outbox holds.
+        """
+        sent, attempts = [0] * hours, [0] * hours
+        if not tasks:
+            return list(zip(sent, attempts, strict=True))
+        marks = ",".join("?" * len(tasks))
+        bucket = "CAST((%s - ?) / 3600 AS INTEGER)"
+        conn = self._conn()
+        for counts, sql in (
+            (
+                sent,
+                f"SELECT {bucket % 'sent_at'} AS h, count(*) FROM messages"
+                f" WHERE status='sent' AND task IN ({marks}) AND sent_at >= ? GROUP BY h",
+            ),
+            (
+                attempts,
+                f"SELECT {bucket % 'at'} AS h, count(*) FROM send_log WHERE task IN ({marks}) AND at >= ? GROUP BY h",
+            ),
+        ):
+            for hour, count in conn.execute(sql, [start, *tasks, start]).fetchall():
+                if 0 <= hour < hours:
+                    counts[hour] = int(count)
+        return [(s, max(a - s, 0)) for s, a in zip(sent, attempts, strict=True)]
+
     # ---- task state ----------------------------------------------------------------
     def set_task_state(
         self,

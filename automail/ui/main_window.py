@@ -14,6 +14,7 @@ from automail.errors import AutomailError, InputError
 from automail.models import Task, TaskState, TaskStatus, type_title
 from automail.paths import log_dir, outbox_dir, safe_filename
 from automail.ui import tray
+from automail.ui.chart import SendingChart
 from automail.ui.error_panel import ErrorPanel, explain
 from automail.ui.outbox_window import OutboxWindow
 from automail.ui.settings_dialog import SettingsDialog
@@ -165,8 +166,8 @@ class MainWindow:
         self._signature: tuple[object, ...] | None = None
         self._next_tick_ms = REFRESH_MS
 
-        root.geometry("1180x620")
-        root.minsize(900, 460)
+        root.geometry("1180x760")
+        root.minsize(900, 600)
         self._build()
         self._load_companies()
         self.refresh()
@@ -206,7 +207,7 @@ class MainWindow:
         table.pack(fill="both", expand=True, padx=PAD)
         self.tree.configure(selectmode="browse")
         self.tree.bind("<Double-1>", lambda _e: self.edit_task())
-        self.tree.bind("<<TreeviewSelect>>", lambda _e: self._update_buttons())
+        self.tree.bind("<<TreeviewSelect>>", lambda _e: self._selection_changed())
 
         buttons = ctk.CTkFrame(r, fg_color="transparent")
         buttons.pack(fill="x", padx=PAD, pady=(10, 6))
@@ -238,6 +239,8 @@ class MainWindow:
         # Bottom rows take their space before the table, so a small window shrinks the table, not them.
         footer.pack_configure(side="bottom", before=table)
         buttons.pack_configure(side="bottom", before=table)
+        self.chart = SendingChart(r, on_scope=self.update_chart)
+        self.chart.pack(side="bottom", fill="x", padx=PAD, pady=(8, 0), before=buttons)
 
     def open_log_folder(self) -> None:
         """Show the log files in the file manager."""
@@ -336,6 +339,7 @@ class MainWindow:
         )
         self._update_server()
         self._update_buttons()
+        self.update_chart()
         self.last_refresh_s = time.perf_counter() - started
         # service.status() counts the outbox (≈40 ms per task at 100,000 messages): keep its share small.
         self._next_tick_ms = max(REFRESH_MS, int(self.last_refresh_s / REFRESH_BUDGET * 1000))
@@ -374,6 +378,25 @@ class MainWindow:
         # Start also clears a sticky error (login, TLS), so it stays available for a task in error.
         set_enabled(self.start_button, task is not None and (not task.enabled or in_error))
         set_enabled(self.stop_button, task is not None and task.enabled)
+
+    def _selection_changed(self) -> None:
+        self._update_buttons()
+        self.update_chart()
+
+    def update_chart(self) -> None:
+        """Show the sending chart of the selected task, or of the whole company (cheap: indexed, 24 rows)."""
+        if self.company is None:
+            self.chart.show(None, "")
+            return
+        task = self.selected_task() if not self.chart.whole_company else None
+        if task is not None and task not in self.tasks:
+            task = None
+        try:
+            history = self.service.sending_history(self.company, task)
+        except AutomailError as exc:
+            self._say(str(exc), ok=False)
+            return
+        self.chart.show(history, f"task {task}" if task else self.company)
 
     def _visible(self) -> bool:
         try:

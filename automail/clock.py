@@ -41,6 +41,5 @@ def iso(ts: float | None) -> str | None:
 
 
 def hour_start(ts: float) -> float:
-    """The start of the local clock hour ``ts`` falls in (13:00:00 for 13:42:05)."""
-    local = time.localtime(ts)
-    return ts - local.tm_min * 60 - local.tm_sec - (ts % 1)
+    """The start of the whole UTC hour ``ts`` falls in (a local clock hour in whole-hour time zones)."""
+    return ts - ts % 3600

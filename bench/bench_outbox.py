@@ -16,12 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Result, median, remove, small_new_messages, temp_dir, timed
+from common import Result, build, median, remove, small_new_messages, temp_dir, timed
 
 from automail.store.outbox import Outbox
-
-BUILD_BATCH = 10_000
-BUILD_LIMIT_S = 600.0  # give up building the big file past this
 
 
 def enqueue_100k(folder: Path, n: int, batch: int | None) -> float:
@@ -38,19 +35,6 @@ def enqueue_100k(folder: Path, n: int, batch: int | None) -> float:
     finally:
         box.close()
     return t["s"]
-
-
-def build(box: Outbox, n: int) -> float:
-    """Queue ``n`` 200-byte messages through Outbox.enqueue in 10,000-message batches."""
-    t0 = time.perf_counter()
-    done = 0
-    while done < n:
-        k = min(BUILD_BATCH, n - done)
-        box.enqueue(small_new_messages(k, start=done), time.time())
-        done += k
-        if time.perf_counter() - t0 > BUILD_LIMIT_S:
-            raise RuntimeError(f"building stopped after {BUILD_LIMIT_S:.0f} s at {done:,} messages")
-    return time.perf_counter() - t0
 
 
 def cycles(box: Outbox, total: int, rounds: int, base: int) -> list[float]:

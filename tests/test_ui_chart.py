@@ -35,10 +35,29 @@ def test_hourly_activity_counts_sent_and_failed_per_hour(tmp_path: Path) -> None
     start = 1_800_000_000.0
     send_at(box, "A", [start - 10, start + 5, start + 100, start + 2 * HOUR + 1, start + 2 * HOUR + 2], fail={4})
     send_at(box, "B", [start + 7])
-    box.mark_deferred(box.enqueue([new_message(99)], start)[0], start + 3 * HOUR, start + 4 * HOUR, 451, "x", "acct", "A")
+    box.mark_deferred(
+        box.enqueue([new_message(99)], start)[0], start + 3 * HOUR, start + 4 * HOUR, 451, "x", "acct", "A"
+    )
     assert list(box.hourly_activity(["A"], start, 4)) == [(2, 0), (0, 0), (1, 1), (0, 1)]
     assert list(box.hourly_activity(["A", "B"], start, 4))[0] == (3, 0)
     assert list(box.hourly_activity([], start, 2)) == [(0, 0), (0, 0)]
+    box.close()
+
+
+def test_upgrade_from_schema_2_counts_the_history_in(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    box = Outbox(path, "Firma")
+    start = 1_800_000_000.0
+    conn = box._conn()
+    for stmt in ("DROP TRIGGER tr_hourly_attempt", "DROP TRIGGER tr_hourly_sent", "DROP TABLE send_hourly"):
+        conn.execute(stmt)
+    conn.execute("PRAGMA user_version=2")  # an outbox written by the previous release
+    send_at(box, "A", [start + 1, start + 2, start + HOUR + 1], fail={1})
+    box.close()
+    box = Outbox(path, "Firma")
+    assert list(box.hourly_activity(["A"], start, 2)) == [(1, 1), (1, 0)]
+    send_at(box, "A", [start + HOUR + 2])  # and the triggers count from now on
+    assert list(box.hourly_activity(["A"], start, 2)) == [(1, 1), (2, 0)]
     box.close()
 
 

@@ -295,6 +295,15 @@ class Service:
     ) -> list[StoredMessage]:
         return self.outbox(company).list(status, search, limit, offset)
 
+    def sending_task(self, company: str, msg: StoredMessage) -> Task | None:
+        """The task that sent a message, or the one that would send it (its scope takes the message's
+        tag; tasks of this computer first); None when no task would."""
+        if msg.task:
+            return next((t for t in self.tasks(company) if t.name.lower() == msg.task.lower()), None)
+        takers = [t for t in self.tasks(company) if not t.tags or msg.tag in t.tags]
+        takers.sort(key=lambda t: (not t.runs_here(self.computer, self.user), not t.enabled, t.name.lower()))
+        return takers[0] if takers else None
+
     def retry(self, company: str, ids: Sequence[int] | None) -> int:
         """Queue failed messages again (all failed ones when ids is None)."""
         count = self.outbox(company).retry(ids, self.clock.now())

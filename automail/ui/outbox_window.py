@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from email import policy
-from email.parser import BytesParser
 from typing import TYPE_CHECKING, Any
 
 import customtkinter as ctk
 
 from automail.errors import AutomailError
 from automail.models import MessageStatus, StoredMessage
+from automail.ui.message_view import MessageView, message_text
 from automail.ui.widgets import (
     ERROR_COLOR,
     MUTED_COLOR,
@@ -18,7 +17,6 @@ from automail.ui.widgets import (
     PAD,
     ConfirmDialog,
     LaterMixin,
-    ReadOnlyText,
     font,
     set_text,
     table_with_scrollbar,
@@ -46,43 +44,6 @@ SEARCH_DELAY_MS = 300
 
 def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else ""
-
-
-def message_text(msg: StoredMessage, raw: bytes | None) -> str:
-    """What "Show message" displays: headers, the text part, the error and the server's reply."""
-    lines = [
-        f"Message {msg.id} — {msg.status.value}",
-        f"Task: {msg.task or '(not sent yet)'}    Tag: {msg.tag or '—'}    Attempts: {msg.attempts}",
-        f"Queued at: {_when(msg.created_at)}    Sent at: {_when(msg.sent_at) or '—'}",
-    ]
-    if msg.next_attempt_at:
-        lines.append(f"Next attempt: {_when(msg.next_attempt_at)}")
-    if msg.last_error:
-        code = f"{msg.last_error_code} " if msg.last_error_code else ""
-        lines.append(f"Error: {code}{msg.last_error}")
-    if msg.refused:
-        lines.append("Refused recipients: " + "; ".join(f"{a}: {r}" for a, r in msg.refused.items()))
-    if msg.server_reply:
-        lines.append(f"Server reply: {msg.server_reply}")
-    lines.append("")
-    if raw is None:
-        lines.append("(the message body is not available)")
-        return "\n".join(lines)
-    parsed = BytesParser(policy=policy.default).parsebytes(raw)
-    lines.append("— Headers —")
-    lines.extend(f"{k}: {v}" for k, v in parsed.items())
-    lines.append("")
-    lines.append("— Text —")
-    body = parsed.get_body(preferencelist=("plain", "html"))  # type: ignore[attr-defined]
-    try:
-        lines.append(body.get_content() if body is not None else "(no text part)")
-    except (LookupError, ValueError):
-        lines.append("(the text part cannot be decoded)")
-    attachments = [p.get_filename() for p in parsed.iter_attachments()]  # type: ignore[attr-defined]
-    if attachments:
-        lines.append("")
-        lines.append("Attachments: " + ", ".join(str(a) for a in attachments))
-    return "\n".join(lines)
 
 
 class OutboxWindow(LaterMixin, ctk.CTkToplevel):
@@ -320,23 +281,5 @@ class OutboxWindow(LaterMixin, ctk.CTkToplevel):
             raw = None
         if self.message_view is not None and self.message_view.winfo_exists():
             self.message_view.destroy()
-        self.message_view = MessageView(self, msg, message_text(msg, raw))
-
-
-class MessageView(LaterMixin, ctk.CTkToplevel):
-    """One message, read-only."""
-
-    def __init__(self, master: Any, msg: StoredMessage, text: str) -> None:
-        super().__init__(master)
-        self.title(f"Message {msg.id} — {msg.subject or '(no subject)'}")
-        self.geometry("760x560")
-        self.transient(master)
-        self.text = ReadOnlyText(self, font=ctk.CTkFont(family="TkFixedFont", size=12), wrap="word")
-        self.text.pack(fill="both", expand=True, padx=PAD, pady=(PAD, 8))
-        self.text.set(text)
-        ctk.CTkButton(self, text="Close", width=100, command=self.destroy).pack(side="right", padx=PAD, pady=(0, PAD))
-        self.later(200, self.lift)
-
-    def destroy(self) -> None:
-        self.cancel_later()
-        super().destroy()
+        task = self.service.sending_task(self.company, msg)
+        self.message_view = MessageView(self, msg, message_text(msg, raw, task))

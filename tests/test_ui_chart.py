@@ -39,7 +39,7 @@ def test_hourly_activity_counts_sent_and_failed_per_hour(tmp_path: Path) -> None
         box.enqueue([new_message(99)], start)[0], start + 3 * HOUR, start + 4 * HOUR, 451, "x", "acct", "A"
     )
     assert list(box.hourly_activity(["A"], start, 4)) == [(2, 0), (0, 0), (1, 1), (0, 1)]
-    assert list(box.hourly_activity(["A", "B"], start, 4))[0] == (3, 0)
+    assert list(box.hourly_activity(["A", "B"], start, 1)) == [(3, 0)]
     assert list(box.hourly_activity([], start, 2)) == [(0, 0), (0, 0)]
     box.close()
 

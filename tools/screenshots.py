@@ -90,7 +90,13 @@ def sample_service(home: Path):  # type: ignore[no-untyped-def]
         "task_fatal",
         535,
     )
-    other = SmtpSettings(host="mail.druha.sk", port=465, security="tls", username="info@druha.sk", sender="info@druha.sk")  # type: ignore[arg-type]
+    other = SmtpSettings(
+        host="mail.druha.sk",
+        port=465,
+        security="tls",  # type: ignore[arg-type]
+        username="info@druha.sk",
+        sender="info@druha.sk",
+    )
     service.add_task(Task("Orders", "Druhá firma a.s.", other, computer="OFFICE-PC", enabled=True), password="secret")
     service.outbox("Druhá firma a.s.").set_task_state(
         "Orders",
@@ -116,10 +122,12 @@ def send_history(box, now: float, account: str) -> None:  # type: ignore[no-unty
     total = sum(HISTORY)
     raw = b"From: faktury@firma.sk\r\nSubject: Invoice\r\n\r\nSee the attachment.\r\n"
     box.enqueue(
-        [NewMessage(raw, (f"c{i}@example.com",), "faktury@firma.sk", f"Invoice {i}/2026", f"<h{i}@firma.sk>", "invoices")
-         for i in range(total)],
+        [
+            NewMessage(raw, (f"c{i}@example.com",), "faktury@firma.sk", f"Invoice {i}", f"<h{i}@firma.sk>", "invoices")
+            for i in range(total)
+        ],
         start - 3600,
-    )  # fmt: skip
+    )
     for hour, count in enumerate(HISTORY):
         end = min(start + (hour + 1) * 3600, now)
         claimed = box.claim_batch("Invoices", start + hour * 3600, ("invoices",), "faktury@firma.sk", count)

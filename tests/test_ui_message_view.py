@@ -61,7 +61,7 @@ def test_show_message_as_the_recipient_sees_it(win: Any, service: Service, root:
     assert "  eva@example.com — refused by the server: 550 5.1.1 no such user" in text
     view = outbox.message_view
     view.focus_force()
-    pump(root)
+    pump(root, lambda: str(view.focus_get() or "").startswith(str(view)), timeout=5)
     view.event_generate("<KeyPress-Escape>")
     pump(root)
     assert not view.winfo_exists()

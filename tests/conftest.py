@@ -30,6 +30,9 @@ def automail_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("AUTOMAIL_HOME", str(home))
     monkeypatch.setenv(FILE_ENV, str(tmp_path / "keyring.json"))
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "tests.keyring_backend.FileKeyring")
+    # The tray tests drive pystray's xorg backend; where PyGObject is importable pystray would pick
+    # appindicator instead. test_smoke_app's native-backend test clears this for its app.
+    monkeypatch.setenv("PYSTRAY_BACKEND", "xorg")
     # Subprocesses (the CLI) must be able to import tests.keyring_backend.
     paths = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))

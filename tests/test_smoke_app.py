@@ -204,3 +204,58 @@ def test_window_shows_when_the_tray_host_ignores_the_icon_and_the_menu_quits(
         bare_desktop.screenshot(tmp_path / "tray-menu.png")
         bare_desktop.run(["xdotool", "key", "Down", "Up", "Return"])
         assert app.wait(timeout=15) == 0
+
+
+NATIVE_CHECK = "import gi; gi.require_version('Gtk', '3.0'); gi.require_version('AyatanaAppIndicator3', '0.1')"
+
+
+def native_tray_pythonpath(folder: Path) -> str | None:
+    """A PYTHONPATH entry with which this Python imports PyGObject, Gtk 3 and AyatanaAppIndicator
+    ("" if it does already); None where it cannot (the packages named in .ci/run are missing).
+
+    A Python of its own (pyenv, like this machine's) does not see Debian's python3-gi; its ``gi``
+    package alone is linked in when it was built for this Python version.
+    """
+
+    def imports(path: str) -> bool:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [path, os.environ.get("PYTHONPATH")]))}
+        return subprocess.run([sys.executable, "-c", NATIVE_CHECK], env=env, capture_output=True).returncode == 0
+
+    if imports(""):
+        return ""
+    debian = Path("/usr/lib/python3/dist-packages/gi")
+    if not list(debian.glob(f"_gi.cpython-{sys.version_info.major}{sys.version_info.minor}-*.so")):
+        return None
+    (folder / "gi").symlink_to(debian)
+    return str(folder) if imports(str(folder)) else None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_native_tray_menu_where_pygobject_is_importable(
+    desktop: DesktopSession, automail_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With PyGObject, pystray's appindicator backend gives the tray its native (GTK) menu (issue 11)."""
+    (tmp_path / "gi-only").mkdir()
+    extra = native_tray_pythonpath(tmp_path / "gi-only")
+    if extra is None:
+        pytest.skip("PyGObject with Gtk 3 and AyatanaAppIndicator3 is not importable (see .ci/run)")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [os.environ["PYTHONPATH"], extra])))
+    monkeypatch.delenv("PYSTRAY_BACKEND")  # pystray's own choice: appindicator first
+    cli(desktop, "company", "add", "Firma")
+    with running_app(desktop, tmp_path) as app:
+        # No StatusNotifier host here: libayatana-appindicator falls back to an XEmbed icon in trayer.
+        icon = wait_for(lambda: desktop.windows("--classname", "^automail$"), 20, what="native tray icon")[0]
+        assert not desktop.windows("--classname", TRAY_CLASSNAME)  # not the xorg backend
+        x, y = wait_for(lambda: icon_clickable(desktop, icon), 10, what="icon docked in trayer")
+        assert not desktop.windows("--onlyvisible", "--name", WINDOW_NAME)
+
+        def menu_choose(*keys: str) -> None:
+            desktop.run(["xdotool", "mousemove", "--window", icon, str(x), str(y), "click", "3"])
+            time.sleep(1)  # the GTK menu opens
+            desktop.run(["xdotool", "key", *keys])
+
+        menu_choose("Down", "Return")  # the first entry: Open AutoMail
+        wait_for(lambda: desktop.windows("--onlyvisible", "--name", WINDOW_NAME), 10, what="window from the menu")
+        menu_choose("Up", "Return")  # the last entry: Quit
+        assert app.wait(timeout=15) == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import socket
 import sys
 import threading
@@ -447,46 +446,49 @@ def test_icon_docks_with_a_tray_host_that_ignores_the_first_request(
 
 @pytest.mark.gui
 @pytest.mark.timeout(60)
-def test_right_click_opens_the_tray_menu_as_a_tk_popup(service: Service, collect_tk_garbage: None) -> None:
-    """The xorg backend has no menu (issue 11): a right click opens the same menu as a Tk popup."""
-    import tkinter
-
-    from automail.ui import tray_menu
-
-    if missing := missing_tools():
-        pytest.skip(f"needs {', '.join(missing)}")
-    # Tk and the icon on pytest-xvfb's display: Tk keeps its X connection after the root is
-    # destroyed, so a private X server stopped after the test would end the test process.
-    tray_display = DesktopSession(tray=False, notifications=False)
-    tray_display.env = {"DISPLAY": os.environ["DISPLAY"]}
-    tray_display.start_tray()  # stop() ends only this trayer
-    root = tkinter.Tk()
-    root.withdraw()
-    t = xorg_tray(service, root)
+def test_right_click_on_the_xorg_icon_asks_for_the_menu(
+    tray_display: DesktopSession, service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The xorg backend has no menu (issue 11): a right click asks the Tray for its Tk popup menu,
+    at the pointer. (test_smoke_app opens it in the real app and quits from it.)"""
+    asked: list[tuple[int, int]] = []
+    monkeypatch.setattr(Tray, "popup_menu", lambda self, x, y: asked.append((x, y)))  # Tk: see below
+    tray_display.start_tray()
+    t = xorg_tray(service)
     try:
         wait_for(t.docked, 10, what="icon docked in trayer")
         window = t.icon._window.id
         wait_for(lambda: window_info(tray_display, window).get("Width") == "24", 10, what="icon sized by trayer")
         click(tray_display, window, 3)
-        wait_for(lambda: t.bridge.drain() >= 0 and root.update() is None and t._popup is not None, 10, what="popup")
-        menu = t._popup
-        assert tray_menu.labels(menu) == [
-            "Open AutoMail", "Start server", "Tasks", "Open outbox", "Open log folder", "-", "Quit"
-        ]  # fmt: skip
-        tasks = menu.nametowidget(menu.entrycget(2, "menu"))
-        assert tray_menu.labels(tasks) == ["Invoices", "Reminders"]
-        wait_for(lambda: root.update() is None and menu.winfo_ismapped(), 5, what="menu shown")
-        # The keyboard works in it, like in any menu: Down selects the first entry, Return runs it.
-        tray_display.run(["xdotool", "key", "Down", "Return"])
-        wait_for(lambda: root.update() is None and t.bridge.drain() >= 0 and t.calls.names == ["open"], 10,
-                 what="Open AutoMail chosen in the popup")  # fmt: skip
-        tasks.invoke(1)  # Reminders: started from the menu
-        t.bridge.drain()
-        assert service.task("Reminders").enabled
+        wait_for(lambda: t.bridge.drain() >= 0 and asked, 10, what="the menu asked for")
+        info = window_info(tray_display, window)
+        left, top = int(info["Absolute upper-left X"]), int(info["Absolute upper-left Y"])
+        assert asked == [(left + 12, top + 12)]  # where the pointer is
+        assert t.calls.names == []  # a right click is not the default action
     finally:
         t.stop()
-        root.destroy()
-        tray_display.stop()
+
+
+def test_tk_tray_menu_has_the_tray_menus_entries(tray: Tray, service: Service, root: Any) -> None:
+    from automail.ui import tray_menu
+
+    menu = tray_menu.build_menu(root, tray.entries())
+    assert tray_menu.labels(menu) == [
+        "Open AutoMail", "Start server", "Tasks", "Open outbox", "Open log folder", "-", "Quit"
+    ]  # fmt: skip
+    tasks = menu.nametowidget(menu.entrycget(2, "menu"))
+    assert tray_menu.labels(tasks) == ["Invoices", "Reminders"]
+    assert tasks.type(1) == "checkbutton"
+    menu.invoke(0)
+    tasks.invoke(1)  # Reminders: started from the menu
+    menu.invoke(6)
+    tray.bridge.drain()
+    assert tray.calls.names == ["open", "quit"]
+    assert service.task("Reminders").enabled
+    tray.refresh()
+    menu = tray_menu.build_menu(root, tray.entries())
+    tasks = menu.nametowidget(menu.entrycget(2, "menu"))
+    assert root.getvar(tasks.entrycget(1, "variable")) in (True, 1)  # shown checked, like a Windows menu
 
 
 @pytest.mark.gui

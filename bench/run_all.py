@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_chart
 import bench_outbox
 import bench_rtt
 import bench_throttle
@@ -96,6 +97,9 @@ METHOD = """\
   into a fresh file. Then 2,000 `claim` + `mark_sent` cycles (4 rounds of 500, the queue topped up
   untimed between rounds) on a file with 1,000 queued and on one with 1,000,000 queued (built through
   `Outbox.enqueue` in 10,000-message calls); figure = median round, per message.
+- **Sending chart** (`bench/bench_chart.py`): an outbox of 1,000,000 messages, 900,000 of them sent by three
+  tasks (the last 24 hours at 9,000/h), the send log of two days; median of 30 reads of the chart's 24 hourly
+  counts through `Outbox.hourly_activity` and `Service.sending_history`, for one task and the whole company.
 """
 
 
@@ -164,9 +168,10 @@ def main() -> None:
             lambda: bench_rtt.bench(40, 1),
             lambda: bench_throttle.bench(6.0, 3000),
             lambda: bench_outbox.bench(10_000, 20_000, 400, 4),
+            lambda: bench_chart.bench(20_000, 5),
         ]
     else:
-        runs = [bench_throughput.bench, bench_rtt.bench, bench_throttle.bench, bench_outbox.bench]
+        runs = [bench_throughput.bench, bench_rtt.bench, bench_throttle.bench, bench_outbox.bench, bench_chart.bench]
     for run in runs:
         r = run()
         r.print()

@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     _task_options(p, adding=True)
     p = task.add_parser("edit")
     p.add_argument("name")
+    p.add_argument("--name", dest="new_name", help="rename the task (its password, state and history move along)")
     _task_options(p, adding=False)
     p = task.add_parser("list")
     p.add_argument("--json", action="store_true")
@@ -267,6 +268,8 @@ def _apply_task_options(task: Task, args: argparse.Namespace) -> Task:
         changes["tags"] = unique_tags(args.tag)
     if args.retry_delays is not None:
         changes["retry_delays"] = args.retry_delays
+    if getattr(args, "new_name", None) is not None:
+        changes["name"] = args.new_name
     return replace(task, **changes)
 
 
@@ -319,7 +322,8 @@ def cmd_task(args: argparse.Namespace) -> int:
     elif action == "edit":
         password = _read_password(args)
         task = svc.edit_task(args.name, lambda t: _apply_task_options(t, args), password)
-        _out(f"Task {task.name!r} saved.")
+        renamed = f" (renamed from {args.name!r})" if args.new_name else ""
+        _out(f"Task {task.name!r} saved{renamed}.")
     elif action == "list":
         tasks = svc.tasks()
         states = {s.task: s for s in svc.status()}

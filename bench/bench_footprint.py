@@ -97,7 +97,7 @@ def main() -> int:
 
     rows = [
         ("window hidden (tray only)", hidden_cpu, hidden_rss),
-        ("window shown", shown_cpu, shown_rss),
+        ("window shown (with the sending chart)", shown_cpu, shown_rss),
     ]
     print(f"start-up to docked tray icon: {startup:.1f} s; peak RSS {peak:.0f} MB")
     for name, cpu, rss in rows:

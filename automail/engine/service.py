@@ -30,6 +30,7 @@ from automail.paths import data_dir, definitions_file, lock_dir
 from automail.store.definitions import Definitions
 from automail.store.outbox import NewMessage, Outbox
 
+from . import rename
 from .runtime import Engine, EngineHooks
 from .smtp import SmtpSession
 from .tasklock import TaskLock
@@ -62,6 +63,7 @@ class Service:
         self._sinks: list[EventSink] = []
         self._session_factory = session_factory
         self._engine: Engine | None = None
+        rename.recover(self.definitions, self.outbox, lock_dir(self.home))  # after a crash mid-rename
 
     # ---- events -------------------------------------------------------------------
     def subscribe(self, sink: EventSink) -> Callable[[], None]:
@@ -140,8 +142,9 @@ class Service:
         """Change a task; a new password is stored first and bumps the task's secret revision."""
         current = self.definitions.task(name)
         candidate = change(current).validate()  # refuse bad input before touching the keyring
-        if candidate.name.lower() != current.name.lower():
-            raise InputError("name", "a task cannot be renamed here", fix="add a new task and remove the old one")
+        if candidate.name != current.name:  # keyring entry, outbox records and lock move with it
+            current = self.rename_task(current.name, candidate.name)
+            name = current.name
         if password:
             secrets.set_password(current.name, password)
 
@@ -150,6 +153,12 @@ class Service:
             return replace(updated, secret_rev=t.secret_rev + 1) if password else updated
 
         task = self.definitions.update_task(name, apply)
+        self._poke()
+        return task
+
+    def rename_task(self, old: str, new: str) -> Task:
+        """Rename a task with its password, state and history; all or nothing (see engine/rename.py)."""
+        task = rename.rename_task(self.definitions, self.outbox, self.lock_for, lock_dir(self.home), old, new.strip())
         self._poke()
         return task
 

@@ -602,6 +602,22 @@ class Outbox:
             return None
         return TaskStateRecord(row[0], TaskState(row[1]), row[2], row[3], row[4], row[5], row[6], row[7])
 
+    def rename_task(self, old: str, new: str) -> None:
+        """Move everything recorded under a task's name to a new name, in one transaction (idempotent)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE messages SET task=? WHERE task=?", (new, old))
+            conn.execute("UPDATE send_log SET task=? WHERE task=?", (new, old))
+            conn.execute(
+                "INSERT INTO send_hourly (task, hour, sent, attempts) SELECT ?, hour, sent, attempts FROM send_hourly"
+                " WHERE task=? ON CONFLICT (task, hour) DO UPDATE SET sent=sent+excluded.sent,"
+                " attempts=attempts+excluded.attempts",
+                (new, old),
+            )
+            conn.execute("DELETE FROM send_hourly WHERE task=?", (old,))
+            if conn.execute("SELECT 1 FROM task_state WHERE task=?", (old,)).fetchone():
+                conn.execute("DELETE FROM task_state WHERE task=?", (new,))
+                conn.execute("UPDATE task_state SET task=? WHERE task=?", (new, old))
+
     def delete_task_state(self, task: str) -> None:
         """Forget a removed task's state."""
         with self.transaction() as conn:

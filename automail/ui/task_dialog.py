@@ -57,9 +57,7 @@ class TaskDialog(Dialog):
         self.type_menu.set(type_title(self.draft.type))
 
         self.name = Field(b, 1, "Name", placeholder="e.g. Invoices")
-        self.name.set(self.draft.name)
-        if task is not None:  # renaming would orphan the keyring entry and the task's state
-            self.name.entry.configure(state="disabled", text_color=MUTED_COLOR)
+        self.name.set(self.draft.name)  # editable: a rename moves the password, state and history too
 
         ctk.CTkLabel(b, text="Company", anchor="w").grid(row=3, column=0, sticky="w", pady=(ROW_GAP, 0))
         ctk.CTkLabel(b, text=company, anchor="w").grid(row=3, column=1, sticky="w", pady=(ROW_GAP, 0))
@@ -169,7 +167,9 @@ class TaskDialog(Dialog):
             else:
 
                 def change(t: Task) -> Task:
-                    return replace(t.with_settings_of(task), type=task.type, computer=task.computer, user=task.user)
+                    return replace(
+                        t.with_settings_of(task), name=task.name, type=task.type, computer=task.computer, user=task.user
+                    )
 
                 saved = self.service.edit_task(self.original.name, change, password=self.password)
         except InputError as exc:

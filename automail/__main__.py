@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from automail import __version__
 from automail.display import has_display
@@ -21,6 +21,7 @@ from automail.errors import AutomailError, FaultKind, InputError
 from automail.models import (
     DEFAULT_RATE,
     EngineEvent,
+    EventKind,
     MessageStatus,
     Security,
     SmtpSettings,
@@ -28,6 +29,9 @@ from automail.models import (
     TaskState,
     unique_tags,
 )
+
+if TYPE_CHECKING:
+    from automail.engine.service import Service
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 PASSWORD_MAX_BYTES = 64 * 1024  # one line of stdin; never read /dev/zero without end
@@ -202,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def _service() -> Any:
+def _service() -> Service:
     from automail.engine.service import Service
 
     return Service()
@@ -281,13 +285,13 @@ def _print_table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> Non
 
 
 def _print_event(event: EngineEvent) -> None:
-    if event.kind in ("sent", "deferred", "failed"):
+    if event.kind in (EventKind.SENT, EventKind.DEFERRED, EventKind.FAILED):
         to = ", ".join(event.recipients[:3]) + (" …" if len(event.recipients) > 3 else "")
         _out(f"[{event.task}] {event.kind} #{event.message_id} to {to}: {event.detail}")
-    elif event.kind == "state_changed":
+    elif event.kind is EventKind.STATE_CHANGED:
         text = f"[{event.task}] {event.state}" + (f": {event.detail}" if event.detail else "")
         (_err if event.state is TaskState.ERROR else _out)(text)
-    elif event.kind == "queue_drained":
+    elif event.kind is EventKind.QUEUE_DRAINED:
         _out(f"[{event.task}] queue empty")
 
 
@@ -479,13 +483,13 @@ class _StopSignal:
             signal.signal(sig, handler)
 
 
-def run_engine(svc: Any, until_empty: bool, on_event: Callable[[EngineEvent], None] = _print_event) -> int:
+def run_engine(svc: Service, until_empty: bool, on_event: Callable[[EngineEvent], None] = _print_event) -> int:
     """Run the engine in the foreground; see `automail run`."""
     failed = 0
 
     def count(event: EngineEvent) -> None:
         nonlocal failed
-        if event.kind == "failed":
+        if event.kind is EventKind.FAILED:
             failed += 1
         on_event(event)
 
@@ -507,7 +511,7 @@ def run_engine(svc: Any, until_empty: bool, on_event: Callable[[EngineEvent], No
                 continue
             local = [t for t in svc.local_tasks() if t.enabled]
             statuses = svc.status(tasks=local)
-            stuck = [s for s in statuses if s.fault == FaultKind.TASK_FATAL]
+            stuck = [s for s in statuses if s.fault is FaultKind.TASK_FATAL]
             if local and len(stuck) == len(local):
                 for s in stuck:
                     _err(f"Task {s.task!r} stopped: {s.last_error}")
@@ -516,7 +520,13 @@ def run_engine(svc: Any, until_empty: bool, on_event: Callable[[EngineEvent], No
             if sum(s.queued + s.deferred for s in statuses) == 0:  # queued, sending or deferred
                 code = EXIT_FAILED if failed else EXIT_OK
                 break
-    svc.stop_engine(timeout=30)
+    svc.stop_engine()
+    if until_empty and stop.event.is_set():
+        # Stopped by Ctrl+C or SIGTERM before the queue was empty: a script must not take it for done.
+        left = svc.pending([t for t in svc.local_tasks() if t.enabled])
+        if left or failed:
+            _err(f"Stopped before the queue was empty: {left} message(s) still to send.")
+            code = EXIT_FAILED
     if failed:
         _err(f"{failed} message(s) failed permanently during this run (see `automail outbox --status failed`).")
     return code
@@ -546,10 +556,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             nonlocal done
             if event.task != DEMO_TASK:
                 return
-            if event.kind == "sent":
+            if event.kind is EventKind.SENT:
                 done += 1
                 _out(f"  [{done:>2}/{total}] sent #{event.message_id} to {', '.join(event.recipients)}")
-            elif event.kind in ("failed", "deferred") or event.state is TaskState.ERROR:
+            elif event.kind in (EventKind.FAILED, EventKind.DEFERRED) or event.state is TaskState.ERROR:
                 _print_event(event)
 
         code = run_engine(svc, until_empty=True, on_event=progress)

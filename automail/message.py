@@ -5,11 +5,12 @@ from __future__ import annotations
 import functools
 import mimetypes
 import os
+import time
 from collections.abc import Sequence
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from email.utils import getaddresses, make_msgid
+from email.utils import formatdate, getaddresses, make_msgid
 from pathlib import Path
 
 from automail.errors import InputError
@@ -25,9 +26,18 @@ _PARSER = BytesParser(policy=policy.default)
 _RECIPIENT_HEADERS = ("to", "cc", "bcc")
 
 
-def _msgid_domain(from_header: str) -> str:
-    addr = mailbox_address(from_header)
-    return addr.rpartition("@")[2] if "@" in addr else "automail.invalid"
+def _msgid_domain(*senders: str) -> str:
+    """The domain of the first sender that has one: the Message-ID's right-hand side."""
+    for sender in senders:
+        addr = mailbox_address(sender)
+        if "@" in addr:
+            return addr.rpartition("@")[2]
+    return "automail.invalid"  # no sender known at all (a company without tasks)
+
+
+def _date(now: float | None) -> str:
+    """An RFC 5322 Date header value (local time with its offset) for ``now``."""
+    return formatdate(time.time() if now is None else now, localtime=True)
 
 
 def _check_size(raw: bytes, source: str, max_bytes: int) -> None:
@@ -39,11 +49,20 @@ def _check_size(raw: bytes, source: str, max_bytes: int) -> None:
         )
 
 
-def prepare_raw(raw: bytes, source: str, tag: str = "", max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> NewMessage:
+def prepare_raw(
+    raw: bytes,
+    source: str,
+    tag: str = "",
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    *,
+    now: float | None = None,
+    default_sender: str = "",
+) -> NewMessage:
     """Validate a MIME message (e.g. an .eml file) and make it ready to queue.
 
     Recipients come from To/Cc/Bcc; Bcc is removed from what is sent.  A
-    Message-ID is added when missing so every attempt carries the same one.
+    Message-ID (in the domain of From, else of ``default_sender``: the task's sender) is
+    added when missing so every attempt carries the same one, and a Date (``now``) too.
     """
     _check_size(raw, source, max_bytes)
     check_no_newline("tag", tag)
@@ -80,8 +99,11 @@ def prepare_raw(raw: bytes, source: str, tag: str = "", max_bytes: int = DEFAULT
         changed = True
     message_id = str(msg.get("message-id", "")).strip()
     if not message_id:
-        message_id = make_msgid(domain=_msgid_domain(from_header))
+        message_id = make_msgid(domain=_msgid_domain(from_header, default_sender))
         msg["Message-ID"] = message_id
+        changed = True
+    if msg.get("date") is None:  # RFC 5322 requires it; spam filters score its absence
+        msg["Date"] = _date(now)
         changed = True
     if changed:
         raw = msg.as_bytes(policy=policy.SMTP)
@@ -107,8 +129,13 @@ def compose(
     sender: str = "",
     tag: str = "",
     max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    now: float | None = None,
+    default_sender: str = "",
 ) -> NewMessage:
-    """Build a message from parts (the `send` command); From is filled in at send time if empty."""
+    """Build a message from parts (the `send` command); From is filled in at send time if empty.
+
+    The Message-ID is in the domain of ``sender``, else of ``default_sender`` (the task's sender).
+    """
     check_no_newline("subject", subject)
     to_list = [check_address("to", a) for a in to]
     cc_list = [check_address("cc", a) for a in cc]
@@ -123,7 +150,8 @@ def compose(
     if cc_list:
         msg["Cc"] = ", ".join(cc_list)
     msg["Subject"] = subject
-    msg["Message-ID"] = make_msgid(domain=_msgid_domain(sender))
+    msg["Date"] = _date(now)
+    msg["Message-ID"] = make_msgid(domain=_msgid_domain(sender, default_sender))
     msg.set_content(text if text is not None else "")
     if html is not None:
         msg.add_alternative(html, subtype="html")

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from automail.clock import iso
-from automail.errors import InputError
+from automail.errors import FaultKind, InputError
 
 RATE_MIN = 100
 RATE_MAX = 3000
@@ -45,6 +45,29 @@ class MessageStatus(StrEnum):
     DEFERRED = "deferred"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+class RecipientStatus(StrEnum):
+    """Where one recipient of a message stands: queued → sent | deferred | unknown | failed."""
+
+    QUEUED = "queued"  # not tried yet (or queued again by hand)
+    SENT = "sent"  # the server accepted the message for this recipient
+    DEFERRED = "deferred"  # refused with 4xx: tried again on the message's retry schedule
+    UNKNOWN = "unknown"  # no answer to the final dot: it may have been delivered; tried again
+    FAILED = "failed"  # refused with 5xx, or given up: never tried again unless retried by hand
+
+    @property
+    def pending(self) -> bool:
+        """Whether the next attempt of the message goes to this recipient."""
+        return self in (RecipientStatus.QUEUED, RecipientStatus.DEFERRED, RecipientStatus.UNKNOWN)
+
+
+@dataclass(frozen=True)
+class RecipientState:
+    """One recipient's state and the server's last answer about it."""
+
+    status: RecipientStatus = RecipientStatus.QUEUED
+    reply: str = ""
 
 
 class TaskState(StrEnum):
@@ -357,6 +380,16 @@ class StoredMessage:
     created_at: float
     next_attempt_at: float | None
     sent_at: float | None
+    recipient_states: Mapping[str, RecipientState] = field(default_factory=dict)  # missing = queued
+
+    def recipient_state(self, address: str) -> RecipientState:
+        """Where one recipient stands (queued when the message was never tried)."""
+        return self.recipient_states.get(address, _QUEUED)
+
+    @property
+    def pending_recipients(self) -> tuple[str, ...]:
+        """The recipients the next attempt goes to: not yet sent, not failed."""
+        return tuple(r for r in self.recipients if self.recipient_state(r).status.pending)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -372,11 +405,19 @@ class StoredMessage:
             )
             or None,
             "refused": self.refused or None,
+            "recipients": {
+                r: {"state": str(st.status), "reply": st.reply or None}
+                for r in self.recipients
+                for st in (self.recipient_state(r),)
+            },
             "created_at": iso(self.created_at),
             "sent_at": iso(self.sent_at),
             "next_attempt_at": iso(self.next_attempt_at),
             "message_id": self.message_id,
         }
+
+
+_QUEUED = RecipientState()
 
 
 @dataclass(frozen=True)
@@ -394,7 +435,7 @@ class TaskStatus:
     last_error: str
     updated_at: float | None = None
     pid: int | None = None
-    fault: str = ""  # FaultKind of an error state ("task_fatal": stopped until settings change)
+    fault: FaultKind | None = None  # of an error state (TASK_FATAL: stopped until settings change)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -408,6 +449,18 @@ class TaskStatus:
             "failed": self.failed,
             "last_error": self.last_error or None,
         }
+
+
+class EventKind(StrEnum):
+    """What an engine event reports."""
+
+    SENT = "sent"  # a message reached every recipient it could (refusals in the detail)
+    DEFERRED = "deferred"  # a message (or some of its recipients) waits for its next attempt
+    FAILED = "failed"  # a message failed for good
+    STATE_CHANGED = "state_changed"  # a task's state changed
+    QUEUE_DRAINED = "queue_drained"  # a task has nothing left to send
+    ENGINE_STARTED = "engine_started"
+    ENGINE_STOPPED = "engine_stopped"
 
 
 @dataclass(frozen=True)
@@ -433,14 +486,14 @@ class SendingHistory:
 class EngineEvent:
     """Something the engine did, for the CLI to print and the UI to show."""
 
-    kind: str  # "sent" | "deferred" | "failed" | "state_changed" | "queue_drained"
+    kind: EventKind
     task: str
     company: str
     message_id: int | None = None
     state: TaskState | None = None
     detail: str = ""
     recipients: tuple[str, ...] = ()
-    fault: str = ""  # FaultKind value for state_changed to error
+    fault: FaultKind | None = None  # for state_changed to error
 
 
 EventSink = Callable[[EngineEvent], None]

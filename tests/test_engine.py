@@ -264,7 +264,7 @@ def _steps(worker: Worker, clock: FakeClock, count: int, advance: bool = True) -
             sleeps.append(sleep)
             if advance and sleep > 0:
                 clock.advance(sleep)
-        worker.flush()
+        await worker.flush()
         await worker.session.close()
         return sleeps
 

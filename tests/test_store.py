@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from automail.errors import DefinitionsError, InputError, OutboxError
-from automail.models import MessageStatus, SmtpSettings, Task
+from automail.models import MessageStatus, RecipientState, RecipientStatus, SmtpSettings, Task
 from automail.store.definitions import Definitions
 from automail.store.outbox import SCHEMA_VERSION, Outbox
 from tests.helpers import new_message
@@ -34,7 +34,8 @@ def test_state_machine_and_message_id_kept(box: Outbox) -> None:
     box.mark_failed(ids[1], 104.0, 550, "no such user", "acct", "T")
     third = box.claim("T", now=105.0)
     assert third.message.id == ids[2]
-    box.mark_sent(ids[2], 106.0, "250 ok", {"x@y.sk": "550 no"}, "acct", "T")
+    refusal = {"x@y.sk": RecipientState(RecipientStatus.FAILED, "550 no")}
+    box.mark_sent(ids[2], 106.0, "250 ok", refusal, "acct", "T")
     first_again = box.claim("T", now=170.0)
     assert first_again.message.id == ids[0] and first_again.message.message_id == "<0@test>"
     assert first_again.message.attempts == 1

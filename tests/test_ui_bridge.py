@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from automail.models import EngineEvent
+from automail.models import EngineEvent, EventKind
 from automail.ui.bridge import Bridge
 
 pytestmark = pytest.mark.gui
@@ -47,7 +47,7 @@ def test_posts_from_threads_run_on_the_tk_thread(root: tkinter.Tk) -> None:
     def worker(n: int) -> None:
         for _ in range(50):
             bridge.post(lambda: ran_on.append(threading.current_thread()))
-        bridge.sink(EngineEvent("sent", f"T{n}", "Firma", message_id=n))
+        bridge.sink(EngineEvent(EventKind.SENT, f"T{n}", "Firma", message_id=n))
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
     for t in threads:
@@ -68,7 +68,7 @@ def test_a_failing_callback_does_not_stop_the_bridge(root: tkinter.Tk) -> None:
     done = threading.Event()
     bridge.post(lambda: 1 / 0)
     bridge.add_handler(lambda e: 1 / 0)
-    bridge.post(EngineEvent("sent", "T", "Firma"))
+    bridge.post(EngineEvent(EventKind.SENT, "T", "Firma"))
     bridge.post(done.set)
     pump(root, done)
     assert done.is_set()

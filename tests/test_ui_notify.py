@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from automail.errors import FaultKind
-from automail.models import EngineEvent, TaskState
+from automail.models import EngineEvent, EventKind, TaskState
 from automail.ui.notify import Delivery, Notifier, dbus_notify
 from tests.desktop import DesktopSession, wait_for
 
@@ -23,15 +23,15 @@ class FakeClock:
 
 
 def error(task: str, reason: str, fault: FaultKind = FaultKind.TASK_FATAL) -> EngineEvent:
-    return EngineEvent("state_changed", task, "Firma", state=TaskState.ERROR, detail=reason, fault=str(fault))
+    return EngineEvent(EventKind.STATE_CHANGED, task, "Firma", state=TaskState.ERROR, detail=reason, fault=fault)
 
 
 def state(task: str, st: TaskState) -> EngineEvent:
-    return EngineEvent("state_changed", task, "Firma", state=st)
+    return EngineEvent(EventKind.STATE_CHANGED, task, "Firma", state=st)
 
 
 def failed(task: str, rcpt: str, reason: str = "550 5.1.1 no such user") -> EngineEvent:
-    return EngineEvent("failed", task, "Firma", message_id=1, detail=reason, recipients=(rcpt,))
+    return EngineEvent(EventKind.FAILED, task, "Firma", message_id=1, detail=reason, recipients=(rcpt,))
 
 
 @pytest.fixture
@@ -117,9 +117,9 @@ def test_permanent_failures_are_aggregated(notifier: Notifier, sent: list[tuple[
 
 def test_queue_drained_flushes_failures_then_reports(notifier: Notifier, sent: list[tuple[str, str]]) -> None:
     for i in range(5):
-        notifier.on_event(EngineEvent("sent", "Invoices", "Firma", message_id=i))
+        notifier.on_event(EngineEvent(EventKind.SENT, "Invoices", "Firma", message_id=i))
     notifier.on_event(failed("Invoices", "a@x.sk"))
-    notifier.on_event(EngineEvent("queue_drained", "Invoices", "Firma"))
+    notifier.on_event(EngineEvent(EventKind.QUEUE_DRAINED, "Invoices", "Firma"))
     assert sent == [
         ("E-mails failed", "1 message to a@x.sk failed in task “Invoices”. Last reason: 550 5.1.1 no such user"),
         ("Mailing finished", "Task “Invoices” sent 5 e-mails; nothing is left in its queue."),
@@ -127,9 +127,9 @@ def test_queue_drained_flushes_failures_then_reports(notifier: Notifier, sent: l
 
 
 def test_a_single_message_drained_is_not_news(notifier: Notifier, sent: list[tuple[str, str]]) -> None:
-    notifier.on_event(EngineEvent("sent", "Invoices", "Firma", message_id=1))
-    notifier.on_event(EngineEvent("queue_drained", "Invoices", "Firma"))
-    notifier.on_event(EngineEvent("queue_drained", "Invoices", "Firma"))
+    notifier.on_event(EngineEvent(EventKind.SENT, "Invoices", "Firma", message_id=1))
+    notifier.on_event(EngineEvent(EventKind.QUEUE_DRAINED, "Invoices", "Firma"))
+    notifier.on_event(EngineEvent(EventKind.QUEUE_DRAINED, "Invoices", "Firma"))
     assert sent == []
 
 

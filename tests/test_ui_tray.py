@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from automail.engine.service import Service
-from automail.models import EngineEvent, Task, TaskState
+from automail.models import EngineEvent, EventKind, Task, TaskState
 from automail.ui import icons, instance
 from automail.ui.bridge import Bridge
 from automail.ui.tray import Entry, Tray
@@ -210,7 +210,7 @@ def test_icon_and_tooltip_follow_the_state(tray: Tray, service: Service) -> None
         "Invoices", TaskState.ERROR, time.time(), "SMTP login rejected", "task_fatal"
     )
     before = icon.menu_updates
-    tray.on_event(EngineEvent("state_changed", "Invoices", "Firma", state=TaskState.ERROR, detail="x"))
+    tray.on_event(EngineEvent(EventKind.STATE_CHANGED, "Invoices", "Firma", state=TaskState.ERROR, detail="x"))
     assert icon.icon is tray.images["error"]
     assert icon.title == "AutoMail: Error in Invoices, 1 queued, 0 sent in 1 h"
     assert icon.menu_updates > before

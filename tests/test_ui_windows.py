@@ -12,7 +12,7 @@ import keyring
 import pytest
 
 from automail.engine.service import Service
-from automail.models import EngineEvent, SmtpSettings, Task, TaskState
+from automail.models import EngineEvent, EventKind, SmtpSettings, Task, TaskState
 from tests.ui_support import COMPANY, pump
 
 ctk = pytest.importorskip("customtkinter")
@@ -408,7 +408,7 @@ def test_engine_error_shows_in_error_panel_with_fix(win: Any, service: Service, 
         " — open Settings › Basic and check the user name and password"
     )
     service.outbox(COMPANY).set_task_state("Invoices", TaskState.ERROR, time.time(), reason, "task_fatal", 535)
-    win.on_event(EngineEvent("state_changed", "Invoices", COMPANY, state=TaskState.ERROR, detail=reason))
+    win.on_event(EngineEvent(EventKind.STATE_CHANGED, "Invoices", COMPANY, state=TaskState.ERROR, detail=reason))
     pump(root, lambda: bool(win.error_panel.rows), timeout=10)
     assert win.error_panel.winfo_ismapped()
     ((task, text),) = win.error_panel.rows
@@ -422,7 +422,7 @@ def test_hidden_window_does_not_poll(win: Any, root: Any) -> None:
     win.hide()
     assert win._tick_job is None
     before = win.refresh_count
-    win.on_event(EngineEvent("sent", "x", COMPANY))
+    win.on_event(EngineEvent(EventKind.SENT, "x", COMPANY))
     pump(root)
     assert win.refresh_count == before and win._dirty
     win.show()

@@ -6,12 +6,15 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from typing import ParamSpec, TypeVar
 
 from automail import secrets
 from automail.clock import Clock
 from automail.errors import AutomailError, FaultKind, SmtpError, TaskLockedError
-from automail.models import Company, EngineEvent, Task, TaskState
+from automail.models import Company, EngineEvent, EventKind, Task, TaskState
 from automail.store.definitions import Definitions
 from automail.store.outbox import Outbox
 
@@ -21,17 +24,30 @@ from .throttle import DAY, Throttle
 from .worker import Worker
 
 log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 WATCH_INTERVAL_S = 1.0  # how often definitions and outboxes are checked for outside changes
 LOCK_RETRY_S = 5.0  # how often a task run by another process is tried again (it may have quit)
+# The one shutdown budget: stopping waits this long for the messages in flight, then cancels them
+# (a message cancelled before its final dot stays queued; one cancelled after it may be sent
+# again, as after a crash).  Every caller that stops the engine relies on this value.
+SHUTDOWN_BUDGET_S = 20.0
+_CANCEL_GRACE_S = 3.0  # of the budget: what cancelled workers get to give their messages back
 
 
 @dataclass
 class _Running:
-    worker: Worker
     lock: TaskLock
-    job: asyncio.Task[None]
     fingerprint: str
+    job: asyncio.Future[None] | None = None
+    worker: Worker | None = None  # once its lock and password are in hand
+    stopping: bool = False
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self.worker is not None:
+            self.worker.stop()
 
 
 @dataclass
@@ -75,6 +91,7 @@ class Engine:
         self._defs_mtime = -1.0
         self._locked: dict[str, float] = {}  # task run by another process -> when to try again
         self._started = threading.Event()
+        self._io: ThreadPoolExecutor | None = None
 
     # ---- control from any thread --------------------------------------------------
     @property
@@ -90,8 +107,8 @@ class Engine:
         self._thread.start()
         self._started.wait(10)
 
-    def stop(self, timeout: float = 15.0) -> bool:
-        """Finish the messages in flight and stop; True if it ended within ``timeout``."""
+    def stop(self) -> bool:
+        """Finish the messages in flight and stop within the shutdown budget; True if the thread ended."""
         thread, loop, stop_event = self._thread, self._loop, self._stop_event
         if thread is None or loop is None or stop_event is None:
             return True
@@ -99,7 +116,7 @@ class Engine:
             loop.call_soon_threadsafe(stop_event.set)
         except RuntimeError:  # loop already closed
             pass
-        thread.join(timeout)
+        thread.join(SHUTDOWN_BUDGET_S + 2.0)  # the engine keeps the budget itself; this is a backstop
         return not thread.is_alive()
 
     def poke(self) -> None:
@@ -113,7 +130,7 @@ class Engine:
 
     def running_tasks(self) -> dict[str, TaskState]:
         """Task name → current in-memory state (a snapshot; any thread)."""
-        return {name: r.worker.status.state for name, r in list(self._running.items())}
+        return {name: r.worker.status.state for name, r in list(self._running.items()) if r.worker is not None}
 
     # ---- the engine thread ---------------------------------------------------------
     def _thread_main(self) -> None:
@@ -133,13 +150,14 @@ class Engine:
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         self._wake_event = asyncio.Event()
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="automail-engine-io")
         self._started.set()
         log.info("engine started on %s (user %s)", self.computer, self.user or "-")
         try:
             while not self._stop_event.is_set():
                 try:
-                    self._reconcile()
-                    self._watch_outboxes()
+                    await self._reconcile()
+                    await self._watch_outboxes()
                 except AutomailError as exc:
                     log.error("engine: %s", exc)
                 except Exception:
@@ -156,14 +174,20 @@ class Engine:
                     p.cancel()
         finally:
             await self._stop_all()
+            self._io.shutdown(wait=False)
             log.info("engine stopped")
 
     async def _stop_all(self) -> None:
         for run in self._running.values():
-            run.worker.stop()
-        jobs = [r.job for r in self._running.values()]
+            run.stop()
+        jobs = [r.job for r in self._running.values() if r.job is not None]
         if jobs:
-            await asyncio.wait(jobs, timeout=30)
+            _done, late = await asyncio.wait(jobs, timeout=SHUTDOWN_BUDGET_S - _CANCEL_GRACE_S)
+            if late:
+                log.warning("%d task(s) still sending after %.0f s: stopping them now", len(late), SHUTDOWN_BUDGET_S)
+                for job in late:
+                    job.cancel()
+                await asyncio.wait(late, timeout=_CANCEL_GRACE_S)
         for name in list(self._running):
             self._forget(name)
 
@@ -173,17 +197,41 @@ class Engine:
             run.lock.release()
 
     # ---- deciding which tasks run -------------------------------------------------------
-    def _reconcile(self) -> None:
+    # Definitions (TinyDB), outboxes (SQLite) and the keyring are read in threads: a slow disk or a
+    # keyring waiting for an unlock prompt must not hold up the tasks that are sending.
+    async def _in_io(self, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """Run a definitions or outbox call in the engine's I/O thread (one thread: one SQLite
+        connection per outbox, so ``PRAGMA data_version`` readings stay comparable)."""
+        assert self._io is not None
+        return await asyncio.get_running_loop().run_in_executor(self._io, partial(fn, *args, **kwargs))
+
+    async def _reconcile(self) -> None:
         for name, run in list(self._running.items()):
-            if run.job.done():
+            if run.job is not None and run.job.done():
                 self._forget(name)
                 self._defs_mtime = -1.0  # look again: it may have stopped to be restarted
-        mtime = self.definitions.mtime()
+        mtime = await self._in_io(self.definitions.mtime)
         now = self.clock.now()
         retry_locked = any(now >= at for at in self._locked.values())
         if mtime == self._defs_mtime and not retry_locked:
             return
         self._defs_mtime = mtime
+        running = set(self._running)
+        wanted = await self._in_io(self._wanted_tasks, running)
+        for name in list(self._locked):
+            if name not in wanted:
+                del self._locked[name]  # no longer ours to run: forget that it was locked
+        await self._configure_buckets(list(wanted.values()))
+        for name, run in list(self._running.items()):
+            target = wanted.get(name)
+            if target is None or target[0].fingerprint != run.fingerprint:
+                run.stop()  # finishes the message in flight; restarted below once done
+        for name, (task, company) in wanted.items():
+            if name not in self._running and now >= self._locked.get(name, now):
+                self._launch(task, company)
+
+    def _wanted_tasks(self, running: set[str]) -> dict[str, tuple[Task, Company]]:
+        """The tasks this engine should run now (in a thread: reads definitions and outboxes)."""
         tasks = self.definitions.local_tasks(self.computer, self.user)
         companies = {c.name.lower(): c for c in self.definitions.companies()}
         wanted: dict[str, tuple[Task, Company]] = {}
@@ -195,25 +243,15 @@ class Engine:
             if (
                 record is not None
                 and record.state is TaskState.ERROR
-                and record.fault == FaultKind.TASK_FATAL
+                and record.fault is FaultKind.TASK_FATAL
                 and record.fingerprint == task.fingerprint
-                and task.name not in self._running
+                and task.name not in running
             ):
                 continue  # stopped by a login/TLS/sender fault until its settings change or it is started again
             wanted[task.name] = (task, company)
-        for name in list(self._locked):
-            if name not in wanted:
-                del self._locked[name]  # no longer ours to run: forget that it was locked
-        self._configure_buckets(list(wanted.values()))
-        for name, run in list(self._running.items()):
-            target = wanted.get(name)
-            if target is None or target[0].fingerprint != run.fingerprint:
-                run.worker.stop()  # finishes the message in flight; restarted below once done
-        for name, (task, company) in wanted.items():
-            if name not in self._running and now >= self._locked.get(name, now):
-                self._launch(task, company)
+        return wanted
 
-    def _configure_buckets(self, wanted: list[tuple[Task, Company]]) -> None:
+    async def _configure_buckets(self, wanted: list[tuple[Task, Company]]) -> None:
         by_account: dict[str, list[tuple[Task, Company]]] = {}
         for task, company in wanted:
             by_account.setdefault(task.smtp.account_key, []).append((task, company))
@@ -223,67 +261,90 @@ class Engine:
             rate, cap = (min(rates) if rates else None), (min(caps) if caps else None)
             bucket = self._buckets.get(account)
             if bucket is None:
+                companies = list({c.outbox_path: c for _t, c in group}.values())
+                sends = await self._in_io(self._recent_sends, account, companies, self.clock.now())
                 bucket = Throttle(rate, cap)
-                now = self.clock.now()
-                # Every outbox the account sent from, once (tasks of one company share a file),
-                # restored in one sorted pass so the hourly and daily windows stay ordered.
-                boxes = [self.hooks.outbox_for(c) for c in {c.outbox_path: c for _t, c in group}.values()]
-                for box in boxes:
-                    box.prune_send_log(now)  # the send log is only needed for the last 24 hours
-                bucket.restore([t for box in boxes for t in box.send_times(account, now - DAY)])
-                self._buckets[account] = bucket
+                bucket.restore(sends)
+                self._buckets.setdefault(account, bucket)
             else:
                 bucket.reconfigure(rate, cap)
 
+    def _recent_sends(self, account: str, companies: list[Company], now: float) -> list[float]:
+        """The account's sends of the last day, from every outbox it sent from (in a thread).
+
+        Only reads: a write here would wait for another process's write lock and hold up every
+        task (each worker prunes its own send log, in its own thread).
+        """
+        # Every outbox once (tasks of one company share a file), restored in one sorted pass so
+        # the hourly and daily windows stay ordered.
+        boxes = [self.hooks.outbox_for(c) for c in companies]
+        return [t for box in boxes for t in box.send_times(account, now - DAY)]
+
     def _launch(self, task: Task, company: Company) -> None:
-        outbox = self.hooks.outbox_for(company)
-        lock = self.hooks.lock_for(task.name)
-        bucket = self._buckets[task.smtp.account_key]
+        run = _Running(self.hooks.lock_for(task.name), task.fingerprint)
+        self._running[task.name] = run
+        run.job = asyncio.ensure_future(self._run_task(run, task, company))
+        run.job.add_done_callback(lambda _j: self._wake_event.set() if self._wake_event else None)
+
+    async def _run_task(self, run: _Running, task: Task, company: Company) -> None:
+        """Take the task's lock and password (in threads), then run its worker until it stops."""
+        outbox = await self._in_io(self.hooks.outbox_for, company)
+        try:
+            await asyncio.to_thread(run.lock.acquire)
+        except TaskLockedError as exc:
+            self._standby(task, company, exc)
+            return
+        self._locked.pop(task.name, None)
         password: str | None = None
         error: AutomailError | None = None
         try:
-            lock.acquire()
+            password = await asyncio.to_thread(self._password, task)
         except AutomailError as exc:
             error = exc
-        else:
-            if task.smtp.username:
-                try:
-                    password = secrets.get_password(task.name)
-                    if password is None:
-                        error = SmtpError(
-                            f"no password is stored for task {task.name!r} ({task.smtp.username})",
-                            kind=FaultKind.TASK_FATAL,
-                            fix="enter it in Settings › Basic, or `automail task edit NAME --password-stdin`",
-                        )
-                except AutomailError as exc:
-                    error = exc
-        worker = Worker(task, company, outbox, bucket, self.clock, self._emit, password, self.hooks.session_factory)
+        worker = Worker(task, company, outbox, self._buckets[task.smtp.account_key], self.clock, self._emit,
+                        password, self.hooks.session_factory)  # fmt: skip
+        run.worker = worker
         if error is not None:
             log.error("task %s cannot start: %s", task.name, error)
-            if isinstance(error, TaskLockedError):
-                # The other process owns the task's persisted state: only tell our listeners, once,
-                # and try again every few seconds: when that process quits, this engine takes over.
-                if task.name not in self._locked:
-                    self._emit(
-                        EngineEvent("state_changed", task.name, company.name, state=TaskState.ERROR, detail=str(error))
-                    )
-                self._locked[task.name] = self.clock.now() + LOCK_RETRY_S
-            else:
-                worker.fail_to_start(error)  # sticky until the task is edited or started again
-                lock.release()
+            await worker.fail_to_start(error)  # sticky until the task is edited or started again
             return
-        self._locked.pop(task.name, None)
-        job = asyncio.ensure_future(worker.run())
-        job.add_done_callback(lambda _j: self._wake_event.set() if self._wake_event else None)
-        self._running[task.name] = _Running(worker, lock, job, task.fingerprint)
+        if run.stopping:
+            worker.stop()
         log.info("task %s started (%s, %s)", task.name, company.name, task.cadence_text)
+        await worker.run()
 
-    def _watch_outboxes(self) -> None:
+    def _password(self, task: Task) -> str | None:
+        if not task.smtp.username:
+            return None
+        password = secrets.get_password(task.name)
+        if password is None:
+            raise SmtpError(
+                f"no password is stored for task {task.name!r} ({task.smtp.username})",
+                kind=FaultKind.TASK_FATAL,
+                fix="enter it in Settings › Basic, or `automail task edit NAME --password-stdin`",
+            )
+        return password
+
+    def _standby(self, task: Task, company: Company, error: TaskLockedError) -> None:
+        """Another process runs the task: say so once, and try again every few seconds.
+
+        That process owns the task's persisted state, so only our listeners hear about it; when
+        it quits, this engine takes over.
+        """
+        if task.name not in self._locked:
+            log.info("task %s: %s; this engine takes over when it quits", task.name, error.message)
+            self._emit(
+                EngineEvent(EventKind.STATE_CHANGED, task.name, company.name, state=TaskState.ERROR, detail=str(error))
+            )
+        self._locked[task.name] = self.clock.now() + LOCK_RETRY_S
+
+    async def _watch_outboxes(self) -> None:
         by_path: dict[str, list[Worker]] = {}
         for run in self._running.values():
-            by_path.setdefault(run.worker.company.outbox_path, []).append(run.worker)
+            if run.worker is not None:
+                by_path.setdefault(run.worker.company.outbox_path, []).append(run.worker)
         for path, workers in by_path.items():
-            version = workers[0].outbox.data_version()
+            version = await self._in_io(workers[0].outbox.data_version)
             if self._data_versions.get(path) != version:
                 if path in self._data_versions:
                     for w in workers:

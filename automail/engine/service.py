@@ -16,6 +16,7 @@ from automail.message import compose, max_message_bytes, prepare_raw
 from automail.models import (
     Company,
     EngineEvent,
+    EventKind,
     EventSink,
     MessageStatus,
     SendingHistory,
@@ -265,6 +266,7 @@ class Service:
             subject=f"AutoMail test from task {task.name}",
             text=f"This is a test e-mail sent by AutoMail task {task.name!r} on {self.computer}.",
             sender=task.smtp.sender,
+            now=self.clock.now(),
         )
 
         async def deliver() -> str:
@@ -289,15 +291,23 @@ class Service:
     def enqueue_raw(self, company: str, items: Iterable[tuple[str, bytes]], tag: str = "") -> list[int]:
         """Validate every (source name, MIME bytes) pair, then queue all or nothing."""
         self.definitions.company(company)
-        limit = max_message_bytes()
-        prepared = [prepare_raw(raw, source, tag, limit) for source, raw in items]
+        limit, now, sender = max_message_bytes(), self.clock.now(), self._sender_for(company, tag)
+        prepared = [prepare_raw(raw, source, tag, limit, now=now, default_sender=sender) for source, raw in items]
         return self.enqueue(company, prepared)
 
     def send(self, company: str, **parts: object) -> int:
         """Compose a message from parts (see message.compose) and queue it."""
         self.definitions.company(company)
-        msg = compose(max_bytes=max_message_bytes(), **parts)  # type: ignore[arg-type]
+        sender = self._sender_for(company, str(parts.get("tag", "")))
+        msg = compose(max_bytes=max_message_bytes(), now=self.clock.now(), default_sender=sender, **parts)  # type: ignore[arg-type]
         return self.enqueue(company, [msg])[0]
+
+    def _sender_for(self, company: str, tag: str) -> str:
+        """The sender of the task that will send a message of ``company`` with ``tag`` ("" if none):
+        the From a message without one gets at send time, so its Message-ID takes that domain."""
+        tasks = self.tasks(company)
+        in_scope = [t for t in tasks if not t.tags or tag in t.tags]
+        return next((t.smtp.sender for t in in_scope or tasks), "")
 
     def messages(
         self, company: str, status: MessageStatus | None = None, search: str = "", limit: int = -1, offset: int = 0
@@ -358,7 +368,7 @@ class Service:
                     last_error=reason,
                     updated_at=record.updated_at if record else None,
                     pid=record.pid if record else None,
-                    fault=record.fault if record and state is TaskState.ERROR else "",
+                    fault=record.fault if record and state is TaskState.ERROR else None,
                 )
             )
         return result
@@ -420,15 +430,16 @@ class Service:
             )
             self._engine = Engine(self.definitions, hooks, self.clock, self.computer, self.user)
             self._engine.start()
-            self._emit(EngineEvent("engine_started", "", ""))
+            self._emit(EngineEvent(EventKind.ENGINE_STARTED, "", ""))
         return self._engine
 
-    def stop_engine(self, timeout: float = 15.0) -> bool:
-        """Stop sending, finishing the messages in flight within ``timeout`` seconds."""
+    def stop_engine(self) -> bool:
+        """Stop sending, finishing the messages in flight within the shutdown budget
+        (``runtime.SHUTDOWN_BUDGET_S``); False if the engine thread is still running."""
         if self._engine is None:
             return True
-        ok = self._engine.stop(timeout)
-        self._emit(EngineEvent("engine_stopped", "", ""))
+        ok = self._engine.stop()
+        self._emit(EngineEvent(EventKind.ENGINE_STOPPED, "", ""))
         return ok
 
     def _poke(self) -> None:
@@ -436,8 +447,12 @@ class Service:
             self._engine.poke()
 
     def close(self) -> None:
-        """Stop the engine and close every database connection."""
-        self.stop_engine()
+        """Stop the engine and close every database connection (unless the engine still uses them)."""
+        if not self.stop_engine():
+            # Closing would pull the connections from under the engine thread; the process is
+            # about to end, which closes them anyway.
+            log.warning("the engine did not stop in time: its outbox connections are left open")
+            return
         with self._outbox_lock:
             for box in self._outboxes.values():
                 box.close()

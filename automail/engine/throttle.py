@@ -46,6 +46,20 @@ class Throttle:
         if self.daily_cap:
             self._day.append(now)
 
+    def take(self, now: float) -> float | None:
+        """Record a send at ``now`` before it starts; returns what ``give_back`` needs to undo it."""
+        previous = self._last
+        self.record(now)
+        return previous
+
+    def give_back(self, now: float, previous: float | None) -> None:
+        """Undo ``take(now)``: the send did not happen after all (nothing was due)."""
+        for window in (self._hour, self._day):
+            if window and window[-1] == now:
+                window.pop()
+        if self._last == now:
+            self._last = previous
+
     def delay(self, now: float) -> float:
         """Seconds to wait before the next send may start (0 = go now)."""
         self._expire(now)

@@ -1,4 +1,4 @@
-"""One task's loop: claim → wait for the bucket → send → record; it never dies."""
+"""One task's loop: claim → wait for the bucket → send → classify → record; it never dies."""
 
 from __future__ import annotations
 
@@ -7,14 +7,26 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from typing import ParamSpec, TypeVar
 
 from automail.clock import Clock
 from automail.errors import AutomailError, FaultKind, SmtpError
 from automail.message import with_sender_headers
-from automail.models import Company, EngineEvent, EventSink, MessageStatus, Task, TaskState
+from automail.models import (
+    Company,
+    EngineEvent,
+    EventKind,
+    EventSink,
+    MessageStatus,
+    Task,
+    TaskState,
+)
 from automail.store.outbox import ClaimedMessage, Outbox
 
+from .outcome import Outcome, classify
 from .smtp import SmtpSession
 from .throttle import Throttle
 
@@ -26,6 +38,9 @@ UNREACHABLE_BACKOFF_S = (15, 30, 60, 120, 300, 600, 900)
 STEP_ERROR_BACKOFF_S = 5.0
 CLAIM_BATCH = 32  # messages an unlimited task claims per transaction
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
 
 @dataclass
 class WorkerStatus:
@@ -33,13 +48,26 @@ class WorkerStatus:
 
     state: TaskState = TaskState.STOPPED
     reason: str = ""
-    fault: str = ""
+    fault: FaultKind | None = None
     code: int | None = None
+
+
+@dataclass
+class _Unrecorded:
+    """A result not yet committed, and its commit once started (in the worker's I/O thread)."""
+
+    event: EngineEvent
+    commit: Callable[[], None]
+    future: asyncio.Future[None] | None = None
 
 
 class Worker:
     """Sends the messages of one task.  ``step(now)`` does one unit of work and
-    says how long to sleep; ``run()`` repeats it until ``stop()``."""
+    says how long to sleep; ``run()`` repeats it until ``stop()``.
+
+    Every outbox call runs in the worker's own I/O thread (``_db``), never on the event loop:
+    a write that waits for the busy timeout, or a slow disk, holds up this task only.
+    """
 
     def __init__(
         self,
@@ -64,6 +92,7 @@ class Worker:
         self.wake = asyncio.Event()
         self.stopping = False
         self.finished = False  # stopped itself (sticky task error)
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"automail-io-{task.name[:20]}")
         self._had_work = False
         self._last_send = 0.0
         self._unreachable = 0
@@ -71,20 +100,37 @@ class Worker:
         self._held: deque[ClaimedMessage] = deque()
         # The last result, not yet committed: it is committed while the next message's
         # envelope is on the wire (see ``transaction``), or by ``flush``.
-        self._unrecorded: tuple[EngineEvent, Callable[[], None]] | None = None
+        self._unrecorded: _Unrecorded | None = None
         self._mail_from = task.smtp.sender_address
         self._account = task.smtp.account_key
 
+    # ---- the outbox, off the event loop --------------------------------------------
+    async def _db(self, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """Run an outbox call in this worker's I/O thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._io, partial(fn, *args, **kwargs))
+
     # ---- state -----------------------------------------------------------------
-    def _set_state(self, state: TaskState, reason: str = "", fault: str = "", code: int | None = None) -> None:
+    async def _set_state(
+        self, state: TaskState, reason: str = "", fault: FaultKind | None = None, code: int | None = None
+    ) -> None:
         new = WorkerStatus(state, reason, fault, code)
         if new == self.status:
             return
         self.status = new
-        self.outbox.set_task_state(self.task.name, state, self.clock.now(), reason, fault, code, self.task.fingerprint)
+        await self._db(
+            self.outbox.set_task_state,
+            self.task.name,
+            state,
+            self.clock.now(),
+            reason,
+            fault,
+            code,
+            self.task.fingerprint,
+        )
         self.emit(
             EngineEvent(
-                "state_changed",
+                EventKind.STATE_CHANGED,
                 self.task.name,
                 self.company.name,
                 state=state,
@@ -93,18 +139,22 @@ class Worker:
             )
         )
 
-    def fail_to_start(self, error: AutomailError) -> None:
+    async def fail_to_start(self, error: AutomailError) -> None:
         """Record why the task could not even start (no password, locked by another process…)."""
         code = error.code if isinstance(error, SmtpError) else None
-        self._set_state(TaskState.ERROR, str(error), str(FaultKind.TASK_FATAL), code)
         self.finished = True
+        try:
+            await self._set_state(TaskState.ERROR, str(error), FaultKind.TASK_FATAL, code)
+        finally:
+            self._io.shutdown(wait=False)
 
     # ---- the loop ---------------------------------------------------------------
     async def run(self) -> None:
         """Repeat ``step`` until stopped; every step's crash is logged and backed off."""
-        self.outbox.recover(self.task.name, self.clock.now())
-        self._set_state(TaskState.RUNNING)
         try:
+            await self._db(self.outbox.recover, self.task.name, self.clock.now())
+            await self._db(self.outbox.prune_send_log, self.clock.now())  # only the last day is needed
+            await self._set_state(TaskState.RUNNING)
             while not self.stopping and not self.finished:
                 try:
                     sleep = await self.step(self.clock.now())
@@ -114,11 +164,16 @@ class Worker:
                 if sleep > 0 and not self.stopping:
                     await self._sleep(sleep)
         finally:
-            self.flush()
-            self._release_held(self.clock.now())
-            await self.session.close()
-            if not self.finished:
-                self._set_state(TaskState.STOPPED)
+            try:
+                await self.flush()
+                await self._release_held(self.clock.now())
+                await self.session.close()
+                if not self.finished:
+                    await self._set_state(TaskState.STOPPED)
+            finally:
+                with contextlib.suppress(Exception):
+                    await self._db(self.outbox.close_thread_connection)
+                self._io.shutdown(wait=False)
 
     async def _sleep(self, seconds: float) -> None:
         self.wake.clear()
@@ -132,173 +187,203 @@ class Worker:
         self.stopping = True
         self.wake.set()
 
-    def flush(self) -> None:
+    # ---- recording results -----------------------------------------------------------
+    def _start_commit(self) -> asyncio.Future[None] | None:
+        """Start committing the last result in the I/O thread; its future (None: nothing waits).
+
+        The transaction calls this as its ``before_dot`` hook and awaits the future before the
+        final dot, so at most one delivered-but-unrecorded message exists at any time.
+        """
+        pending = self._unrecorded
+        if pending is None:
+            return None
+        if pending.future is None:
+            pending.future = asyncio.get_running_loop().run_in_executor(self._io, pending.commit)
+        return pending.future
+
+    async def flush(self) -> None:
         """Commit the last result now (a no-op when it is already durable), then emit its event.
 
         If the commit fails the result stays pending: the next flush tries again, and no
         further message is delivered meanwhile (its final dot waits for this commit).
         """
         pending = self._unrecorded
-        if pending is None:
+        future = self._start_commit()
+        if pending is None or future is None:
             return
-        event, commit = pending
         try:
-            commit()
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            raise  # the commit goes on in the I/O thread; the next flush waits for it
         except Exception:
-            log.error("task %s: recording message %s failed", self.task.name, event.message_id)
+            if pending.future is future:
+                pending.future = None  # try the commit again next time
+            log.error("task %s: recording message %s failed", self.task.name, pending.event.message_id)
             raise
-        self._unrecorded = None
-        self.emit(event)
+        if self._unrecorded is pending:
+            self._unrecorded = None
+            self.emit(pending.event)
 
-    def _record(self, event: EngineEvent, fn: Callable[..., None], *args: object) -> None:
+    async def _keep(self, event: EngineEvent, commit: Callable[[], None]) -> None:
         """Keep a result to commit during the next message's envelope (or at ``flush``)."""
-        self.flush()  # normally long done: at most one result waits
-        self._unrecorded = (event, lambda: fn(*args))
+        await self.flush()  # normally long done: at most one result waits
+        self._unrecorded = _Unrecorded(event, commit)
 
-    def _release_held(self, now: float, *extra: int) -> None:
+    async def _record(self, claimed: ClaimedMessage, outcome: Outcome, attempted: tuple[str, ...]) -> None:
+        """The record step: the message's outcome, committed with the next envelope."""
+        msg, now, box = claimed.message, self.clock.now(), self.outbox
+        kind = {
+            MessageStatus.SENT: EventKind.SENT,
+            MessageStatus.DEFERRED: EventKind.DEFERRED,
+            MessageStatus.FAILED: EventKind.FAILED,
+        }[outcome.status]
+        event = EngineEvent(
+            kind, self.task.name, self.company.name, message_id=msg.id, detail=outcome.detail, recipients=attempted
+        )
+        account, task = self._account, self.task.name
+        commit: Callable[[], None]
+        if outcome.status is MessageStatus.SENT:
+            commit = partial(box.mark_sent, msg.id, now, outcome.reply, outcome.recipients, account, task)
+        elif outcome.status is MessageStatus.DEFERRED:
+            assert outcome.next_at is not None
+            commit = partial(
+                box.mark_deferred,
+                msg.id,
+                now,
+                outcome.next_at,
+                outcome.code,
+                outcome.error,
+                account,
+                task,
+                recipients=outcome.recipients,
+            )
+        else:
+            commit = partial(
+                box.mark_failed, msg.id, now, outcome.code, outcome.error, account, task, recipients=outcome.recipients
+            )
+        await self._keep(event, commit)
+
+    async def _release_held(self, now: float, *extra: int) -> None:
         ids = [c.message.id for c in self._held] + list(extra)
         self._held.clear()
         if ids:
-            self.outbox.release(ids, now)
+            await self._db(self.outbox.release, ids, now)
 
+    # ---- one step: claim → wait → send → classify → record ---------------------------------
     async def step(self, now: float) -> float:
         """Do one unit of work at time ``now``; return seconds to sleep before the next."""
-        task = self.task
         if now < self._retry_at:
             return self._retry_at - now
         if not self._held:
-            self.flush()
+            await self.flush()
         delay = self.throttle.delay(now)
         if delay > 0:
-            self._release_held(now)  # claimed messages never wait in "sending"
-            if self.outbox.next_due(task.tags) is None:
-                return await self._idle(now)
-            # Normal spacing between sends is "running"; "waiting" is a cap that holds sending back.
-            if delay > self.throttle.interval + 1.0:
-                self._set_state(TaskState.WAITING, f"sending limit reached ({task.cadence_text})")
-            else:
-                self._set_state(TaskState.RUNNING)
-            if delay > IDLE_CLOSE_S:
-                await self.session.close()
-            return delay
-        if not self._held:
-            # Unlimited tasks claim a batch in one transaction; throttled ones one at a time.
-            # No await between the bucket check above and record() below, so workers sharing
-            # a bucket in this loop cannot both pass it.
-            size = CLAIM_BATCH if self.throttle.interval == 0 else 1
-            self._held.extend(self.outbox.claim_batch(task.name, now, task.tags, self._mail_from, size))
-            if not self._held:
+            return await self._wait(now, delay)
+        claimed = self._held.popleft() if self._held else None
+        if claimed is None:
+            # The bucket slot is taken before the claim (an await): workers sharing the bucket
+            # in this loop cannot both pass it.  It is given back when nothing was due.
+            previous = self.throttle.take(now)
+            claimed = await self._claim(now)
+            if claimed is None:
+                self.throttle.give_back(now, previous)
                 return await self._nothing_due(now)
-        claimed = self._held.popleft()
-        self.throttle.record(now)
+        else:
+            self.throttle.take(now)
         self._had_work = True
+        return await self._send(claimed)
+
+    async def _claim(self, now: float) -> ClaimedMessage | None:
+        """Take the next due messages: a batch for an unlimited task, one for a throttled one."""
+        size = CLAIM_BATCH if self.throttle.interval == 0 else 1
+        task = self.task
+        self._held.extend(await self._db(self.outbox.claim_batch, task.name, now, task.tags, self._mail_from, size))
+        return self._held.popleft() if self._held else None
+
+    async def _wait(self, now: float, delay: float) -> float:
+        """The bucket says wait ``delay`` seconds: give back what is held and say why we wait."""
+        await self._release_held(now)  # claimed messages never wait in "sending"
+        if await self._db(self.outbox.next_due, self.task.tags) is None:
+            return await self._idle(now)
+        # Normal spacing between sends is "running"; "waiting" is a cap that holds sending back.
+        if delay > self.throttle.interval + 1.0:
+            await self._set_state(TaskState.WAITING, f"sending limit reached ({self.task.cadence_text})")
+        else:
+            await self._set_state(TaskState.RUNNING)
+        if delay > IDLE_CLOSE_S:
+            await self.session.close()
+        return delay
+
+    async def _send(self, claimed: ClaimedMessage) -> float:
+        """Send one claimed message to its pending recipients, then classify and record the result."""
         msg = claimed.message
+        attempted = msg.pending_recipients
+        if not attempted:  # nobody left to send to (a retried message that reached everyone)
+            await self._record(claimed, classify(msg, claimed.queued_at, self.task, self.clock.now(), "", {}), ())
+            return 0.0
         try:
             await self.session.ensure_connected()
         except SmtpError as exc:
-            self.flush()
-            self._release_held(self.clock.now(), msg.id)
-            return self._task_fault(exc, self.clock.now())
-        self._set_state(TaskState.RUNNING)
-        raw = with_sender_headers(claimed.raw, task.smtp.sender, task.smtp.reply_to)
-        account = self._account
+            await self.flush()
+            await self._release_held(self.clock.now(), msg.id)
+            return await self._task_fault(exc, self.clock.now())
+        await self._set_state(TaskState.RUNNING)
+        raw = with_sender_headers(claimed.raw, self.task.smtp.sender, self.task.smtp.reply_to)
         try:
             # The previous result is committed while this envelope is on the wire, and before
             # this message's final dot: at most one delivered-but-unrecorded message can exist
             # at any time (≤ 1 duplicate per crash).
-            result = await self.session.send(self._mail_from, msg.recipients, raw, self.flush)
+            result = await self.session.send(self._mail_from, attempted, raw, self._start_commit)
         except SmtpError as exc:
-            self.flush()
+            await self.flush()
             done = self.clock.now()
             if exc.kind in (FaultKind.TASK_FATAL, FaultKind.TASK_RETRY):
-                self._release_held(done, msg.id)
-                return self._task_fault(exc, done)
-            if exc.kind is FaultKind.TRANSIENT:
-                attempts = msg.attempts + 1
-                next_at = done + task.retry_delay(attempts)
-                if next_at - claimed.queued_at <= task.max_age_s:
-                    self._record(
-                        self._msg_event("deferred", msg.id, str(exc), msg.recipients),
-                        self.outbox.mark_deferred,
-                        msg.id,
-                        done,
-                        next_at,
-                        exc.code,
-                        str(exc),
-                        account,
-                        task.name,
-                    )
-                    return 0.0
-                reason = f"gave up after {attempts} attempts over {task.max_age_s // 3600} h: {exc}"
-                self._fail(msg.id, done, exc.code, reason, msg.recipients)
-                return 0.0
-            self._fail(msg.id, done, exc.code, str(exc), msg.recipients)
-            return 0.0
+                await self._release_held(done, msg.id)
+                return await self._task_fault(exc, done)
+            outcome = classify(msg, claimed.queued_at, self.task, done, "", {}, exc)
         except BaseException:
             # Not the message's fault (e.g. the previous result could not be committed):
             # it goes back to the queue untouched, if the outbox lets us.
             with contextlib.suppress(Exception):
-                self._release_held(self.clock.now(), msg.id)
+                await self._release_held(self.clock.now(), msg.id)
             raise
-        done = self.clock.now()
-        detail = result.reply
-        if result.refused:
-            detail += " (refused: " + ", ".join(f"{a} {r}" for a, r in result.refused.items()) + ")"
-        self._record(
-            self._msg_event("sent", msg.id, detail, msg.recipients),
-            self.outbox.mark_sent,
-            msg.id,
-            done,
-            result.reply,
-            {addr: str(reply) for addr, reply in result.refused.items()},
-            account,
-            task.name,
-        )
-        self._last_send = done
-        self._unreachable = 0
+        else:
+            done = self.clock.now()
+            outcome = classify(msg, claimed.queued_at, self.task, done, result.reply, dict(result.refused))
+            self._last_send = done
+            self._unreachable = 0
+        await self._record(claimed, outcome, attempted)
         return 0.0
 
     async def _nothing_due(self, now: float) -> float:
-        due = self.outbox.next_due(self.task.tags)
+        due = await self._db(self.outbox.next_due, self.task.tags)
         if due is None:
             return await self._idle(now)
         await self._close_if_idle(now)
-        self._set_state(TaskState.WAITING, "waiting to retry deferred messages")
+        await self._set_state(TaskState.WAITING, "waiting to retry deferred messages")
         return min(max(due - now, 0.0), IDLE_POLL_S)
 
     async def _idle(self, now: float) -> float:
-        if self._had_work and self.outbox.counts(self.task.tags)[MessageStatus.SENDING] == 0:
-            self._had_work = False
-            self.emit(EngineEvent("queue_drained", self.task.name, self.company.name))
-        self._set_state(TaskState.RUNNING)
+        if self._had_work:
+            counts = await self._db(self.outbox.counts, self.task.tags)
+            if counts[MessageStatus.SENDING] == 0:
+                self._had_work = False
+                self.emit(EngineEvent(EventKind.QUEUE_DRAINED, self.task.name, self.company.name))
+        await self._set_state(TaskState.RUNNING)
         await self._close_if_idle(now)
         return IDLE_POLL_S
 
-    def _fail(self, msg_id: int, now: float, code: int | None, reason: str, rcpts: tuple[str, ...]) -> None:
-        event = self._msg_event("failed", msg_id, reason, rcpts)
-        self._record(event, self.outbox.mark_failed, msg_id, now, code, reason, self._account, self.task.name)
-
-    def _msg_event(self, kind: str, msg_id: int, detail: str, rcpts: tuple[str, ...]) -> EngineEvent:
-        return EngineEvent(
-            kind,
-            self.task.name,
-            self.company.name,
-            message_id=msg_id,
-            detail=detail,
-            recipients=rcpts,
-        )
-
-    def _task_fault(self, exc: SmtpError, now: float) -> float:
+    async def _task_fault(self, exc: SmtpError, now: float) -> float:
         log.warning("task %s: %s", self.task.name, exc)
         if exc.kind is FaultKind.TASK_FATAL:
-            self._set_state(TaskState.ERROR, str(exc), str(exc.kind), exc.code)
+            await self._set_state(TaskState.ERROR, str(exc), exc.kind, exc.code)
             self.finished = True
             return 0.0
         backoff = UNREACHABLE_BACKOFF_S[min(self._unreachable, len(UNREACHABLE_BACKOFF_S) - 1)]
         self._unreachable += 1
         self._retry_at = now + backoff
         # The reason stays the same across retries: one incident, one notification.
-        self._set_state(TaskState.ERROR, str(exc), str(exc.kind), exc.code)
+        await self._set_state(TaskState.ERROR, str(exc), exc.kind, exc.code)
         return float(backoff)
 
     async def _close_if_idle(self, now: float) -> None:

@@ -8,20 +8,22 @@ goes back to the queue with its Message-ID unchanged.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from automail.errors import InputError, NotFoundError, OutboxError
-from automail.models import MessageStatus, StoredMessage, TaskState
+from automail.errors import FaultKind, InputError, NotFoundError, OutboxError
+from automail.models import MessageStatus, RecipientState, RecipientStatus, StoredMessage, TaskState
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA_V1 = """
 CREATE TABLE messages (
@@ -110,11 +112,21 @@ _SCHEMA_V3 = (
     ON CONFLICT (task, hour) DO UPDATE SET sent = excluded.sent""",
 )
 
-_MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3))
+# v4: per-recipient state, JSON {address: [status, reply]}; a recipient not in it is queued.
+_SCHEMA_V4 = """
+ALTER TABLE messages ADD COLUMN rcpt_state TEXT NOT NULL DEFAULT '';
+"""
+
+_MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = (
+    (1, _SCHEMA_V1),
+    (2, _SCHEMA_V2),
+    (3, _SCHEMA_V3),
+    (4, _SCHEMA_V4),
+)
 
 _COLUMNS = (
     "id, status, mail_from, recipients, from_header, subject, tag, message_id, attempts, "
-    "last_error_code, last_error, refused, server_reply, task, created_at, next_attempt_at, sent_at"
+    "last_error_code, last_error, refused, server_reply, task, created_at, next_attempt_at, sent_at, rcpt_state"
 )
 
 _READY = "next_attempt_at IS NOT NULL"
@@ -149,7 +161,7 @@ class TaskStateRecord:
     task: str
     state: TaskState
     reason: str
-    fault: str
+    fault: FaultKind | None
     code: int | None
     fingerprint: str
     pid: int | None
@@ -175,7 +187,23 @@ def _row_to_message(row: Sequence[Any]) -> StoredMessage:
         created_at=row[14],
         next_attempt_at=row[15],
         sent_at=row[16],
+        recipient_states=_decode_states(row[17]),
     )
+
+
+def _decode_states(text: str) -> dict[str, RecipientState]:
+    if not text:
+        return {}
+    return {addr: RecipientState(RecipientStatus(st), reply) for addr, (st, reply) in json.loads(text).items()}
+
+
+def _encode_states(states: Mapping[str, RecipientState]) -> str:
+    return json.dumps({addr: [str(st.status), st.reply] for addr, st in states.items()}) if states else ""
+
+
+def _refusals(states: Mapping[str, RecipientState]) -> str:
+    refused = {a: st.reply for a, st in states.items() if st.status is not RecipientStatus.SENT and st.reply}
+    return json.dumps(refused) if refused else ""
 
 
 def _tag_clause(tags: Sequence[str]) -> tuple[str, list[Any]]:
@@ -184,6 +212,42 @@ def _tag_clause(tags: Sequence[str]) -> tuple[str, list[Any]]:
     return f" AND tag IN ({','.join('?' * len(tags))})", list(tags)
 
 
+_T = TypeVar("_T")
+
+
+def _fix_for(exc: sqlite3.Error) -> str:
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return "another program holds the outbox file; try again, or close the program that keeps it busy"
+    if "no such" in text or "malformed" in text or "not a database" in text:
+        return "the file is damaged or not an AutoMail outbox: restore it from a backup"
+    return "check that the outbox's folder is writable and the disk has free space"
+
+
+def _store_errors(cls: type[_T]) -> type[_T]:
+    """Every public method of ``cls`` raises OutboxError, never a bare sqlite3.Error (the store's boundary)."""
+
+    def guard(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def guarded(self: Outbox, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(self, *args, **kwargs)
+            except sqlite3.Error as exc:
+                raise OutboxError(
+                    f"{name.replace('_', ' ')} in the outbox of {self.company or self.path.stem} ({self.path}) "
+                    f"failed: {exc}",
+                    fix=_fix_for(exc),
+                ) from exc
+
+        return guarded
+
+    for name, fn in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(fn) and name not in ("transaction", "close"):
+            setattr(cls, name, guard(name, fn))
+    return cls
+
+
+@_store_errors
 class Outbox:
     """The outbox database of one company.  Safe to share between threads:
     each thread gets its own SQLite connection."""
@@ -220,19 +284,41 @@ class Outbox:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error."""
+        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error, the COMMIT's own included.
+
+        A connection is never left inside a transaction: it would hold the write lock, and every
+        later write of every process would wait out the busy timeout and fail.  A failed COMMIT
+        raises OutboxError; the body's own sqlite3 errors pass through unchanged for the public
+        method around it to name (the connection it yields is inside the store's boundary).
+        """
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise OutboxError(f"outbox {self.path} is busy or unusable: {exc}", fix="try again") from exc
+            raise OutboxError(f"outbox {self.path} is busy or unusable: {exc}", fix=_fix_for(exc)) from exc
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._rollback(conn)
             raise
-        else:
+        try:
             conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            raise OutboxError(
+                f"a change to the outbox of {self.company or self.path.stem} ({self.path}) was not saved: {exc}",
+                fix=_fix_for(exc),
+            ) from exc
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        if not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            # Cannot roll back: drop the connection, which releases the lock; the next call opens another.
+            conn.close()
+            self._local.conn = None
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         with self.transaction():
@@ -260,6 +346,17 @@ class Outbox:
                     pass
             self._connections.clear()
         self._local = threading.local()
+
+    def close_thread_connection(self) -> None:
+        """Close the calling thread's connection (a thread that is about to end)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._conn_lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        conn.close()
 
     def data_version(self) -> int:
         """Changes when another connection commits: cheap detection of outside enqueues."""
@@ -327,14 +424,22 @@ class Outbox:
         rows.sort(key=lambda r: r[0])
         return [ClaimedMessage(_row_to_message(r), bytes(bodies[r[0]]), float(r[-1])) for r in rows]
 
-    def mark_sent(self, msg_id: int, now: float, reply: str, refused: dict[str, str], account: str, task: str) -> None:
-        """Record a delivery (with any refused recipients) and log it for the throttle."""
+    def mark_sent(
+        self,
+        msg_id: int,
+        now: float,
+        reply: str,
+        recipients: Mapping[str, RecipientState],
+        account: str,
+        task: str,
+    ) -> None:
+        """Record a delivery (every recipient sent or failed: ``recipients``) and log it for the throttle."""
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE messages SET status='sent', sent_at=?, updated_at=?, attempts=attempts+1,"
-                " server_reply=?, refused=?, next_attempt_at=NULL, last_error_code=NULL, last_error=''"
-                " WHERE id=?",
-                (now, now, reply, json.dumps(refused) if refused else "", msg_id),
+                " server_reply=?, refused=?, rcpt_state=?, next_attempt_at=NULL, last_error_code=NULL,"
+                " last_error='' WHERE id=?",
+                (now, now, reply, _refusals(recipients), _encode_states(recipients), msg_id),
             )
             conn.execute("INSERT INTO send_log (account, task, at) VALUES (?,?,?)", (account, task, now))
 
@@ -347,23 +452,35 @@ class Outbox:
         error: str,
         account: str,
         task: str,
+        recipients: Mapping[str, RecipientState] | None = None,
     ) -> None:
-        """A transient failure: try again at ``next_at``."""
+        """A transient failure: try again at ``next_at`` (to the recipients still pending in ``recipients``)."""
+        states = recipients or {}
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE messages SET status='deferred', updated_at=?, attempts=attempts+1, next_attempt_at=?,"
-                " last_error_code=?, last_error=? WHERE id=?",
-                (now, next_at, code, error, msg_id),
+                " last_error_code=?, last_error=?, refused=?, rcpt_state=? WHERE id=?",
+                (now, next_at, code, error, _refusals(states), _encode_states(states), msg_id),
             )
             conn.execute("INSERT INTO send_log (account, task, at) VALUES (?,?,?)", (account, task, now))
 
-    def mark_failed(self, msg_id: int, now: float, code: int | None, error: str, account: str, task: str) -> None:
+    def mark_failed(
+        self,
+        msg_id: int,
+        now: float,
+        code: int | None,
+        error: str,
+        account: str,
+        task: str,
+        recipients: Mapping[str, RecipientState] | None = None,
+    ) -> None:
         """A permanent failure: the message will not be tried again unless retried by hand."""
+        states = recipients or {}
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE messages SET status='failed', updated_at=?, attempts=attempts+1, next_attempt_at=NULL,"
-                " last_error_code=?, last_error=? WHERE id=?",
-                (now, code, error, msg_id),
+                " last_error_code=?, last_error=?, refused=?, rcpt_state=? WHERE id=?",
+                (now, code, error, _refusals(states), _encode_states(states), msg_id),
             )
             if account:
                 conn.execute("INSERT INTO send_log (account, task, at) VALUES (?,?,?)", (account, task, now))
@@ -372,9 +489,11 @@ class Outbox:
         """Give claimed messages back untouched (a task-level fault or a stop, not the message's)."""
         ids = [msg_id] if isinstance(msg_id, int) else list(msg_id)
         with self.transaction() as conn:
+            # Back at their place in the queue (enqueue order), not behind everything queued since:
+            # a task error followed by a fix must not send 2, 3, 1.
             conn.executemany(
                 "UPDATE messages SET status='queued', updated_at=?, claimed_at=NULL,"
-                " next_attempt_at=? WHERE id=? AND status='sending'",
+                " next_attempt_at=min(queued_at, ?) WHERE id=? AND status='sending'",
                 [(now, now, i) for i in ids],
             )
 
@@ -382,8 +501,8 @@ class Outbox:
         """Return the task's messages stuck in ``sending`` (after a crash) to the queue; same Message-ID."""
         with self.transaction() as conn:
             return conn.execute(
-                "UPDATE messages SET status='queued', updated_at=?, claimed_at=NULL, next_attempt_at=?"
-                " WHERE status='sending' AND task=?",
+                "UPDATE messages SET status='queued', updated_at=?, claimed_at=NULL,"
+                " next_attempt_at=min(queued_at, ?) WHERE status='sending' AND task=?",
                 (now, now, task),
             ).rowcount
 
@@ -406,19 +525,18 @@ class Outbox:
         """Queue failed (or deferred) messages again: the given ids, or every failed one if None."""
         with self.transaction() as conn:
             if ids is None:
-                cur = conn.execute(
-                    "UPDATE messages SET status='queued', attempts=0, queued_at=?, next_attempt_at=?, updated_at=?"
-                    " WHERE status='failed'",
-                    (now, now, now),
-                )
-                return cur.rowcount
-            id_list = list(ids)
-            self._check_ids(conn, id_list, ("failed", "deferred"), "retry")
+                id_list = [r[0] for r in conn.execute("SELECT id FROM messages WHERE status='failed'")]
+            else:
+                id_list = list(ids)
+                self._check_ids(conn, id_list, ("failed", "deferred"), "retry")
             for msg_id in id_list:
+                (text,) = conn.execute("SELECT rcpt_state FROM messages WHERE id=?", (msg_id,)).fetchone()
+                # Recipients that got the message keep it; every other one is tried again.
+                states = {a: st for a, st in _decode_states(text).items() if st.status is RecipientStatus.SENT}
                 conn.execute(
                     "UPDATE messages SET status='queued', attempts=0, queued_at=?, next_attempt_at=?,"
-                    " updated_at=? WHERE id=?",
-                    (now, now, now, msg_id),
+                    " updated_at=?, rcpt_state=? WHERE id=?",
+                    (now, now, now, _encode_states(states), msg_id),
                 )
             return len(id_list)
 
@@ -574,7 +692,7 @@ class Outbox:
         state: TaskState,
         now: float,
         reason: str = "",
-        fault: str = "",
+        fault: FaultKind | None = None,
         code: int | None = None,
         fingerprint: str = "",
     ) -> None:
@@ -585,7 +703,7 @@ class Outbox:
                 " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(task) DO UPDATE SET state=excluded.state,"
                 " reason=excluded.reason, fault=excluded.fault, code=excluded.code,"
                 " fingerprint=excluded.fingerprint, pid=excluded.pid, updated_at=excluded.updated_at",
-                (task, str(state), reason, fault, code, fingerprint, os.getpid(), now),
+                (task, str(state), reason, str(fault) if fault else "", code, fingerprint, os.getpid(), now),
             )
 
     def task_state(self, task: str) -> TaskStateRecord | None:
@@ -600,7 +718,8 @@ class Outbox:
         )
         if row is None:
             return None
-        return TaskStateRecord(row[0], TaskState(row[1]), row[2], row[3], row[4], row[5], row[6], row[7])
+        fault = FaultKind(row[3]) if row[3] else None
+        return TaskStateRecord(row[0], TaskState(row[1]), row[2], fault, row[4], row[5], row[6], row[7])
 
     def rename_task(self, old: str, new: str) -> None:
         """Move everything recorded under a task's name to a new name, in one transaction (idempotent)."""

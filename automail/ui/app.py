@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from automail.models import EngineEvent
 from automail.paths import data_dir, resource_path
@@ -18,18 +18,22 @@ from .bridge import Bridge
 from .notify import Delivery, Notifier
 from .tray import Tray
 
+if TYPE_CHECKING:
+    from automail.engine.service import Service
+
 log = logging.getLogger(__name__)
 
 WINDOW_TITLE = "AutoMail – Automatic tasks"
 TICK_MS = 2000  # notifier timers and the tray tooltip ("sent in the last hour" ages without events)
 TRAY_CHECK_MS = 2500  # after this, an icon no tray host embedded counts as missing
-STOP_TIMEOUT_S = 10
 
 
 class App:
     """Wires the service, the main window, the tray and the notifier together (Tk thread)."""
 
-    def __init__(self, root: Any, service: Any, *, demo: bool = False, icon_factory: Callable[..., Any] | None = None):
+    def __init__(
+        self, root: Any, service: Service, *, demo: bool = False, icon_factory: Callable[..., Any] | None = None
+    ):
         self.root = root
         self.service = service
         self.demo = demo
@@ -142,8 +146,8 @@ class App:
 
         def stop_engine() -> None:
             try:
-                if not self.service.stop_engine(timeout=STOP_TIMEOUT_S):
-                    log.warning("the engine did not stop within %s s", STOP_TIMEOUT_S)
+                if not self.service.stop_engine():
+                    log.warning("the engine did not stop within its shutdown budget")
             except Exception:
                 log.exception("stopping the engine failed")
             self.bridge.post(self._destroy)
@@ -174,7 +178,7 @@ class App:
         self.service.close()
 
 
-def _make_window(root: Any, service: Any, on_quit: Callable[[], None]) -> Any:
+def _make_window(root: Any, service: Service, on_quit: Callable[[], None]) -> Any:
     from .main_window import MainWindow  # lazily: a second launch exits before building any widget
 
     return MainWindow(root, service, on_quit=on_quit)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import customtkinter as ctk
 
 from automail.errors import AutomailError, InputError
-from automail.models import Task, TaskState, TaskStatus, type_title
+from automail.models import EventKind, Task, TaskState, TaskStatus, type_title
 from automail.paths import log_dir, outbox_dir, safe_filename
 from automail.ui import tray
 from automail.ui.chart import SendingChart
@@ -418,7 +418,7 @@ class MainWindow:
 
     def on_event(self, event: EngineEvent) -> None:
         """An engine event (Tk thread): refresh soon, once per burst."""
-        if event.kind in ("engine_started", "engine_stopped"):
+        if event.kind in (EventKind.ENGINE_STARTED, EventKind.ENGINE_STOPPED):
             self._update_server()
         if not self._visible():
             self._dirty = True

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from automail.errors import FaultKind
-from automail.models import EngineEvent, TaskState
+from automail.models import EngineEvent, EventKind, TaskState
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +69,18 @@ class Notifier:
 
     # ---- input --------------------------------------------------------------------
     def on_event(self, event: EngineEvent) -> None:
-        if event.kind == "state_changed":
+        if event.kind is EventKind.STATE_CHANGED:
             self._on_state(event)
-        elif event.kind == "failed":
+        elif event.kind is EventKind.FAILED:
             batch = self._batches.get(event.task)
             if batch is None:
                 batch = self._batches[event.task] = _Batch(self.clock())
             batch.count += 1
             batch.recipients.extend(r for r in event.recipients if r not in batch.recipients)
             batch.last_reason = event.detail
-        elif event.kind == "sent":
+        elif event.kind is EventKind.SENT:
             self._sent_since_drain[event.task] = self._sent_since_drain.get(event.task, 0) + 1
-        elif event.kind == "queue_drained":
+        elif event.kind is EventKind.QUEUE_DRAINED:
             self._flush_failed(event.task)
             sent = self._sent_since_drain.pop(event.task, 0)
             if sent >= self.min_mailing:
@@ -101,7 +101,7 @@ class Notifier:
         self._in_error[task] = key
         if self._incidents.get(task) == key:
             return  # same incident (e.g. the backoff changed the text only)
-        if event.fault == FaultKind.TASK_RETRY:
+        if event.fault is FaultKind.TASK_RETRY:
             since = self._pending_unreachable.get(task, (self.clock(), ""))[0]
             self._pending_unreachable[task] = (since, event.detail)
             return

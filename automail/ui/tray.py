@@ -11,13 +11,16 @@ import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from automail.models import EngineEvent, TaskState
+from automail.models import EngineEvent, EventKind, TaskState
 from automail.paths import log_dir
 
 from . import icons
 from .bridge import Bridge
+
+if TYPE_CHECKING:
+    from automail.engine.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ class Tray:
 
     def __init__(
         self,
-        service: Any,
+        service: Service,
         bridge: Bridge,
         *,
         open_window: Callable[[], None],
@@ -124,7 +127,7 @@ class Tray:
         if self.service.engine_running:
 
             def stop() -> None:
-                self.service.stop_engine(timeout=10)
+                self.service.stop_engine()
                 self.bridge.post(self.refresh)
 
             threading.Thread(target=stop, name="automail-stop-engine", daemon=True).start()
@@ -162,7 +165,7 @@ class Tray:
     # ---- state (Tk thread) -----------------------------------------------------------
     def on_event(self, event: EngineEvent) -> None:
         """Bridge handler: state changes refresh now, message events at most once a second."""
-        if event.kind in ("state_changed", "engine_started", "engine_stopped"):
+        if event.kind in (EventKind.STATE_CHANGED, EventKind.ENGINE_STARTED, EventKind.ENGINE_STOPPED):
             self.refresh()
         else:
             self._dirty = True

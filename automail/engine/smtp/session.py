@@ -206,6 +206,7 @@ class SmtpSession:
                 f"all recipients refused: {detail}",
                 kind=FaultKind.PERMANENT if permanent else FaultKind.TRANSIENT,
                 code=min(codes) if not permanent else max(codes),
+                refused={e.recipient: Reply(e.code, _reply_text(e)) for e in exc.recipients},
             ) from None
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset()

@@ -22,9 +22,10 @@ hears about a lost connection either way.  Failures leave as aiosmtplib's except
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -143,9 +144,21 @@ class _ReplyReader(asyncio.Protocol):
         return self._replies.popleft()
 
 
-def _run_hook(hook: Callable[[], object], transport: asyncio.Transport) -> None:
+def _run_hook(hook: Callable[[], object], transport: asyncio.Transport) -> Awaitable[object] | None:
+    """Call the hook; an awaitable it returns (e.g. a commit running in a thread) is awaited before the dot."""
     try:
-        hook()
+        result = hook()
+    except BaseException:
+        transport.abort()  # no final dot: the server throws the unfinished message away
+        raise
+    return result if inspect.isawaitable(result) else None
+
+
+async def _finish_hook(pending: Awaitable[object] | None, transport: asyncio.Transport) -> None:
+    if pending is None:
+        return
+    try:
+        await pending
     except BaseException:
         transport.abort()  # no final dot: the server throws the unfinished message away
         raise
@@ -171,7 +184,8 @@ async def transact(
     Raises ``SMTPSenderRefused`` / ``SMTPRecipientsRefused`` / ``SMTPDataError`` /
     ``SMTPResponseException`` with the server's code, ``SMTPServerDisconnected`` when the
     connection is lost.  After a refusal the server's envelope may still be open: the caller
-    sends RSET.  If ``before_dot`` raises, the connection is aborted (the server discards the
+    sends RSET.  If ``before_dot`` returns an awaitable, it is awaited before the final dot.
+    If ``before_dot`` (or its awaitable) raises, the connection is aborted (the server discards the
     unfinished message) and the error is re-raised.
     """
     transport = cast(asyncio.Transport | None, client.transport)
@@ -196,19 +210,20 @@ async def transact(
 
     reader = _ReplyReader(inner)
     transport.set_protocol(reader)
+    hook: Awaitable[object] | None = None
     try:
         replies: list[SMTPResponse] = []
         if pipelining:
             transport.write(b"".join(commands))
             if before_dot is not None:
-                _run_hook(before_dot, transport)  # while the server works on the envelope
+                hook = _run_hook(before_dot, transport)  # while the server works on the envelope
             for _ in commands:
                 replies.append(await reader.reply())
         else:
             for i, command in enumerate(commands):
                 transport.write(command)
                 if i == 0 and before_dot is not None:
-                    _run_hook(before_dot, transport)
+                    hook = _run_hook(before_dot, transport)
                 replies.append(await reader.reply())
                 if i == 0 and replies[0].code != 250:
                     break
@@ -235,7 +250,12 @@ async def transact(
         assert data_reply is not None
         if data_reply.code != 354:
             raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
-        transport.writelines((payload, b".\r\n"))
+        if hook is None:
+            transport.writelines((payload, b".\r\n"))
+        else:
+            transport.write(payload)
+            await _finish_hook(hook, transport)  # the previous result is durable before this dot
+            transport.write(b".\r\n")
         final = await reader.reply()
         if final.code != 250:
             raise aiosmtplib.SMTPDataError(final.code, final.message)

@@ -168,7 +168,7 @@ def test_starttls_required_but_not_offered_is_a_tls_fault(automail_home: Path, s
     svc.enqueue_raw("Firma", [("m", eml(1))])
     run_engine_until(svc, lambda: svc.status()[0].state is TaskState.ERROR)
     rec = svc.outbox("Firma").task_state(task.name)
-    assert rec is not None and rec.fault == FaultKind.TASK_FATAL
+    assert rec is not None and rec.fault is FaultKind.TASK_FATAL
     assert "TLS" in rec.reason
     assert statuses(svc) == [MessageStatus.QUEUED] and smtp_server.messages == []
     svc.close()
@@ -221,7 +221,7 @@ def test_unreachable_server_retries_with_backoff(automail_home: Path, smtp_serve
     try:
         assert wait_until(lambda: svc.status()[0].state is TaskState.ERROR, 10)
         rec = svc.outbox("Firma").task_state("Mailing")
-        assert rec is not None and rec.fault == FaultKind.TASK_RETRY
+        assert rec is not None and rec.fault is FaultKind.TASK_RETRY
         assert "cannot reach" in rec.reason
         assert statuses(svc) == [MessageStatus.QUEUED]
         assert svc.messages("Firma")[0].attempts == 0

@@ -11,7 +11,7 @@ from automail.clock import FakeClock
 from automail.engine.outcome import classify
 from automail.engine.service import Service
 from automail.errors import FaultKind, Reply, SmtpError
-from automail.models import MessageStatus, RecipientState, RecipientStatus
+from automail.models import EventKind, MessageStatus, RecipientState, RecipientStatus
 from tests.helpers import cli, eml, make_service, make_task, run_engine_until, setup_task, wait_until
 from tests.smtpd import SmtpServer
 
@@ -158,7 +158,7 @@ def test_engine_events_say_deferred_for_a_partly_delivered_message(automail_home
     events = []
     svc.subscribe(events.append)
     svc.enqueue_raw("Firma", [("m", eml(1, to=f"{OK}, {DEFER}"))])
-    run_engine_until(svc, lambda: any(e.kind == "deferred" for e in events))
+    run_engine_until(svc, lambda: any(e.kind is EventKind.DEFERRED for e in events))
     [event] = [e for e in events if e.message_id == 1]
     assert "defer@example.com: 450" in event.detail and "delivered to ok@example.com" in event.detail
     assert wait_until(lambda: svc.outbox("Firma").get(1).status is MessageStatus.DEFERRED, 2)

@@ -164,7 +164,7 @@ def test_engine_shows_the_keyring_error_on_the_task(automail_home: Path) -> None
         svc.start_engine()
         assert wait_until(lambda: "1312" in (svc.status()[0].last_error or ""), timeout=10)
     finally:
-        svc.stop_engine(timeout=10)
+        svc.stop_engine()
         svc.close()
 
 

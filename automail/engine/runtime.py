@@ -155,27 +155,32 @@ class Engine:
         log.info("engine started on %s (user %s)", self.computer, self.user or "-")
         try:
             while not self._stop_event.is_set():
-                try:
-                    await self._reconcile()
-                    await self._watch_outboxes()
-                except AutomailError as exc:
-                    log.error("engine: %s", exc)
-                except Exception:
-                    log.exception("engine: unexpected error while checking tasks")
+                # A check waiting for a slow disk must not delay a stop: whichever ends first.
+                stopped = asyncio.ensure_future(self._stop_event.wait())
+                check = asyncio.ensure_future(self._check())
+                await asyncio.wait([stopped, check], return_when=asyncio.FIRST_COMPLETED)
+                if self._stop_event.is_set():
+                    check.cancel()
+                    break
                 self._wake_event.clear()
-                waiters = [
-                    asyncio.ensure_future(self._stop_event.wait()),
-                    asyncio.ensure_future(self._wake_event.wait()),
-                ]
-                _done, pending = await asyncio.wait(
-                    waiters, timeout=WATCH_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED
-                )
-                for p in pending:
-                    p.cancel()
+                woken = asyncio.ensure_future(self._wake_event.wait())
+                await asyncio.wait([stopped, woken], timeout=WATCH_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in (stopped, woken):
+                    waiter.cancel()
         finally:
             await self._stop_all()
             self._io.shutdown(wait=False)
             log.info("engine stopped")
+
+    async def _check(self) -> None:
+        """Start and stop tasks as the definitions say; wake workers whose outbox changed."""
+        try:
+            await self._reconcile()
+            await self._watch_outboxes()
+        except AutomailError as exc:
+            log.error("engine: %s", exc)
+        except Exception:
+            log.exception("engine: unexpected error while checking tasks")
 
     async def _stop_all(self) -> None:
         for run in self._running.values():

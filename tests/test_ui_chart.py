@@ -51,8 +51,10 @@ def test_upgrade_from_schema_2_counts_the_history_in(tmp_path: Path) -> None:
     conn = box._conn()
     for stmt in ("DROP TRIGGER tr_hourly_attempt", "DROP TRIGGER tr_hourly_sent", "DROP TABLE send_hourly"):
         conn.execute(stmt)
-    conn.execute("PRAGMA user_version=2")  # an outbox written by the previous release
     send_at(box, "A", [start + 1, start + 2, start + HOUR + 1], fail={1})
+    conn = box._conn()
+    conn.execute("ALTER TABLE messages DROP COLUMN rcpt_state")  # schema 4's column
+    conn.execute("PRAGMA user_version=2")  # an outbox written by the previous release
     box.close()
     box = Outbox(path, "Firma")
     assert list(box.hourly_activity(["A"], start, 2)) == [(1, 1), (1, 0)]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from automail.engine.service import Service
-from automail.models import SmtpSettings, Task
+from automail.models import RecipientState, RecipientStatus, SmtpSettings, Task
 from tests.ui_support import COMPANY, pump
 
 ctk = pytest.importorskip("customtkinter")
@@ -50,9 +50,11 @@ def test_show_message_as_the_recipient_sees_it(win: Any, service: Service, root:
 
     claimed = box.claim("Invoices", time.time(), ("invoices",), "faktury@firma.sk")
     assert claimed is not None
-    box.mark_sent(
-        msg_id, time.time(), "250 2.0.0 queued as 4F2A", {"eva@example.com": "550 5.1.1 no such user"}, "a", "Invoices"
-    )
+    outcomes = {
+        "jan@example.com": RecipientState(RecipientStatus.SENT, "250 2.0.0 queued as 4F2A"),
+        "eva@example.com": RecipientState(RecipientStatus.FAILED, "550 5.1.1 no such user"),
+    }
+    box.mark_sent(msg_id, time.time(), "250 2.0.0 queued as 4F2A", outcomes, "a", "Invoices")
     outbox.reload()
     outbox.select_ids([msg_id])
     outbox.show_message()

@@ -11,7 +11,7 @@ from typing import Any
 import customtkinter as ctk
 
 from automail.message import with_sender_headers
-from automail.models import MessageStatus, StoredMessage, Task
+from automail.models import MessageStatus, RecipientStatus, StoredMessage, Task
 from automail.ui.widgets import PAD, LaterMixin, ReadOnlyText
 
 # Headers a recipient's mail program shows, in its order; others are listed after them.
@@ -41,7 +41,16 @@ def recipient_lines(msg: StoredMessage) -> list[str]:
     error = f"{msg.last_error_code} {msg.last_error}".strip() if msg.last_error_code else msg.last_error
     lines = []
     for rcpt in msg.recipients:
-        if rcpt in msg.refused:
+        state = msg.recipient_state(rcpt)
+        if state.status is RecipientStatus.SENT:
+            outcome = "accepted by the server"
+        elif state.status is RecipientStatus.DEFERRED:
+            outcome = f"refused for now ({state.reply}), next try {_when(msg.next_attempt_at)}"
+        elif state.status is RecipientStatus.UNKNOWN:
+            outcome = f"no answer from the server, it may have been delivered; next try {_when(msg.next_attempt_at)}"
+        elif state.status is RecipientStatus.FAILED and not state.reply[:1].isdigit():
+            outcome = f"failed: {state.reply}"  # e.g. given up after the maximum age
+        elif rcpt in msg.refused:
             outcome = f"refused by the server: {msg.refused[rcpt]}"
         elif msg.status is MessageStatus.SENT:
             outcome = "accepted by the server"

@@ -33,9 +33,9 @@ PYSTRAY_INTERNALS = (
     "_draw", "_rewrite_implementation", "_show", "_hide", "_update_icon", "_update_title", "_stop",
 )  # fmt: skip
 PYSTRAY_ATTRIBUTES = (
-    "_display", "_window", "_systray_manager", "_net_system_tray_opcode", "_message_handlers",
-    "_icon_data", "_icon_valid", "_queue", "_log",
-)  # fmt: skip
+    "_display", "_window", "_systray_manager", "_net_system_tray_opcode", "_SYSTEM_TRAY_REQUEST_DOCK",
+    "_message_handlers", "_icon_data", "_icon_valid", "_queue",
+)  # fmt: skip ("_thread" too, once the icon runs)
 
 ContextMenu = Callable[[int, int], None]
 

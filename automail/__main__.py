@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from automail import __version__
 from automail.display import has_display
-from automail.errors import AutomailError, FaultKind, InputError
+from automail.errors import AutomailError, FaultKind, InputError, OutboxExistsError
 from automail.models import (
     DEFAULT_RATE,
     EngineEvent,
@@ -134,9 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = company.add_parser("add")
     p.add_argument("name")
     p.add_argument("--outbox", help="outbox database path (default: data folder)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--reuse-outbox", action="store_true", help="an outbox file exists there: use it with its messages")
+    g.add_argument("--new-outbox", action="store_true", help="an outbox file exists there: keep it aside, start empty")
     p = company.add_parser("list")
     p.add_argument("--json", action="store_true")
-    company.add_parser("remove").add_argument("name")
+    p = company.add_parser("remove", help="remove a company and its tasks; its outbox file is kept, renamed")
+    p.add_argument("name")
+    p.add_argument("--yes", action="store_true", help="remove it even with messages still to send")
 
     task = sub.add_parser("task", help="automatic e-mail sending tasks").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -299,8 +304,14 @@ def _print_event(event: EngineEvent) -> None:
 def cmd_company(args: argparse.Namespace) -> int:
     svc = _service()
     if args.action == "add":
-        c = svc.add_company(args.name, args.outbox)
-        _out(f"Company {c.name!r} added; outbox: {c.outbox_path}")
+        reuse = True if args.reuse_outbox else False if args.new_outbox else None
+        try:
+            c = svc.add_company(args.name, args.outbox, reuse)
+        except OutboxExistsError as exc:
+            raise InputError(
+                "outbox", exc.message.removeprefix("outbox: "), fix="add --reuse-outbox to use it, or --new-outbox"
+            ) from None
+        _out(f"Company {c.name!r} added; outbox: {c.outbox_path}" + (" (reused)" if reuse else ""))
     elif args.action == "list":
         companies = svc.companies()
         if args.json:
@@ -308,8 +319,17 @@ def cmd_company(args: argparse.Namespace) -> int:
         else:
             _print_table([(c.name, c.outbox_path) for c in companies], ("COMPANY", "OUTBOX"))
     else:
-        c = svc.remove_company(args.name)
-        _out(f"Company {c.name!r} removed (its outbox file {c.outbox_path} was kept)")
+        pending, tasks, _running = svc.company_load(args.name)
+        if (pending or tasks) and not args.yes:
+            what = [f"{pending:,} message(s) still to send"] if pending else []
+            what += [f"task(s) {', '.join(tasks)}"] if tasks else []
+            raise InputError(
+                "company",
+                f"{args.name!r} has {' and '.join(what)}; removing it drops them (the messages are not sent)",
+                fix="run again with --yes to remove it; its outbox file is kept, renamed with today's date",
+            )
+        c, kept = svc.remove_company(args.name)
+        _out(f"Company {c.name!r} removed" + (f"; its outbox file was kept as {kept}" if kept else ""))
     return EXIT_OK
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 
 class AutomailError(Exception):
@@ -37,6 +38,20 @@ class NotFoundError(InputError):
 
 class DefinitionsError(AutomailError):
     """automail.json cannot be read or written."""
+
+
+class OutboxExistsError(InputError):
+    """A new company's outbox file exists already: reuse it (with its messages) or start empty."""
+
+    def __init__(self, company: str, path: Path, messages: int, pending: int) -> None:
+        super().__init__(
+            "outbox",
+            f"an outbox for {company!r} exists already at {path} ({messages:,} messages, {pending:,} still to send)",
+            fix="reuse it with its messages, or start empty (the old file is kept, renamed with today's date)",
+        )
+        self.path = path
+        self.messages = messages
+        self.pending = pending
 
 
 class SecretStoreError(AutomailError):

@@ -226,7 +226,7 @@ def test_company_and_task_listing_and_removal(smtp_server: SmtpServer) -> None:
     tasks = json.loads(cli("task", "list", "--json").stdout)
     assert tasks[0]["tags"] == ["Shop A", "Shop B"] and tasks[0]["daily_cap"] == 500
     assert tasks[0]["rate_per_hour"] == 1800 and tasks[0]["computer"] == "other-pc" and tasks[0]["user"] == "jana"
-    assert "used by task" in cli("company", "remove", "Firma", check=2).stderr
+    assert "task(s) Mailing" in cli("company", "remove", "Firma", check=2).stderr
     assert "runs on other-pc" in cli("task", "start", "Mailing").stdout
     cli("task", "remove", "Mailing")
     cli("company", "remove", "Firma")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from automail import secrets
 from automail.clock import Clock, SystemClock, hour_start
-from automail.errors import AutomailError, FaultKind, InputError, SmtpError
+from automail.errors import AutomailError, FaultKind, InputError, OutboxExistsError, SmtpError
 from automail.message import compose, max_message_bytes, prepare_raw
 from automail.models import (
     Company,
@@ -29,7 +30,7 @@ from automail.models import (
 )
 from automail.paths import data_dir, definitions_file, lock_dir
 from automail.store.definitions import Definitions
-from automail.store.outbox import NewMessage, Outbox
+from automail.store.outbox import NewMessage, Outbox, set_aside
 
 from . import rename
 from .runtime import Engine, EngineHooks
@@ -83,8 +84,19 @@ class Service:
     def companies(self) -> list[Company]:
         return self.definitions.companies()
 
-    def add_company(self, name: str, outbox_path: str | None = None) -> Company:
-        """Create a company and its outbox database."""
+    def add_company(self, name: str, outbox_path: str | None = None, reuse: bool | None = None) -> Company:
+        """Create a company and its outbox database.
+
+        An outbox file already at that place (a company of that name was removed, or the data folder was
+        restored) is not silently reattached: ``reuse=None`` raises OutboxExistsError saying what it holds,
+        ``True`` takes it with its messages, ``False`` sets it aside (renamed with today's date) and starts empty.
+        """
+        path = Path(outbox_path or self.definitions.default_outbox_path(name))
+        if path.exists() and not any(Path(c.outbox_path) == path for c in self.companies()):
+            if reuse is None:
+                raise OutboxExistsError(name.strip(), path, *_outbox_counts(path))
+            if not reuse:
+                set_aside(path, time.strftime("%Y-%m-%d", time.localtime(self.clock.now())))
         company = self.definitions.add_company(name, outbox_path)
         try:
             self.outbox(company.name)
@@ -93,14 +105,34 @@ class Service:
             raise
         return company
 
-    def remove_company(self, name: str) -> Company:
-        """Remove a company without tasks (its outbox file stays on disk)."""
-        company = self.definitions.remove_company(name)
+    def company_load(self, name: str) -> tuple[int, list[str], list[str]]:
+        """(messages still to send, its tasks, those of them running now): what removing it would drop."""
+        company = self.definitions.company(name)
+        counts = self._outbox_of(company).counts()
+        pending = counts[MessageStatus.QUEUED] + counts[MessageStatus.SENDING] + counts[MessageStatus.DEFERRED]
+        tasks = [t.name for t in self.tasks(company.name)]
+        return pending, tasks, [t for t in tasks if self.lock_for(t).is_held_elsewhere()]
+
+    def remove_company(self, name: str) -> tuple[Company, Path | None]:
+        """Remove a company and its tasks (refused while one runs); its outbox file is kept, renamed with
+        today's date (NAME.removed-YYYY-MM-DD.sqlite3 beside it). Returns the company and that file."""
+        company = self.definitions.company(name)
+        _pending, tasks, running = self.company_load(company.name)
+        if running:
+            raise InputError(
+                "company",
+                f"{company.name!r} cannot be removed while its task(s) {', '.join(running)} are sending",
+                fix="stop those tasks first (or the AutoMail that runs them)",
+            )
+        for task in tasks:
+            self.remove_task(task)
+        self.definitions.remove_company(company.name)
         with self._outbox_lock:
             box = self._outboxes.pop(company.outbox_path, None)
         if box is not None:
             box.close()
-        return company
+        kept = set_aside(Path(company.outbox_path), time.strftime("%Y-%m-%d", time.localtime(self.clock.now())))
+        return company, kept
 
     def outbox(self, company_name: str) -> Outbox:
         """The outbox of a company (opened once per process)."""
@@ -472,3 +504,14 @@ def _limits_in_force(tasks: Sequence[Task]) -> tuple[int | None, int | None]:
     rate = None if None in rates else sum(r for r in rates if r is not None)
     cap = None if None in caps else sum(c for c in caps if c is not None)
     return rate, cap
+
+
+def _outbox_counts(path: Path) -> tuple[int, int]:
+    """(messages, messages still to send) in an outbox file that no company uses."""
+    box = Outbox(path, path.stem)
+    try:
+        counts = box.counts()
+    finally:
+        box.close()
+    pending = counts[MessageStatus.QUEUED] + counts[MessageStatus.SENDING] + counts[MessageStatus.DEFERRED]
+    return sum(counts.values()), pending

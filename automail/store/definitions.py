@@ -131,7 +131,7 @@ class Definitions:
         name = name.strip()
         if not name or "\n" in name or "\r" in name:
             raise InputError("company", "the name is empty or has a line break", fix="give a one-line name")
-        path = outbox_path or str(outbox_dir(self.home) / f"{safe_filename(name)}.sqlite3")
+        path = outbox_path or self.default_outbox_path(name)
         with self._locked():
             table = self._db.table("companies")
             for doc in table.all():
@@ -146,6 +146,10 @@ class Definitions:
             company = Company(name=name, outbox_path=path)
             _insert(table, company.to_doc())
         return company
+
+    def default_outbox_path(self, name: str) -> str:
+        """Where a company's outbox goes unless told otherwise: data folder/outbox/NAME.sqlite3."""
+        return str(outbox_dir(self.home) / f"{safe_filename(name.strip())}.sqlite3")
 
     def remove_company(self, name: str) -> Company:
         """Remove a company that no task uses; its outbox file is kept."""

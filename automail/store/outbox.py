@@ -133,6 +133,26 @@ _READY = "next_attempt_at IS NOT NULL"
 SEND_LOG_KEEP_S = 2 * 24 * 3600
 
 
+def set_aside(path: Path, day: str) -> Path | None:
+    """Rename a closed outbox file (and its WAL files) to NAME.removed-DAY.sqlite3; None if it did not exist.
+
+    A removed company's messages stay readable there, and a new company of the same name starts empty.
+    """
+    if not path.exists():
+        return None
+    for n in range(1, 1000):
+        suffix = f".removed-{day}" + (f"-{n}" if n > 1 else "")
+        target = path.with_name(path.stem + suffix + path.suffix)
+        if not target.exists():
+            break
+    for extra in ("-wal", "-shm"):
+        side = Path(str(path) + extra)
+        if side.exists():
+            side.replace(Path(str(target) + extra))
+    path.replace(target)
+    return target
+
+
 @dataclass(frozen=True)
 class NewMessage:
     """A validated message ready to be queued."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import customtkinter as ctk
 
-from automail.errors import AutomailError, InputError
+from automail.errors import AutomailError, InputError, OutboxExistsError
 from automail.models import EventKind, Task, TaskState, TaskStatus, type_title
 from automail.paths import log_dir, outbox_dir, safe_filename
 from automail.ui import tray
@@ -84,6 +84,7 @@ class CompanyDialog(Dialog):
         super().__init__(master, "Add company")
         self.service = service
         self._on_added = on_added
+        self.reuse_dialog: ConfirmDialog | None = None
         b = self.body
         b.grid_columnconfigure(1, weight=1)
         self._auto_location = ""
@@ -124,13 +125,26 @@ class CompanyDialog(Dialog):
         if path:
             self.location.set(path)
 
-    def ok(self) -> None:
+    def ok(self, reuse: bool | None = None) -> None:
         self.name.clear_error()
         self.location.clear_error()
         self.clear_general_error()
         name, location = self.name.get().strip(), self.location.get().strip()
         try:
-            company = self.service.add_company(name, location or None)
+            company = self.service.add_company(name, location or None, reuse)
+        except OutboxExistsError as exc:
+            self.reuse_dialog = ConfirmDialog(
+                self,
+                "Outbox exists",
+                f"An outbox for {name} already exists:\n{exc.path}\n{exc.messages:,} messages, {exc.pending:,} of them "
+                "still to send.\n\nReuse it with its messages (they are sent once a task runs), or start with an "
+                "empty outbox (the old file is kept, renamed with today's date)?",
+                lambda: self.ok(reuse=True),
+                yes_text="Reuse it",
+                no_text="Start empty",
+                on_no=lambda: self.ok(reuse=False),
+            )
+            return
         except InputError as exc:
             (self.location if exc.field == "outbox" else self.name).show_error(input_error_text(exc))
             return
@@ -193,6 +207,8 @@ class MainWindow:
         self.company_menu.pack(side="left", padx=(10, 8))
         self.add_company_button = ctk.CTkButton(bar, text="Add company…", width=120, command=self.add_company)
         self.add_company_button.pack(side="left")
+        self.remove_company_button = ctk.CTkButton(bar, text="Remove company…", width=140, command=self.remove_company)
+        self.remove_company_button.pack(side="left", padx=(8, 0))
         self.outbox_button = ctk.CTkButton(bar, text="Outbox…", width=110, command=lambda: self.open_outbox())
         self.outbox_button.pack(side="right")
         self.summary = ctk.CTkLabel(bar, text="", text_color=MUTED_COLOR)
@@ -267,6 +283,39 @@ class MainWindow:
 
     def add_company(self) -> None:
         self.company_dialog = CompanyDialog(self.root, self.service, self._company_added)
+
+    def remove_company(self) -> None:
+        """Ask before removing the chosen company: how many messages would not be sent, which tasks go."""
+        name = self.company
+        if name is None:
+            return
+        load = self._call(self.service.company_load, name)
+        if load is None:
+            return
+        pending, tasks, running = load
+        if running:
+            self._say(f"Stop the task(s) {', '.join(running)} first: {name} cannot be removed while they send.", False)
+            return
+        lines = [f"Remove the company {name}?"]
+        lines.append(
+            f"{pending:,} message(s) still to send will not be sent." if pending else "It has no messages to send."
+        )
+        if tasks:
+            lines.append(f"Its task(s) {', '.join(tasks)} and their saved passwords are removed too.")
+        lines.append("Its outbox file is kept in the outbox folder, renamed with today's date.")
+        self.confirm = ConfirmDialog(
+            self.root, "Remove company", "\n".join(lines), lambda: self._do_remove_company(name), yes_text="Remove"
+        )
+
+    def _do_remove_company(self, name: str) -> None:
+        result = self._call(self.service.remove_company, name)
+        if result is None:
+            return
+        _company, kept = result
+        self.company = None
+        self._load_companies()
+        self.refresh()
+        self._say(f"Company {name} removed." + (f" Its outbox was kept as {kept}." if kept else ""))
 
     def _company_added(self, name: str) -> None:
         self._load_companies()
@@ -370,6 +419,7 @@ class MainWindow:
         has_company = self.company is not None
         task = self.tasks.get(self.selected_task() or "")
         set_enabled(self.add_button, has_company)
+        set_enabled(self.remove_company_button, has_company)
         set_enabled(self.outbox_button, has_company)
         for b in (self.edit_button, self.remove_button, self.settings_button):
             set_enabled(b, task is not None)

@@ -276,17 +276,35 @@ class AskDialog(Dialog):
 
 
 class ConfirmDialog(Dialog):
-    """A yes/no question; ``on_yes`` runs only when confirmed."""
+    """A yes/no question; ``on_yes`` runs only when confirmed, ``on_no`` (if given) when declined."""
 
-    def __init__(self, master: Any, title: str, text: str, on_yes: Callable[[], None], yes_text: str = "Yes") -> None:
+    def __init__(
+        self,
+        master: Any,
+        title: str,
+        text: str,
+        on_yes: Callable[[], None],
+        yes_text: str = "Yes",
+        no_text: str = "Cancel",
+        on_no: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(master, title)
         self._on_yes = on_yes
+        self._on_no = on_no
         ctk.CTkLabel(self.body, text=text, justify="left", anchor="w", wraplength=420).pack(fill="x")
-        self.add_buttons(yes_text, "Cancel")
+        self.add_buttons(yes_text, no_text)
+        if on_no is not None:
+            self.cancel_button.configure(command=self.no)
 
     def ok(self) -> None:
         self.close()
         self._on_yes()
+
+    def no(self) -> None:
+        """The second button when it is an answer, not Cancel (Esc and the window's close still cancel)."""
+        self.close()
+        if self._on_no is not None:
+            self._on_no()
 
 
 class ReadOnlyText(ctk.CTkTextbox):

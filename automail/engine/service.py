@@ -327,11 +327,40 @@ class Service:
         prepared = [prepare_raw(raw, source, tag, limit, now=now, default_sender=sender) for source, raw in items]
         return self.enqueue(company, prepared)
 
-    def send(self, company: str, **parts: object) -> int:
-        """Compose a message from parts (see message.compose) and queue it."""
+    def send(
+        self,
+        company: str,
+        *,
+        to: Sequence[str],
+        subject: str,
+        cc: Sequence[str] = (),
+        bcc: Sequence[str] = (),
+        text: str | None = None,
+        html: str | None = None,
+        attachments: Sequence[Path] = (),
+        sender: str = "",
+        tag: str = "",
+    ) -> int:
+        """Compose a message from parts (see message.compose) and queue it.
+
+        Without ``sender`` the message gets the sending task's From at send time, and its
+        Message-ID that sender's domain now.
+        """
         self.definitions.company(company)
-        sender = self._sender_for(company, str(parts.get("tag", "")))
-        msg = compose(max_bytes=max_message_bytes(), now=self.clock.now(), default_sender=sender, **parts)  # type: ignore[arg-type]
+        msg = compose(
+            to=to,
+            subject=subject,
+            cc=cc,
+            bcc=bcc,
+            text=text,
+            html=html,
+            attachments=attachments,
+            sender=sender,
+            tag=tag,
+            max_bytes=max_message_bytes(),
+            now=self.clock.now(),
+            default_sender=self._sender_for(company, tag),
+        )
         return self.enqueue(company, [msg])[0]
 
     def _sender_for(self, company: str, tag: str) -> str:

@@ -43,7 +43,7 @@ def summary_text(history: SendingHistory) -> str:
     return " · ".join(parts)
 
 
-class SendingChart(ctk.CTkFrame):
+class SendingChart(ctk.CTkFrame):  # type: ignore[misc]
     """A header (title, scope switch) over a Tk canvas with one bar per hour; redraws only on change."""
 
     def __init__(self, master: Any, on_scope: Callable[[], None]) -> None:
@@ -67,7 +67,7 @@ class SendingChart(ctk.CTkFrame):
 
     @property
     def whole_company(self) -> bool:
-        return self.scope.get() == SCOPE_COMPANY
+        return bool(self.scope.get() == SCOPE_COMPANY)
 
     def show(self, history: SendingHistory | None, subject: str) -> None:
         """Show a history (None: nothing to show) for ``subject`` ("task Invoices", "Firma s.r.o.")."""

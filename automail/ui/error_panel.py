@@ -69,7 +69,7 @@ def explain(reason: str) -> tuple[str, str]:
     return (what or "Unknown error"), (fix if sep else "open Settings › Basic and use Test connection")
 
 
-class ErrorPanel(ctk.CTkFrame):
+class ErrorPanel(ctk.CTkFrame):  # type: ignore[misc]
     """A red-bordered box listing tasks in error in every company; hidden (by the caller) when there are none."""
 
     def __init__(

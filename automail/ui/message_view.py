@@ -124,7 +124,7 @@ def message_text(msg: StoredMessage, raw: bytes | None, task: Task | None = None
     return "\n".join(lines)
 
 
-class MessageView(LaterMixin, ctk.CTkToplevel):
+class MessageView(LaterMixin, ctk.CTkToplevel):  # type: ignore[misc]
     """One message, read-only."""
 
     def __init__(self, master: Any, msg: StoredMessage, text: str) -> None:

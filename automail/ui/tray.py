@@ -112,14 +112,14 @@ class Tray:
     def _task_entries(self) -> list[Entry]:
         if not self.snapshot.tasks:
             return [Entry("(no task on this computer)")]
-        return [
-            Entry(
-                name,
-                (lambda n=name: self.bridge.post(lambda: self.toggle_task(n))),
-                checked=(lambda n=name: dict(self.snapshot.tasks).get(n, False)),
-            )
-            for name, _enabled in self.snapshot.tasks
-        ]
+        return [self._task_entry(name) for name, _enabled in self.snapshot.tasks]
+
+    def _task_entry(self, name: str) -> Entry:
+        return Entry(
+            name,
+            lambda: self.bridge.post(lambda: self.toggle_task(name)),
+            checked=lambda: dict(self.snapshot.tasks).get(name, False),
+        )
 
     # ---- actions (Tk thread) --------------------------------------------------------
     def toggle_server(self) -> None:

@@ -20,11 +20,13 @@ def build_menu(master: Any, entries: Sequence[Entry]) -> tkinter.Menu:
         elif entry.checked is not None:
             # a variable of its own per entry: Tk shows the check from it, the action toggles for real
             var = tkinter.BooleanVar(menu, value=entry.checked())
-            menu.add_checkbutton(label=entry.label(), variable=var, command=entry.action)
+            menu.add_checkbutton(label=entry.label(), variable=var, command=entry.action or "")
             menu._automail_vars = [*getattr(menu, "_automail_vars", []), var]  # type: ignore[attr-defined]
         else:
-            state = "normal" if entry.action is not None else "disabled"
-            menu.add_command(label=entry.label(), command=entry.action, state=state)
+            if entry.action is None:
+                menu.add_command(label=entry.label(), state="disabled")
+            else:
+                menu.add_command(label=entry.label(), command=entry.action)
     return menu
 
 

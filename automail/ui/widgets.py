@@ -7,7 +7,7 @@ import threading
 import tkinter as tk
 from collections.abc import Callable
 from tkinter import ttk
-from typing import Any
+from typing import Any, Literal, cast
 
 import customtkinter as ctk
 
@@ -22,7 +22,7 @@ POLL_MS = 100  # how often a running background job is checked (only while one r
 
 def font(size: int = 13, weight: str = "normal") -> ctk.CTkFont:
     """A CTk font of the default family."""
-    return ctk.CTkFont(size=size, weight=weight)  # type: ignore[arg-type]
+    return ctk.CTkFont(size=size, weight=weight)
 
 
 def set_text(entry: ctk.CTkEntry, text: str) -> None:
@@ -82,7 +82,7 @@ class Field:
         return self.error.text
 
 
-class ErrorLine(ctk.CTkLabel):
+class ErrorLine(ctk.CTkLabel):  # type: ignore[misc]
     """Red text shown under a field; grid_remove'd while empty so forms stay compact."""
 
     def __init__(self, parent: Any, wraplength: int = 320) -> None:
@@ -142,7 +142,7 @@ class LaterMixin:
         self._later_ids = []
 
 
-class Dialog(LaterMixin, ctk.CTkToplevel):
+class Dialog(LaterMixin, ctk.CTkToplevel):  # type: ignore[misc]
     """Base of AutoMail's dialogs: transient to its master, modal grab, OK/Cancel row.
 
     Dialogs never block in wait_window: callers pass callbacks, which keeps them drivable
@@ -307,7 +307,7 @@ class ConfirmDialog(Dialog):
             self._on_no()
 
 
-class ReadOnlyText(ctk.CTkTextbox):
+class ReadOnlyText(ctk.CTkTextbox):  # type: ignore[misc]
     """A text box the user can select and copy from but not edit."""
 
     def __init__(self, master: Any, **kw: Any) -> None:
@@ -412,6 +412,9 @@ def style_treeview(widget: Any) -> str:
     return name
 
 
+_Anchor = Literal["nw", "n", "ne", "w", "center", "e", "sw", "s", "se"]  # Tk's anchors
+
+
 def table_with_scrollbar(parent: Any, columns: list[tuple[str, str, int, str]]) -> tuple[ttk.Treeview, Any]:
     """A styled Treeview in a bordered frame; columns are (id, heading, width, anchor)."""
     frame = ctk.CTkFrame(parent, border_width=1, corner_radius=6, fg_color="#FFFFFF")
@@ -424,8 +427,9 @@ def table_with_scrollbar(parent: Any, columns: list[tuple[str, str, int, str]]) 
         selectmode="extended",
     )
     for cid, heading, width, anchor in columns:
-        tree.heading(cid, text=heading, anchor=anchor)  # type: ignore[arg-type]
-        tree.column(cid, width=width, minwidth=40, anchor=anchor, stretch=cid == columns[-1][0])  # type: ignore[arg-type]
+        side = cast(_Anchor, anchor)
+        tree.heading(cid, text=heading, anchor=side)
+        tree.column(cid, width=width, minwidth=40, anchor=side, stretch=cid == columns[-1][0])
     bar = ctk.CTkScrollbar(frame, command=tree.yview)
     tree.configure(yscrollcommand=bar.set)
     tree.tag_configure("odd", background="#F6F8FA")

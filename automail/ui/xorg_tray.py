@@ -32,10 +32,11 @@ PYSTRAY_INTERNALS = (
     "_create_window", "_get_systray_manager", "_send_message", "_on_button_press", "_on_destroy_notify",
     "_draw", "_rewrite_implementation", "_show", "_hide", "_update_icon", "_update_title", "_stop",
 )  # fmt: skip
+# and "_thread", once the icon runs
 PYSTRAY_ATTRIBUTES = (
     "_display", "_window", "_systray_manager", "_net_system_tray_opcode", "_SYSTEM_TRAY_REQUEST_DOCK",
     "_message_handlers", "_icon_data", "_icon_valid", "_queue",
-)  # fmt: skip ("_thread" too, once the icon runs)
+)  # fmt: skip
 
 ContextMenu = Callable[[int, int], None]
 

@@ -479,6 +479,8 @@ def test_tk_tray_menu_has_the_tray_menus_entries(tray: Tray, service: Service, r
     tasks = menu.nametowidget(menu.entrycget(2, "menu"))
     assert tray_menu.labels(tasks) == ["Invoices", "Reminders"]
     assert tasks.type(1) == "checkbutton"
+    bold = root.tk.call("font", "actual", menu.entrycget(0, "font"), "-weight") == "bold"
+    assert bold  # the default entry, Open AutoMail, in bold as on Windows
     menu.invoke(0)
     tasks.invoke(1)  # Reminders: started from the menu
     menu.invoke(6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tkinter
+import tkinter.font
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,16 @@ def build_menu(master: Any, entries: Sequence[Entry]) -> tkinter.Menu:
                 menu.add_command(label=entry.label(), state="disabled")
             else:
                 menu.add_command(label=entry.label(), command=entry.action)
+            if entry.default:  # in bold, as Windows shows the item a click on the icon runs
+                menu.entryconfigure("end", font=_bold_menu_font(menu))
     return menu
+
+
+def _bold_menu_font(menu: tkinter.Menu) -> tkinter.font.Font:
+    font = tkinter.font.nametofont("TkMenuFont", root=menu).copy()
+    font.configure(weight="bold")
+    menu._automail_font = font  # type: ignore[attr-defined]  # Tk drops a font nothing references
+    return font
 
 
 def labels(menu: tkinter.Menu) -> list[str]:

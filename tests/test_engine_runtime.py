@@ -109,6 +109,29 @@ def test_a_slow_keyring_does_not_hold_up_other_tasks(
         svc.close()
 
 
+class _LockedKeyring(FileKeyring):
+    """A keyring whose unlock prompt nobody answers (for 30 s)."""
+
+    def get_password(self, service: str, username: str) -> str | None:
+        time.sleep(30)
+        return super().get_password(service, username)
+
+
+def test_a_keyring_nobody_unlocks_does_not_hold_up_the_shutdown(
+    automail_home: Path, smtp_server: SmtpServer, second_server: SmtpServer
+) -> None:
+    svc = _two_companies(automail_home, smtp_server, second_server)
+    keyring.set_keyring(_LockedKeyring())
+    svc.start_engine()
+    smtp_server.wait_for(3, timeout=5)
+    engine = svc.engine
+    assert engine is not None
+    t0 = time.monotonic()
+    assert svc.stop_engine()
+    assert time.monotonic() - t0 < 5 and not engine.running
+    svc.close()
+
+
 # ---- shutdown (defect 10) -------------------------------------------------------------------------------
 def test_close_stops_a_stuck_send_within_the_budget_and_gives_the_message_back(
     automail_home: Path, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from automail import secrets
 from automail.clock import Clock
@@ -34,6 +35,28 @@ LOCK_RETRY_S = 5.0  # how often a task run by another process is tried again (it
 # again, as after a crash).  Every caller that stops the engine relies on this value.
 SHUTDOWN_BUDGET_S = 20.0
 _CANCEL_GRACE_S = 3.0  # of the budget: what cancelled workers get to give their messages back
+
+
+async def _in_daemon_thread(fn: Callable[[], _R]) -> _R:
+    """Run a call that may block without end (a keyring waiting for its unlock prompt) in a daemon
+    thread: unlike the executors' threads, it never keeps the engine or the process from ending."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_R] = loop.create_future()
+
+    def deliver(ok: bool, value: Any) -> None:
+        if not future.done():
+            future.set_result(value) if ok else future.set_exception(value)
+
+    def run() -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, fn())
+        except BaseException as exc:  # handed to the awaiting coroutine
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop has ended meanwhile: nobody waits
+            loop.call_soon_threadsafe(deliver, *outcome)
+
+    threading.Thread(target=run, name="automail-keyring", daemon=True).start()
+    return await future
 
 
 @dataclass
@@ -185,6 +208,8 @@ class Engine:
     async def _stop_all(self) -> None:
         for run in self._running.values():
             run.stop()
+            if run.worker is None and run.job is not None:
+                run.job.cancel()  # still taking its lock or password: nothing is in flight
         jobs = [r.job for r in self._running.values() if r.job is not None]
         if jobs:
             _done, late = await asyncio.wait(jobs, timeout=SHUTDOWN_BUDGET_S - _CANCEL_GRACE_S)
@@ -303,7 +328,7 @@ class Engine:
         password: str | None = None
         error: AutomailError | None = None
         try:
-            password = await asyncio.to_thread(self._password, task)
+            password = await _in_daemon_thread(partial(self._password, task))
         except AutomailError as exc:
             error = exc
         worker = Worker(task, company, outbox, self._buckets[task.smtp.account_key], self.clock, self._emit,
@@ -314,7 +339,7 @@ class Engine:
             await worker.fail_to_start(error)  # sticky until the task is edited or started again
             return
         if run.stopping:
-            worker.stop()
+            worker.stop()  # stopped while its password was read (a restart after an edit)
         log.info("task %s started (%s, %s)", task.name, company.name, task.cadence_text)
         await worker.run()
 

@@ -29,6 +29,7 @@ from automail.models import (
     TaskState,
     unique_tags,
 )
+from automail.signals import stop_signals
 
 if TYPE_CHECKING:
     from automail.engine.service import Service
@@ -487,14 +488,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 class _StopSignal:
-    """SIGINT/SIGTERM set an event instead of raising in the middle of a send."""
+    """SIGINT/SIGTERM (SIGBREAK on Windows) set an event instead of raising in the middle of a send."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _StopSignal:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in stop_signals():  # SIGBREAK too on Windows (Ctrl+Break, console closed, logoff)
             self._old[sig] = signal.signal(sig, lambda *_: self.event.set())
         return self
 

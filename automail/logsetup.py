@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import sys
+import threading
 from pathlib import Path
+from types import TracebackType
+
+from concurrent_log_handler import ConcurrentRotatingFileHandler
 
 from automail.paths import log_dir
 
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+MAX_BYTES = 1_000_000
+BACKUP_COUNT = 5
+log = logging.getLogger("automail")
 
 
-def setup_logging(home: Path, verbose: bool = False, to_stderr: bool = False) -> Path:
-    """Send AutoMail's log to ``logs/automail.log`` (1 MB × 5 files); returns the file path."""
+def setup_logging(
+    home: Path,
+    verbose: bool = False,
+    to_stderr: bool = False,
+    *,
+    max_bytes: int = MAX_BYTES,
+    backup_count: int = BACKUP_COUNT,
+) -> Path:
+    """Send AutoMail's log to ``logs/automail.log`` (1 MB × 5 files); returns the file path.
+
+    The app and any CLI command (`automail run`, `status` …) write to the same file at once. The
+    standard RotatingFileHandler cannot share it: on Windows a file another process holds open
+    cannot be renamed, so past 1 MB every line is lost with "--- Logging error ---"; elsewhere each
+    process rotates on its own and overwrites the other's lines. ConcurrentRotatingFileHandler
+    takes a lock file around each write and rotation, and on Windows keeps the log closed between writes.
+    """
     folder = log_dir(home)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "automail.log"
@@ -22,7 +42,9 @@ def setup_logging(home: Path, verbose: bool = False, to_stderr: bool = False) ->
         if getattr(handler, "_automail", False):
             root.removeHandler(handler)
             handler.close()
-    file_handler = logging.handlers.RotatingFileHandler(path, maxBytes=1_000_000, backupCount=5, encoding="utf-8")
+    file_handler = ConcurrentRotatingFileHandler(
+        str(path), maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
+    )
     file_handler.setFormatter(logging.Formatter(_FORMAT))
     file_handler._automail = True  # type: ignore[attr-defined]
     root.addHandler(file_handler)
@@ -35,4 +57,33 @@ def setup_logging(home: Path, verbose: bool = False, to_stderr: bool = False) ->
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     # aiosmtpd's own logger is chatty about every connection of the demo server.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
+    install_excepthooks()
     return path
+
+
+def install_excepthooks() -> None:
+    """Uncaught errors of the main thread and of other threads go to the log as well (idempotent).
+
+    Python prints them to sys.stderr only, which a windowed (frozen) build does not have: there
+    they would vanish. The previous hooks still run where a stderr exists.
+    """
+    if getattr(sys.excepthook, "_automail", False):
+        return
+    previous_sys, previous_thread = sys.excepthook, threading.excepthook
+
+    def sys_hook(exc: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if not issubclass(exc, KeyboardInterrupt):
+            log.critical("uncaught error", exc_info=(exc, value, tb))
+        if sys.stderr is not None:
+            previous_sys(exc, value, tb)
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if not issubclass(args.exc_type, SystemExit):
+            name = args.thread.name if args.thread is not None else "?"
+            log.error("uncaught error in thread %s", name, exc_info=args.exc_value)
+        if sys.stderr is not None:
+            previous_thread(args)
+
+    sys_hook._automail = True  # type: ignore[attr-defined]
+    sys.excepthook = sys_hook
+    threading.excepthook = thread_hook

@@ -11,6 +11,8 @@ import email
 import io
 import json
 import mimetypes
+import signal
+import subprocess
 import sys
 from email import policy
 from pathlib import Path
@@ -24,7 +26,9 @@ from automail.engine.service import Service
 from automail.errors import InputError, SecretStoreError
 from automail.message import attachment_type, compose
 from automail.store.definitions import Definitions
-from tests.helpers import cli, make_service, make_task, wait_until
+from tests.conftest import REPO_ROOT
+from tests.helpers import cli, make_service, make_task, setup_task, wait_until
+from tests.smtpd import SmtpServer
 
 TASK_ADD = ["task", "add", "Mailing", "--company", "Firma", "--host", "smtp.example.com", "--username", "u"]
 TASK_ADD += ["--sender", "info@firma.sk", "--password-stdin"]
@@ -184,3 +188,29 @@ def test_bogus_keyring_backend_is_a_clear_error_without_traceback(monkeypatch: p
     assert "--list-backends" in res.stderr and "Traceback" not in res.stderr
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "tests.keyring_backend.FileKeyring")
     assert json.loads(cli("task", "list", "--json").stdout) == []
+
+
+# ---- 5: Ctrl+Break, a closed console, logoff: SIGBREAK stops `automail run` gracefully ----------------
+@pytest.mark.slow
+def test_sigbreak_stops_run_gracefully(smtp_server: SmtpServer) -> None:
+    """Windows sends SIGBREAK, never SIGTERM; faked here as SIGUSR1 (whose default would kill)."""
+    setup_task(smtp_server.port)
+    cli("task", "start", "Mailing")
+    script = (
+        "import signal, sys\n"
+        "signal.SIGBREAK = signal.SIGUSR1\n"
+        "from automail.__main__ import main\n"
+        "sys.exit(main(['run']))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert "engine running" in proc.stdout.readline()
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -108,3 +108,202 @@ def test_instance_file_replace_retries_while_the_file_is_held(tmp_path: Path, mo
         assert json.loads((tmp_path / instance.FILE_NAME).read_text(encoding="utf-8"))["token"] == guard.token
     finally:
         guard.close()
+
+
+# ---- Windows as customtkinter sees it: sys.platform = "win32" and a fake ctypes.windll ------------
+class _Func:
+    def __init__(self, name: str, calls: list[tuple[str, tuple[Any, ...]]], result: Any = 0) -> None:
+        self.name, self.calls, self.result = name, calls, result
+
+    def __call__(self, *args: Any) -> Any:
+        self.calls.append((self.name, args))
+        return self.result(*args) if callable(self.result) else self.result
+
+
+class _Dll:
+    def __init__(self, calls: list[tuple[str, tuple[Any, ...]]], **results: Any) -> None:
+        self._calls, self._results = calls, results
+
+    def __getattr__(self, name: str) -> _Func:
+        return _Func(name, self._calls, self._results.get(name, 0))
+
+
+class FakeWindll:
+    """user32, shcore and dwmapi as customtkinter and AutoMail call them; records every call."""
+
+    def __init__(self, dpi: int = 96) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+        def get_dpi(_monitor: Any, _kind: Any, x: Any, y: Any) -> int:
+            x.contents.value = y.contents.value = dpi
+            return 0
+
+        self.user32 = _Dll(self.calls, GetParent=4242, AllowSetForegroundWindow=1)
+        self.shcore = _Dll(self.calls, GetDpiForMonitor=get_dpi)
+        self.dwmapi = _Dll(self.calls)
+
+    def called(self, name: str) -> list[tuple[Any, ...]]:
+        return [args for n, args in self.calls if n == name]
+
+
+@pytest.fixture
+def windows(monkeypatch: pytest.MonkeyPatch, collect_tk_garbage: None) -> FakeWindll:
+    """Windows for customtkinter and AutoMail: win32 platform, fake windll, icons recorded not loaded
+    (X11 Tk cannot read .ico files); customtkinter's title-bar switch as it is by default."""
+    import ctypes
+    import tkinter
+
+    import customtkinter as ctk
+
+    fake = FakeWindll()
+    monkeypatch.setattr(ctypes, "windll", fake, raising=False)
+    monkeypatch.setattr(sys, "platform", "win32")
+    for cls in (ctk.CTk, ctk.CTkToplevel):
+        monkeypatch.setattr(cls, "_deactivate_windows_window_header_manipulation", False)
+    icons: list[tuple[str, str]] = []
+
+    def record_icon(self: Any, bitmap: Any = None, default: Any = None) -> None:
+        icons.append((str(self), str(default or bitmap)))
+
+    monkeypatch.setattr(tkinter.Wm, "wm_iconbitmap", record_icon)
+    fake.icons = icons  # type: ignore[attr-defined]
+    return fake
+
+
+@pytest.fixture
+def win_root(windows: FakeWindll) -> Any:
+    from automail.ui.app import make_root
+
+    root = make_root()
+    yield root
+    try:
+        root.destroy()
+    except Exception:
+        pass
+
+
+def run_loop(root: Any, ms: int) -> None:
+    """Run the real mainloop (customtkinter's Windows code runs at its start) for ``ms``."""
+    root.after(ms, root.quit)
+    root.mainloop()
+
+
+@pytest.mark.gui
+def test_main_window_stays_shown_once_the_mainloop_starts(win_root: Any, windows: FakeWindll) -> None:
+    """CustomTkinter#2810: its title-bar code withdrew the root at mainloop() for good."""
+    win_root.deiconify()  # App.start → show_window, before mainloop
+    run_loop(win_root, 400)
+    assert win_root.state() == "normal" and win_root.winfo_viewable()
+    assert not windows.called("DwmSetWindowAttribute")  # the title-bar code did not run
+
+
+@pytest.mark.gui
+def test_dialogs_show_and_secondary_windows_get_automails_icon(win_root: Any, windows: FakeWindll) -> None:
+    from automail.ui.widgets import AppToplevel, ConfirmDialog
+
+    win_root.deiconify()
+    dialog = ConfirmDialog(win_root, "Remove task", "Remove it?", lambda: None)
+    plain = AppToplevel(win_root)
+    run_loop(win_root, 700)  # past customtkinter's 200 ms icon change and the dialog's 200 ms lift
+    assert dialog.state() == "normal" and dialog.winfo_viewable()
+    icons: list[tuple[str, str]] = windows.icons  # type: ignore[attr-defined]
+    for window in (dialog, plain):
+        mine = [icon for name, icon in icons if name == str(window)]
+        assert mine and mine[-1].endswith("automail.ico"), mine  # the last word is ours, not CustomTkinter's
+    root_icons = [icon for name, icon in icons if name == str(win_root)]
+    assert root_icons and root_icons[-1].endswith("automail.ico")
+    dialog.close()
+    plain.destroy()
+
+
+# ---- 4, 5: errors in Tk callbacks; logoff -------------------------------------------------------
+class _Icon:
+    HAS_NOTIFICATION = False
+
+    def __init__(self, *_args: Any) -> None:
+        self.visible = True
+        self.stopped = threading.Event()
+
+    def run(self, setup: Any = None) -> None:
+        if setup:
+            setup(self)
+        self.stopped.wait()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def update_menu(self) -> None:
+        pass
+
+
+@pytest.fixture
+def desktop_app(root: Any, service: Any) -> Any:
+    from automail.ui.app import App
+
+    app = App(root, service, icon_factory=_Icon)
+    yield app
+    app.tray.stop()
+    app.bridge.close()
+
+
+@pytest.mark.gui
+def test_errors_in_window_callbacks_reach_the_log_and_the_status_line(
+    desktop_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.ui_support import pump
+
+    def broken() -> None:
+        raise KeyError("no such row")
+
+    desktop_app.root.after(0, broken)
+    with caplog.at_level("ERROR", logger="automail.ui.app"):
+        pump(desktop_app.root, lambda: bool(caplog.records))
+    record = caplog.records[0]
+    assert record.getMessage() == "unexpected error in the window" and record.exc_info[0] is KeyError
+    status = desktop_app.window.status_bar.cget("text")
+    assert status.startswith("Unexpected error (KeyError)") and "log" in status
+
+
+@pytest.mark.gui
+def test_logoff_message_finishes_the_engine_then_quits(desktop_app: Any) -> None:
+    """A real WM_SAVE_YOURSELF client message (what Tk makes of Windows' WM_QUERYENDSESSION)."""
+    import Xlib.display
+    import Xlib.protocol.event
+    import Xlib.X
+
+    from tests.ui_support import pump
+
+    root, service = desktop_app.root, desktop_app.service
+    service.start_engine()
+    root.deiconify()
+    pump(root, root.winfo_viewable)
+    display = Xlib.display.Display()
+    try:
+        frame = display.create_resource_object("window", int(root.wm_frame(), 16))
+        protocols, save = display.intern_atom("WM_PROTOCOLS"), display.intern_atom("WM_SAVE_YOURSELF")
+        event = Xlib.protocol.event.ClientMessage(
+            window=frame, client_type=protocols, data=(32, (save, Xlib.X.CurrentTime, 0, 0, 0))
+        )
+        frame.send_event(event, event_mask=Xlib.X.NoEventMask)
+        display.flush()
+    finally:
+        display.close()
+    pump(root, lambda: desktop_app._quitting, timeout=10)
+    assert not service.engine_running  # stopped before the answer, not in the background afterwards
+    assert desktop_app.tray.icon is None
+
+
+# ---- 11: the second launch hands on its foreground right ---------------------------------------
+def test_second_launch_allows_the_first_to_take_the_foreground(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+
+    fake = FakeWindll()
+    first = instance.claim(tmp_path, lambda: None)
+    assert first is not None
+    monkeypatch.setattr(ctypes, "windll", fake, raising=False)
+    monkeypatch.setattr(sys, "platform", "win32")
+    try:
+        assert instance.claim(tmp_path, lambda: None, wait_s=2) is None
+    finally:
+        first.close()
+    assert fake.called("AllowSetForegroundWindow") == [(os.getpid(),)]  # the pid in the instance file

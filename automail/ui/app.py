@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from automail.models import EngineEvent
 from automail.paths import data_dir, resource_path
+from automail.signals import stop_signals
 
-from . import instance, theme
+from . import instance, theme, win32
 from .bridge import Bridge
 from .notify import Delivery, Notifier
 from .tray import Tray
@@ -56,6 +57,10 @@ class App:
         self._quitting = False
         self._unsubscribe: Callable[[], None] | None = None
         root.protocol("WM_DELETE_WINDOW", self.close_window)
+        # Logoff and shutdown: Windows sends WM_SAVE_YOURSELF (and X session managers may); quit
+        # gracefully, so the message in flight is finished and recorded.
+        root.protocol("WM_SAVE_YOURSELF", self.end_session)
+        root.report_callback_exception = self.report_callback_exception
 
     # ---- start ------------------------------------------------------------------------
     def start(self) -> None:
@@ -116,6 +121,26 @@ class App:
                 handler(event)
             except Exception:
                 log.exception("handling %s failed", event.kind)
+
+    def end_session(self) -> None:
+        """Logoff or shutdown: finish the message in flight before answering; the OS waits for the
+        answer (Tk on Windows turns WM_QUERYENDSESSION into this protocol), then quit."""
+        log.info("the desktop session ends: stopping the engine")
+        try:
+            self.service.stop_engine()
+        except Exception:
+            log.exception("stopping the engine failed")
+        self.quit()
+
+    def report_callback_exception(self, exc: type[BaseException], value: BaseException, tb: Any) -> None:
+        """An error in a Tk callback: to the log (a windowed build has no stderr) and the status line."""
+        log.error("unexpected error in the window", exc_info=(exc, value, tb))
+        say = getattr(self.window, "_say", None)
+        if say is not None:
+            try:
+                say(f"Unexpected error ({exc.__name__}): details are in the log (tray › Open log folder).", ok=False)
+            except Exception:
+                log.debug("cannot show the error in the window", exc_info=True)
 
     # ---- window -----------------------------------------------------------------------
     def show_window(self) -> None:
@@ -184,11 +209,25 @@ def _make_window(root: Any, service: Service, on_quit: Callable[[], None]) -> An
     return MainWindow(root, service, on_quit=on_quit)
 
 
+def make_root() -> Any:
+    """The Tk root, withdrawn, with AutoMail's title and icon; customtkinter prepared for Windows."""
+    theme.apply()
+    win32.prepare_customtkinter()  # before any window exists (CustomTkinter#2810)
+    import customtkinter as ctk
+
+    root = ctk.CTk()
+    root.title(WINDOW_TITLE)
+    root.withdraw()  # shown by App.start when wanted; avoids a flash on a tray-only start
+    _set_window_icon(root)
+    return root
+
+
 def _set_window_icon(root: Any) -> None:
     # customtkinter tracks iconbitmap(.ico) only (customtkinter#2663); X11 needs iconphoto.
     try:
         if sys.platform == "win32":
-            root.iconbitmap(str(resource_path("assets", "automail.ico")))
+            ico = win32.icon_file()
+            root.iconbitmap(ico, default=ico)  # default: plain Tk toplevels get it too
         else:
             import tkinter
 
@@ -211,7 +250,6 @@ def run_app(demo: bool = False) -> int:
 
 
 def _run(demo: bool) -> int:
-    theme.apply()
     home = data_dir()
     shown = threading.Event()
     holder: dict[str, App] = {}
@@ -227,15 +265,10 @@ def _run(demo: bool) -> int:
         print("AutoMail is already running: its window was brought to the front.")
         return 0
 
-    import customtkinter as ctk
-
     from automail.engine.service import Service
 
     service = Service(home)
-    root = ctk.CTk()
-    root.title(WINDOW_TITLE)
-    root.withdraw()  # shown by App.start when wanted; avoids a flash on a tray-only start
-    _set_window_icon(root)
+    root = make_root()
     app = App(root, service, demo=demo)
     app.guard = guard
     holder["app"] = app
@@ -247,7 +280,7 @@ def _run(demo: bool) -> int:
         log.info("signal %s: quitting", signum)
         app.bridge.post(app.quit)
 
-    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    old = {sig: signal.signal(sig, on_signal) for sig in stop_signals()}
     try:
         app.start()
         root.mainloop()

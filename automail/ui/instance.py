@@ -17,6 +17,8 @@ from filelock import FileLock, Timeout
 
 from automail.paths import replace_file
 
+from . import win32
+
 log = logging.getLogger(__name__)
 
 FILE_NAME = "app-instance.json"
@@ -95,6 +97,13 @@ def ask_running_instance(home: Path) -> bool:
         port, token = int(info["port"]), str(info["token"])
     except (OSError, ValueError, KeyError, TypeError):
         return False
+    try:
+        pid = int(info.get("pid", 0))
+    except (TypeError, ValueError):
+        pid = 0
+    # Windows lets only the process the user just started take the foreground: hand that right on,
+    # or the first instance's window only flashes in the taskbar.
+    win32.allow_set_foreground(pid)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=CONNECT_TIMEOUT_S) as conn:
             conn.settimeout(CONNECT_TIMEOUT_S)

@@ -12,7 +12,7 @@ import customtkinter as ctk
 
 from automail.message import with_sender_headers
 from automail.models import MessageStatus, RecipientStatus, StoredMessage, Task
-from automail.ui.widgets import PAD, LaterMixin, ReadOnlyText
+from automail.ui.widgets import PAD, AppToplevel, ReadOnlyText
 
 # Headers a recipient's mail program shows, in its order; others are listed after them.
 SHOWN_HEADERS = ("From", "Reply-To", "To", "Cc", "Subject", "Date", "Message-ID")
@@ -124,7 +124,7 @@ def message_text(msg: StoredMessage, raw: bytes | None, task: Task | None = None
     return "\n".join(lines)
 
 
-class MessageView(LaterMixin, ctk.CTkToplevel):  # type: ignore[misc]
+class MessageView(AppToplevel):
     """One message, read-only."""
 
     def __init__(self, master: Any, msg: StoredMessage, text: str) -> None:

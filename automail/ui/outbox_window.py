@@ -15,8 +15,8 @@ from automail.ui.widgets import (
     MUTED_COLOR,
     OK_COLOR,
     PAD,
+    AppToplevel,
     ConfirmDialog,
-    LaterMixin,
     font,
     set_text,
     table_with_scrollbar,
@@ -46,7 +46,7 @@ def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else ""
 
 
-class OutboxWindow(LaterMixin, ctk.CTkToplevel):  # type: ignore[misc]
+class OutboxWindow(AppToplevel):
     """Messages of one company, PAGE_SIZE at a time (never all rows: 100,000 open instantly)."""
 
     def __init__(self, master: Any, service: Service, company: str) -> None:

@@ -11,6 +11,8 @@ from typing import Any, Literal, cast
 
 import customtkinter as ctk
 
+from . import win32
+
 ERROR_COLOR = ("#C62828", "#FF6B6B")
 MUTED_COLOR = ("#5F6B76", "#A0A8B0")
 OK_COLOR = ("#2E7D32", "#66BB6A")
@@ -142,7 +144,15 @@ class LaterMixin:
         self._later_ids = []
 
 
-class Dialog(LaterMixin, ctk.CTkToplevel):  # type: ignore[misc]
+class AppToplevel(LaterMixin, ctk.CTkToplevel):  # type: ignore[misc]
+    """Base of AutoMail's secondary windows: AutoMail's icon, not customtkinter's logo (Windows)."""
+
+    def __init__(self, master: Any, **kw: Any) -> None:
+        super().__init__(master, **kw)
+        win32.set_toplevel_icon(self, self.later)
+
+
+class Dialog(AppToplevel):
     """Base of AutoMail's dialogs: transient to its master, modal grab, OK/Cancel row.
 
     Dialogs never block in wait_window: callers pass callbacks, which keeps them drivable
@@ -187,6 +197,8 @@ class Dialog(LaterMixin, ctk.CTkToplevel):  # type: ignore[misc]
     def _lift(self) -> None:
         if self.closed:
             return
+        if self.state() == "withdrawn":  # hidden again meanwhile (customtkinter's Windows title-bar code did)
+            self.deiconify()
         self.lift()
         try:
             self.focus_force()

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import ctypes
+import ntpath
 import os
+import re
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import platformdirs
 
 from automail import APP_NAME
+from automail.errors import InputError
+
+MOUNTS_FILE = "/proc/self/mounts"
+# File systems where SQLite's write-ahead log (shared memory, byte-range locks) is not safe.
+NETWORK_FS = frozenset(
+    {
+        *("nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "ceph", "glusterfs", "lustre", "gpfs", "davfs"),
+        *("sshfs", "fuse.sshfs", "fuse.davfs", "fuse.glusterfs", "fuse.ceph", "fuse.rclone", "fuse.s3fs"),
+    }
+)
+# Folders that sync clients upload while SQLite writes (OneDrive locks -wal/-shm files).
+CLOUD_FOLDERS = ("onedrive", "dropbox", "google drive", "icloud drive", "iclouddrive")
+CLOUD_ENV = ("OneDrive", "OneDriveCommercial", "OneDriveConsumer")
+DRIVE_REMOTE = 4  # GetDriveTypeW: a mapped network drive
 
 
 def data_dir() -> Path:
@@ -61,3 +78,81 @@ def replace_file(src: str | Path, dst: str | Path, attempts: int = 10) -> None:
             if i == attempts - 1:
                 raise
             time.sleep(0.05 * (i + 1))
+
+
+def shared_location(path: str | Path) -> str | None:
+    """Why ``path`` is on a network or cloud-synced location, or None for a local disk.
+
+    Windows: UNC paths, mapped network drives (GetDriveTypeW), OneDrive / Dropbox / Google Drive
+    folders. Elsewhere: NFS, SMB/CIFS and other network mounts (/proc/self/mounts), and the same
+    sync-client folders.
+    """
+    text = str(path)
+    if sys.platform == "win32":
+        reason = _windows_remote(text)
+    else:
+        reason = _mount_remote(text)
+    return reason or _cloud_folder(text)
+
+
+def check_outbox_location(path: str | Path) -> None:
+    """Refuse an outbox on a network drive or in a cloud-synced folder (InputError with the reason)."""
+    reason = shared_location(path)
+    if reason:
+        raise InputError(
+            "outbox",
+            f"{path} is {reason}: SQLite's write-ahead log is not safe there (network file systems, "
+            "sync clients locking the -wal/-shm files), and a mapped drive is invisible to services",
+            fix="choose a folder on this computer's own disk (the default location is); sharing one outbox "
+            "between computers needs the shared PostgreSQL outbox, which is planned",
+        )
+
+
+def _windows_remote(text: str) -> str | None:
+    drive = PureWindowsPath(text).drive.removeprefix("\\\\?\\").removeprefix("\\\\.\\")
+    if drive.startswith("\\\\") or drive.upper().startswith("UNC\\"):
+        return f"on a network share ({drive})"
+    if len(drive) == 2 and drive[1] == ":":
+        try:
+            kind = ctypes.windll.kernel32.GetDriveTypeW(drive + "\\")  # type: ignore[attr-defined]
+        except Exception:
+            return None
+        if kind == DRIVE_REMOTE:
+            return f"on the mapped network drive {drive.upper()}"
+    return None
+
+
+def _mount_remote(text: str) -> str | None:
+    try:
+        with open(MOUNTS_FILE, encoding="utf-8", errors="replace") as fh:
+            mounts = [line.split() for line in fh]
+    except OSError:
+        return None
+    target = os.path.realpath(os.path.abspath(text))
+    best: tuple[str, str] = ("", "")
+    for fields in mounts:
+        if len(fields) < 3:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])  # "\\040" = space
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best[0]):
+            best = (point, fields[2])
+    point, fstype = best
+    if fstype in NETWORK_FS:
+        return f"on a network file system ({fstype} at {point})"
+    return None
+
+
+def _cloud_folder(text: str) -> str | None:
+    win = sys.platform == "win32"
+    parts = PureWindowsPath(text).parts if win else Path(text).parts
+    for part in parts:
+        low = part.lower()
+        if low in CLOUD_FOLDERS or low.startswith("onedrive - "):
+            return f"in a cloud-synced folder ({part})"
+    sep, norm = ("\\", ntpath.normcase) if win else ("/", os.path.normpath)
+    for name in CLOUD_ENV:
+        root = os.environ.get(name, "").strip()
+        if root and (norm(text) + sep).startswith(norm(root).rstrip("\\/") + sep):
+            return f"in the OneDrive folder {root}"
+    return None

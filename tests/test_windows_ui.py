@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -264,33 +265,41 @@ def test_errors_in_window_callbacks_reach_the_log_and_the_status_line(
     assert status.startswith("Unexpected error (KeyError)") and "log" in status
 
 
+SEND_SAVE_YOURSELF = """
+import sys
+import Xlib.display, Xlib.protocol.event, Xlib.X
+display = Xlib.display.Display()
+frame = display.create_resource_object("window", int(sys.argv[1], 16))
+protocols, save = display.intern_atom("WM_PROTOCOLS"), display.intern_atom("WM_SAVE_YOURSELF")
+event = Xlib.protocol.event.ClientMessage(
+    window=frame, client_type=protocols, data=(32, (save, Xlib.X.CurrentTime, 0, 0, 0))
+)
+frame.send_event(event, event_mask=Xlib.X.NoEventMask)
+display.close()
+"""
+
+
 @pytest.mark.gui
-def test_logoff_message_finishes_the_engine_then_quits(desktop_app: Any) -> None:
+def test_logoff_message_finishes_the_engine_then_quits(service: Any, collect_tk_garbage: None) -> None:
     """A real WM_SAVE_YOURSELF client message (what Tk makes of Windows' WM_QUERYENDSESSION)."""
-    import Xlib.display
-    import Xlib.protocol.event
-    import Xlib.X
+    from automail.ui.app import App, make_root
+    from tests.desktop import wait_for
 
-    from tests.ui_support import pump
-
-    root, service = desktop_app.root, desktop_app.service
-    service.start_engine()
-    root.deiconify()
-    pump(root, root.winfo_viewable)
-    display = Xlib.display.Display()
+    root = make_root()
+    app = App(root, service, icon_factory=_Icon)
     try:
-        frame = display.create_resource_object("window", int(root.wm_frame(), 16))
-        protocols, save = display.intern_atom("WM_PROTOCOLS"), display.intern_atom("WM_SAVE_YOURSELF")
-        event = Xlib.protocol.event.ClientMessage(
-            window=frame, client_type=protocols, data=(32, (save, Xlib.X.CurrentTime, 0, 0, 0))
-        )
-        frame.send_event(event, event_mask=Xlib.X.NoEventMask)
-        display.flush()
+        app.start()
+        service.start_engine()
+        root.deiconify()
+        wait_for(lambda: root.update() or root.winfo_viewable(), 10, what="window shown")
+        # sent by another process, as a session manager would
+        subprocess.run([sys.executable, "-c", SEND_SAVE_YOURSELF, root.wm_frame()], check=True, timeout=30)
+        wait_for(lambda: root.update() or app._quitting, 10, what="quit")
+        assert not service.engine_running  # stopped before the answer, not in the background afterwards
+        assert app.tray.icon is None
+        wait_for(lambda: root.update() or app.bridge._closed, 15, what="quit finished")
     finally:
-        display.close()
-    pump(root, lambda: desktop_app._quitting, timeout=10)
-    assert not service.engine_running  # stopped before the answer, not in the background afterwards
-    assert desktop_app.tray.icon is None
+        app.close()
 
 
 # ---- 11: the second launch hands on its foreground right ---------------------------------------
@@ -307,3 +316,79 @@ def test_second_launch_allows_the_first_to_take_the_foreground(tmp_path: Path, m
     finally:
         first.close()
     assert fake.called("AllowSetForegroundWindow") == [(os.getpid(),)]  # the pid in the instance file
+
+
+# ---- 9: tables scaled and coloured like the rest of the window ---------------------------------
+@pytest.fixture
+def scaled_dark(monkeypatch: pytest.MonkeyPatch, collect_tk_garbage: None) -> Any:
+    """150 % scaling (customtkinter's factor, as a 144-dpi Windows display gives) and dark mode."""
+    import customtkinter as ctk
+
+    from automail.ui import theme
+
+    theme.apply()
+    ctk.set_appearance_mode("dark")
+    ctk.set_widget_scaling(1.5)
+    yield ctk
+    ctk.set_widget_scaling(1.0)
+    ctk.set_appearance_mode(theme.apply())
+
+
+def screenshot(window: Any, path: Path) -> Any:
+    """The window as the X server shows it (ImageMagick's import), as a PIL image."""
+    import shutil
+    import subprocess
+
+    from PIL import Image
+
+    if shutil.which("import") is None:
+        pytest.skip("needs ImageMagick's import")
+    window.update()
+    subprocess.run(["import", "-window", str(int(window.wm_frame(), 16)), str(path)], check=True, timeout=30)
+    return Image.open(path).convert("RGB")
+
+
+def mean_brightness(image: Any, box: tuple[int, int, int, int]) -> float:
+    from PIL import ImageStat
+
+    return float(sum(ImageStat.Stat(image.crop(box).convert("L")).mean))
+
+
+@pytest.mark.gui
+def test_tables_scale_to_150_percent_and_follow_dark_mode(scaled_dark: Any, service: Any, tmp_path: Path) -> None:
+    from tkinter import ttk
+
+    from automail.ui.main_window import COLUMNS, MainWindow
+    from automail.ui.widgets import TABLE_COLORS
+    from tests.helpers import make_task
+    from tests.ui_support import COMPANY, pump
+
+    for n in range(6):
+        service.add_task(make_task(f"Mailing {n}", COMPANY, port=2525, computer="OFFICE-PC"))
+    root = scaled_dark.CTk()
+    try:
+        window = MainWindow(root, service, on_quit=root.destroy)
+        # not window.show(): its focus_force crashed Tk here, in a process that had other Tk roots before
+        root.deiconify()
+        window.refresh()
+        root.geometry("1400x700+0+0")
+        pump(root, lambda: bool(window.tree.get_children()) and root.winfo_viewable())
+        style = ttk.Style(root)
+        name = str(window.tree.cget("style"))
+        assert int(style.lookup(name, "rowheight")) == 42  # 28 px × 1.5
+        assert str(style.lookup(name, "font")).split()[-1] == "-20"  # 13 px × 1.5, rounded
+        assert window.tree.column("name", "width") == round(COLUMNS[0][2] * 1.5)
+        assert style.lookup(name, "background") == TABLE_COLORS["dark"].background
+        shot = screenshot(root, tmp_path / "main_window_dark_150.png")
+        x, y = window.tree.winfo_rootx() - root.winfo_rootx(), window.tree.winfo_rooty() - root.winfo_rooty()
+        w, h = window.tree.winfo_width(), window.tree.winfo_height()
+        assert mean_brightness(shot, (x + 5, y + h - 60, x + w - 5, y + h - 5)) < 80  # dark rows, not white
+        heading = window.tree.bbox(window.tree.get_children()[0])  # first row's box, below the heading
+        assert heading and heading[3] == 42
+        # a later change of scaling (moving the window to another monitor) re-sizes the table
+        scaled_dark.set_widget_scaling(1.0)
+        pump(root)
+        assert int(style.lookup(name, "rowheight")) == 28
+        assert window.tree.column("name", "width") == COLUMNS[0][2]
+    finally:
+        root.destroy()

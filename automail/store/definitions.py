@@ -19,7 +19,7 @@ from tinydb.table import Document, Table
 
 from automail.errors import DefinitionsError, InputError, NotFoundError
 from automail.models import Company, Task
-from automail.paths import outbox_dir, replace_file, safe_filename
+from automail.paths import check_outbox_location, outbox_dir, replace_file, safe_filename
 
 _Named = TypeVar("_Named", Company, Task)
 
@@ -132,6 +132,7 @@ class Definitions:
         if not name or "\n" in name or "\r" in name:
             raise InputError("company", "the name is empty or has a line break", fix="give a one-line name")
         path = outbox_path or self.default_outbox_path(name)
+        check_outbox_location(path)  # not on a network drive or in OneDrive (SQLite WAL)
         with self._locked():
             table = self._db.table("companies")
             for doc in table.all():

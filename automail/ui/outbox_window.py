@@ -19,6 +19,7 @@ from automail.ui.widgets import (
     ConfirmDialog,
     font,
     set_text,
+    table_colors,
     table_with_scrollbar,
 )
 
@@ -84,8 +85,8 @@ class OutboxWindow(AppToplevel):
         self.tree, table = table_with_scrollbar(self, COLUMNS)
         table.pack(fill="both", expand=True, padx=PAD)
         self.tree.bind("<Double-1>", lambda _e: self.show_message())
-        self.tree.tag_configure("failed", foreground="#C62828")
-        self.tree.tag_configure("cancelled", foreground="#7A828A")
+        self.tree.tag_configure("failed", foreground=table_colors().error)
+        self.tree.tag_configure("cancelled", foreground=table_colors().muted)
 
         pager = ctk.CTkFrame(self, fg_color="transparent")
         pager.pack(fill="x", padx=PAD, pady=(8, 0))

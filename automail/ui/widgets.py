@@ -6,10 +6,12 @@ import queue
 import threading
 import tkinter as tk
 from collections.abc import Callable
+from dataclasses import dataclass
 from tkinter import ttk
 from typing import Any, Literal, cast
 
 import customtkinter as ctk
+from customtkinter.windows.widgets.scaling.scaling_tracker import ScalingTracker
 
 from . import win32
 
@@ -393,33 +395,82 @@ class Background:
             self._widget.after(POLL_MS, self._poll)
 
 
-def style_treeview(widget: Any) -> str:
-    """Style ttk.Treeview to sit well among CTk widgets; returns the style name to use."""
+@dataclass(frozen=True)
+class TableColors:
+    """The colours of a ttk table in one appearance mode (ttk knows nothing of customtkinter's modes)."""
+
+    background: str
+    text: str
+    heading: str
+    heading_active: str
+    odd_row: str
+    selected: str
+    selected_text: str
+    error: str
+    muted: str
+
+
+TABLE_COLORS = {
+    "light": TableColors(
+        "#FFFFFF", "#1F2328", "#E8EDF2", "#DCE3EA", "#F6F8FA", "#3B8ED0", "#FFFFFF", "#C62828", "#7A828A"
+    ),
+    # customtkinter's dark frames are gray17/gray20 (#2B2B2B/#333333); text gray90 (#E5E5E5)
+    "dark": TableColors(
+        "#2B2B2B", "#E5E5E5", "#3A3F44", "#46505A", "#313336", "#1F6AA5", "#FFFFFF", "#FF6B6B", "#9AA3AC"
+    ),
+}
+TABLE_ROW_HEIGHT = 28
+TABLE_FONT_PX = 13
+TABLE_HEADING_PAD = (6, 5)
+TABLE_MIN_COLUMN = 40
+
+
+def table_colors() -> TableColors:
+    """The table colours of the current appearance mode (fixed at start, see theme.py)."""
+    return TABLE_COLORS["dark" if ctk.get_appearance_mode().lower() == "dark" else "light"]
+
+
+def widget_scaling(widget: Any) -> float:
+    """customtkinter's factor for ``widget``: the window's DPI scaling (Windows) × set_widget_scaling."""
+    try:
+        return float(ScalingTracker.get_widget_scaling(widget))
+    except (KeyError, AttributeError):  # a window customtkinter does not track
+        return float(ScalingTracker.widget_scaling)
+
+
+def style_treeview(widget: Any, scale: float | None = None) -> str:
+    """Style ttk.Treeview like the CTk widgets around it: scaled and in the appearance mode's colours.
+
+    ttk sizes are plain pixels: row height, fonts (negative sizes are pixels) and paddings are
+    multiplied by customtkinter's scaling, which follows the display (150 % on many laptops).
+    """
+    scale = widget_scaling(widget) if scale is None else scale
+    colors = table_colors()
     style = ttk.Style(widget)
     if style.theme_use() != "clam":
         style.theme_use("clam")
     name = "AutoMail.Treeview"
-    base = ctk.CTkFont(size=12)
-    bold = ctk.CTkFont(size=12, weight="bold")
+    family = ctk.CTkFont(size=12).cget("family")
+    px = -round(TABLE_FONT_PX * scale)
     style.configure(
         name,
-        background="#FFFFFF",
-        fieldbackground="#FFFFFF",
-        foreground="#1F2328",
-        rowheight=28,
+        background=colors.background,
+        fieldbackground=colors.background,
+        foreground=colors.text,
+        rowheight=round(TABLE_ROW_HEIGHT * scale),
         borderwidth=0,
-        font=(base.cget("family"), -13),
+        font=(family, px),
     )
     style.configure(
         f"{name}.Heading",
-        background="#E8EDF2",
-        foreground="#1F2328",
+        background=colors.heading,
+        foreground=colors.text,
         relief="flat",
-        padding=(6, 5),
-        font=(bold.cget("family"), -13, "bold"),
+        padding=tuple(round(p * scale) for p in TABLE_HEADING_PAD),
+        font=(family, px, "bold"),
     )
-    style.map(f"{name}.Heading", background=[("active", "#DCE3EA")])
-    style.map(name, background=[("selected", "#3B8ED0")], foreground=[("selected", "#FFFFFF")])
+    style.map(f"{name}.Heading", background=[("active", colors.heading_active)])
+    style.map(name, background=[("selected", colors.selected)], foreground=[("selected", colors.selected_text)])
     style.layout(name, [("Treeview.treearea", {"sticky": "nswe"})])  # no sunken border
     return name
 
@@ -428,8 +479,13 @@ _Anchor = Literal["nw", "n", "ne", "w", "center", "e", "sw", "s", "se"]  # Tk's 
 
 
 def table_with_scrollbar(parent: Any, columns: list[tuple[str, str, int, str]]) -> tuple[ttk.Treeview, Any]:
-    """A styled Treeview in a bordered frame; columns are (id, heading, width, anchor)."""
-    frame = ctk.CTkFrame(parent, border_width=1, corner_radius=6, fg_color="#FFFFFF")
+    """A styled Treeview in a bordered frame; columns are (id, heading, width at 100 %, anchor).
+
+    Sizes follow customtkinter's scaling, now and when it changes (a window moved to a monitor
+    with other scaling); colours follow the appearance mode.
+    """
+    colors = (TABLE_COLORS["light"].background, TABLE_COLORS["dark"].background)
+    frame = ctk.CTkFrame(parent, border_width=1, corner_radius=6, fg_color=colors)
     style = style_treeview(parent)
     tree = ttk.Treeview(
         frame,
@@ -438,19 +494,32 @@ def table_with_scrollbar(parent: Any, columns: list[tuple[str, str, int, str]]) 
         style=style,
         selectmode="extended",
     )
-    for cid, heading, width, anchor in columns:
+    for cid, heading, _width, anchor in columns:
         side = cast(_Anchor, anchor)
         tree.heading(cid, text=heading, anchor=side)
-        tree.column(cid, width=width, minwidth=40, anchor=side, stretch=cid == columns[-1][0])
+        tree.column(cid, anchor=side, stretch=cid == columns[-1][0])
+    _size_columns(tree, columns, widget_scaling(parent))
     bar = ctk.CTkScrollbar(frame, command=tree.yview)
     tree.configure(yscrollcommand=bar.set)
-    tree.tag_configure("odd", background="#F6F8FA")
-    tree.tag_configure("error", foreground="#C62828")
+    tree.tag_configure("odd", background=table_colors().odd_row)
+    tree.tag_configure("error", foreground=table_colors().error)
     tree.grid(row=0, column=0, sticky="nsew", padx=(2, 0), pady=2)
     bar.grid(row=0, column=1, sticky="ns", pady=4)
     frame.grid_rowconfigure(0, weight=1)
     frame.grid_columnconfigure(0, weight=1)
+
+    def rescale(widget_factor: float, _window_factor: float) -> None:
+        style_treeview(tree, widget_factor)
+        _size_columns(tree, columns, widget_factor)
+
+    ScalingTracker.add_widget(rescale, frame)
+    frame.bind("<Destroy>", lambda e: ScalingTracker.remove_widget(rescale, frame) if e.widget is frame else None)
     return tree, frame
+
+
+def _size_columns(tree: ttk.Treeview, columns: list[tuple[str, str, int, str]], scale: float) -> None:
+    for cid, _heading, width, _anchor in columns:
+        tree.column(cid, width=round(width * scale), minwidth=round(TABLE_MIN_COLUMN * scale))
 
 
 _UNSET = object()

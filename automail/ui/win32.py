@@ -65,7 +65,7 @@ def allow_set_foreground(pid: int) -> None:
     if sys.platform != "win32" or pid <= 0:
         return
     try:
-        if not ctypes.windll.user32.AllowSetForegroundWindow(int(pid)):  # type: ignore[attr-defined]
+        if not ctypes.windll.user32.AllowSetForegroundWindow(int(pid)):
             log.debug("AllowSetForegroundWindow(%s) refused", pid)
     except Exception:
         log.debug("AllowSetForegroundWindow failed", exc_info=True)

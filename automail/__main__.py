@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from automail.engine.service import Service
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+# pystray must own the main thread on macOS and so must Tk: the desktop app is refused there, the CLI works.
+MACOS_NO_DESKTOP = (
+    "The desktop app does not run on macOS yet (its tray icon and its windows would both need the main thread)."
+)
 PASSWORD_MAX_BYTES = 64 * 1024  # one line of stdin; never read /dev/zero without end
 
 
@@ -522,9 +526,9 @@ def run_engine(svc: Service, until_empty: bool, on_event: Callable[[EngineEvent]
             "Start one with `automail task start NAME` (see `automail task list`)."
         )
         return EXIT_FAILED if until_empty else EXIT_OK
-    _out(f"AutoMail engine running {len(local)} task(s) on {svc.computer}. Ctrl+C stops it.")
     code = EXIT_OK
-    with _StopSignal() as stop:
+    with _StopSignal() as stop:  # before saying "Ctrl+C stops it", so a stop right after it is graceful
+        _out(f"AutoMail engine running {len(local)} task(s) on {svc.computer}. Ctrl+C stops it.")
         svc.start_engine()
         time.sleep(0.2)
         while not stop.event.wait(0.5):
@@ -559,9 +563,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if not args.headless:
-        if has_display():
+        if sys.platform == "darwin":
+            _err(f"{MACOS_NO_DESKTOP} Running `automail demo --headless` instead.")
+        elif has_display():
             return _gui(demo=True)
-        _err("No display found, so the desktop demo cannot open: running `automail demo --headless` instead.")
+        else:
+            _err("No display found, so the desktop demo cannot open: running `automail demo --headless` instead.")
     from automail.demo import DEMO_TASK, RECEIVED, CaptureServer, prepare_demo, sample_size
 
     svc = _service()  # in the demo's own temporary data folder (see main)
@@ -604,6 +611,9 @@ def _gui(demo: bool = False) -> int:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
+    if sys.platform == "darwin":
+        _err(f"{MACOS_NO_DESKTOP} Use `automail run` (send in the foreground); see `automail --help`.")
+        return EXIT_FAILED
     if not has_display():
         _err(
             "No display found, so the desktop app cannot open. On a server use `automail run` "

@@ -193,24 +193,37 @@ def test_bogus_keyring_backend_is_a_clear_error_without_traceback(monkeypatch: p
 # ---- 5: Ctrl+Break, a closed console, logoff: SIGBREAK stops `automail run` gracefully ----------------
 @pytest.mark.slow
 def test_sigbreak_stops_run_gracefully(smtp_server: SmtpServer) -> None:
-    """Windows sends SIGBREAK, never SIGTERM; faked here as SIGUSR1 (whose default would kill)."""
+    """Windows sends SIGBREAK, never SIGTERM: there it is a real Ctrl+Break; elsewhere SIGBREAK is
+    faked as SIGUSR1 (whose default action would kill the process)."""
     setup_task(smtp_server.port)
     cli("task", "start", "Mailing")
-    script = (
-        "import signal, sys\n"
-        "signal.SIGBREAK = signal.SIGUSR1\n"
-        "from automail.__main__ import main\n"
-        "sys.exit(main(['run']))\n"
-    )
+    windows = sys.platform == "win32"
+    fake = "" if windows else "signal.SIGBREAK = signal.SIGUSR1\n"
+    script = f"import signal, sys\n{fake}from automail.__main__ import main\nsys.exit(main(['run']))\n"
+    flags = subprocess.CREATE_NEW_PROCESS_GROUP if windows else 0  # type: ignore[attr-defined]
     proc = subprocess.Popen(
-        [sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        creationflags=flags,
     )
     try:
         assert proc.stdout is not None
         assert "engine running" in proc.stdout.readline()
-        proc.send_signal(signal.SIGUSR1)
+        proc.send_signal(signal.CTRL_BREAK_EVENT if windows else signal.SIGUSR1)  # type: ignore[attr-defined]
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ---- macOS: the desktop app is refused with a clear message, the CLI works ----------------------------
+def test_desktop_app_is_refused_on_macos(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert cli_main.main(["gui"]) == 1
+    err = capsys.readouterr().err
+    assert "does not run on macOS" in err and "automail run" in err and "Traceback" not in err
+    assert cli_main.main(["company", "list"]) == 0

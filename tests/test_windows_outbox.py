@@ -38,6 +38,10 @@ def test_local_disk_is_fine(tmp_path: Path) -> None:
     assert paths.shared_location(tmp_path / "outbox" / "firma.sqlite3") is None  # the real /proc/self/mounts
 
 
+LINUX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="the Linux mount table")
+
+
+@LINUX_ONLY
 def test_network_mounts_are_found_in_the_mount_table(mounts: Path, tmp_path: Path) -> None:
     reason = paths.shared_location(mounts / "AutoMail" / "firma.sqlite3")
     assert reason == f"on a network file system (cifs at {mounts})"
@@ -45,6 +49,7 @@ def test_network_mounts_are_found_in_the_mount_table(mounts: Path, tmp_path: Pat
     assert paths.shared_location(tmp_path / "mnt" / "local.sqlite3") is None
 
 
+@LINUX_ONLY
 def test_company_on_a_share_is_refused_and_nothing_stored(mounts: Path, automail_home: Path) -> None:
     svc = Service(automail_home)
     try:

@@ -280,6 +280,7 @@ display.close()
 
 
 @pytest.mark.gui
+@pytest.mark.skipif(sys.platform == "win32", reason="sends an X11 client message")
 def test_logoff_message_finishes_the_engine_then_quits(service: Any, collect_tk_garbage: None) -> None:
     """A real WM_SAVE_YOURSELF client message (what Tk makes of Windows' WM_QUERYENDSESSION)."""
     from automail.ui.app import App, make_root

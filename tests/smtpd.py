@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ class RecordedMessage:
     auth_login: str | None  # the username the session authenticated with, if any
     connection: int  # 1-based number of the connection (session) that sent it
     reply: str  # the reply the server gave to DATA
+    mail_options: list[str] = field(default_factory=list)  # MAIL FROM parameters (SIZE=…, BODY=…)
 
 
 def make_self_signed_cert(directory: Path) -> tuple[Path, Path]:
@@ -130,13 +131,18 @@ class _Handler:
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname  # this hook style leaves that to the handler
+        with self.owner._lock:
+            self.owner.ehlo_names.append(hostname)
         if self.owner.pipelining:
             responses.insert(-1, "250-PIPELINING")
+        if not self.owner.eightbitmime:
+            responses.remove("250-8BITMIME")
         return responses
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        await asyncio.sleep(self.owner.delays.get("MAIL", 0))
         reply = self.owner.mail_reply
         if reply is not None:
             return reply
@@ -147,6 +153,7 @@ class _Handler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        await asyncio.sleep(self.owner.delays.get("RCPT", 0))
         replies = self.owner.rcpt_replies
         reply = replies.get(address, replies.get(address.lower()))
         if reply is not None:
@@ -191,6 +198,15 @@ class _RecordingSMTP(SMTP):
             self._owner.packets.append(bytes(data))
         super().data_received(data)
 
+    async def _handle_client(self) -> None:
+        # a slow (or, with a long delay, missing) greeting
+        await asyncio.sleep(self._owner.delays.get("greeting", 0))
+        await super()._handle_client()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        await asyncio.sleep(self._owner.delays.get("DATA", 0))  # before the 354
+        await super().smtp_DATA(arg)
+
 
 class _ServerController(Controller):
     """A Controller that binds port 0 (race-free free port) and builds each session fresh."""
@@ -223,12 +239,17 @@ class SmtpServer:
       mail_reply    reply for every MAIL FROM, None = accept
       data_replies  queue of replies for the next DATA commands (2xx replies still record)
       drop_on_data  the next N DATA commands close the connection without a reply
-      stall_seconds handle_DATA waits this long before answering
+      stall_seconds handle_DATA waits this long before answering (the reply to the final dot)
+      delays        command -> seconds to wait before answering: "greeting", "MAIL", "RCPT",
+                    "DATA" (before its 354)
+      eightbitmime  advertise 8BITMIME (RFC 6152)
+      size_limit    the SIZE advertised and enforced (aiosmtpd answers 552 above it), None = none
+      auth_require_tls  offer AUTH only after STARTTLS (from the next connection on)
       starttls / require_starttls / auth   apply from the next connection on
       pipelining    advertise PIPELINING (RFC 2920) in the EHLO reply
       smtputf8      advertise SMTPUTF8 (from the next connection on)
-    Recorded: messages, and packets (every chunk of bytes received, in order: shows
-    which commands a client sent together).
+    Recorded: messages, packets (every chunk of bytes received, in order: shows
+    which commands a client sent together) and ehlo_names (each EHLO's argument).
     Counters: connections (sessions opened since start/clear), auth_failures (rejected
     AUTH commands: aiosmtplib's login() tries each advertised mechanism, PLAIN then LOGIN,
     so one wrong password counts 2).
@@ -260,6 +281,11 @@ class SmtpServer:
         self.data_replies: list[str] = []
         self.drop_on_data = 0
         self.stall_seconds = 0.0
+        self.delays: dict[str, float] = {}
+        self.eightbitmime = True
+        self.size_limit: int | None = 33554432  # aiosmtpd's default
+        self.auth_require_tls = False
+        self.ehlo_names: list[str] = []
         self.connections = 0
         self.auth_failures = 0
         self._messages: list[RecordedMessage] = []
@@ -333,6 +359,7 @@ class SmtpServer:
         with self._lock:
             self._messages.clear()
             self.packets.clear()
+            self.ehlo_names.clear()
             self.connections = 0
             self.auth_failures = 0
 
@@ -352,14 +379,19 @@ class SmtpServer:
         with self._lock:
             self.connections += 1
             number = self.connections
-        kwargs: dict[str, Any] = {"hostname": "localhost", "enable_SMTPUTF8": self.smtputf8}
+        kwargs: dict[str, Any] = {
+            "hostname": "localhost",
+            "enable_SMTPUTF8": self.smtputf8,
+            "data_size_limit": self.size_limit,
+        }
         if self.starttls:
             kwargs["tls_context"] = self._server_tls_context()
             kwargs["require_starttls"] = self.require_starttls
         if self.auth is not None:
             kwargs["authenticator"] = self._authenticate
             kwargs["auth_required"] = True
-            kwargs["auth_require_tls"] = False  # loopback only; lets tests log in without TLS
+            # loopback only; lets tests log in without TLS unless they ask for Postfix's habit
+            kwargs["auth_require_tls"] = self.auth_require_tls
         with warnings.catch_warnings():
             # "Requiring AUTH while not requiring TLS …": intended here, on loopback.
             warnings.simplefilter("ignore", UserWarning)
@@ -401,6 +433,7 @@ class SmtpServer:
                     auth_login=login if isinstance(login, str) else None,
                     connection=getattr(server, "automail_connection", 0),
                     reply=reply,
+                    mail_options=list(envelope.mail_options),
                 )
             )
             self._changed.notify_all()

@@ -12,6 +12,8 @@ import pytest
 
 from automail.clock import FakeClock
 from automail.engine.service import Service
+from automail.engine.smtp import SmtpSession
+from automail.engine.smtp.timeouts import Timeouts
 from automail.engine.throttle import Throttle
 from automail.engine.worker import Worker
 from automail.errors import FaultKind
@@ -126,11 +128,17 @@ def test_connection_dropped_mid_data_defers_and_reconnects(automail_home: Path, 
 
 
 def test_stalled_server_times_out_and_defers(automail_home: Path, smtp_server: SmtpServer) -> None:
-    smtp_server.stall_seconds = 3
-    svc = make_service(automail_home, make_task(port=smtp_server.port, timeout=0.5))
+    smtp_server.stall_seconds = 3  # the reply to the final dot: the outcome is unknown
+    short = Timeouts.for_timeout(0.5)
+    svc = make_service(
+        automail_home,
+        make_task(port=smtp_server.port, timeout=0.5),
+        session_factory=lambda t, p: SmtpSession(t.smtp, p, timeouts=replace(short, final_dot=1.0)),
+    )
     svc.enqueue_raw("Firma", [("m", eml(1))])
     run_engine_until(svc, lambda: statuses(svc) == [MessageStatus.DEFERRED])
     assert "did not answer" in svc.messages("Firma")[0].last_error
+    assert "may have been delivered" in svc.messages("Firma")[0].last_error
     svc.close()
 
 

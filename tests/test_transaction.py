@@ -12,7 +12,8 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from automail.engine.smtp.transaction import _ReplyReader, data_payload, transact
+from automail.engine.smtp.transaction import HookFailed, _ReplyReader, data_payload, transact
+from automail.errors import FaultKind, Reply, SmtpError
 from automail.models import MessageStatus, TaskState
 from tests.helpers import eml, make_service, make_task, run_engine_until
 from tests.smtpd import SmtpServer
@@ -36,9 +37,10 @@ def test_envelope_is_pipelined_only_when_offered(automail_home: Path, server: Sm
     run_engine_until(svc, lambda: len(server.messages) == 3 and not svc.pending(svc.tasks()))
     assert [m.status for m in svc.messages("Firma")] == [MessageStatus.SENT] * 3
     assert [m.rcpt_tos for m in server.messages] == [["c0@example.com"], ["c1@example.com"], ["c2@example.com"]]
-    together = _packets_with(server, b"MAIL FROM:", b"RCPT TO:", b"DATA\r\n")
+    together = _packets_with(server, b"MAIL FROM:", b"RCPT TO:")
+    assert _packets_with(server, b"RCPT TO:", b"DATA\r\n") == 0  # DATA waits for the RCPT replies
     if server.pipelining:
-        assert together == 3  # MAIL, RCPT and DATA of each message in one write
+        assert together == 3  # MAIL and RCPT of each message in one write
     else:
         assert together == 0  # never ahead of the server's replies
         assert _packets_with(server, b"MAIL FROM:") == 3
@@ -148,15 +150,16 @@ def test_hook_runs_before_the_final_dot_and_a_failing_hook_aborts(server: SmtpSe
         def hook() -> None:  # the server must not have the message yet
             seen.append(len(server.messages))
 
-        refused, reply = await transact(client, "info@firma.sk", ["a@example.com"], eml(1), hook)
-        assert refused == {} and reply.startswith("2.0.0 Ok") and seen == [0]
+        result = await transact(client, "info@firma.sk", ["a@example.com"], eml(1), hook)
+        assert result.refused == {} and result.reply.startswith("2.0.0 Ok") and seen == [0]
         assert len(server.wait_for(1)) == 1
 
         def broken() -> None:
             raise RuntimeError("disk full")
 
-        with pytest.raises(RuntimeError, match="disk full"):
+        with pytest.raises(HookFailed) as failed:
             await transact(client, "info@firma.sk", ["b@example.com"], eml(2), broken)
+        assert isinstance(failed.value.error, RuntimeError) and str(failed.value.error) == "disk full"
         await asyncio.sleep(0.3)
         assert not client.is_connected  # aborted before the dot ...
         assert len(server.messages) == 1  # ... so the server threw the message away
@@ -168,8 +171,9 @@ def test_transaction_on_a_closed_connection_says_so(server: SmtpServer) -> None:
     async def go() -> None:
         client = await _client(server)
         client.close()
-        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+        with pytest.raises(SmtpError, match="lost") as lost:
             await transact(client, "info@firma.sk", ["a@example.com"], eml(1))
+        assert lost.value.kind is FaultKind.TRANSIENT and not lost.value.outcome_unknown
 
     asyncio.run(go())
 
@@ -179,13 +183,15 @@ def test_reply_reader_joins_split_and_packed_replies() -> None:
         reader = _ReplyReader(asyncio.Protocol())
         reader.data_received(b"250-first line\r\n25")
         reader.data_received(b"0 second\r\n354 go ahead\r\n250 ok")
-        assert await reader.reply() == (250, "first line\nsecond")
-        assert await reader.reply() == (354, "go ahead")
+        assert await reader.reply(1) == Reply(250, "first line second")
+        assert await reader.reply(1) == Reply(354, "go ahead")
         reader.data_received(b"\r\n")
-        assert await reader.reply() == (250, "ok")
+        assert await reader.reply(1) == Reply(250, "ok")
+        with pytest.raises(TimeoutError):
+            await reader.reply(0.05)
         reader.data_received(b"hello there\r\n")
-        with pytest.raises(aiosmtplib.SMTPResponseException, match="malformed"):
-            await reader.reply()
+        with pytest.raises(Exception, match="malformed"):
+            await reader.reply(1)
 
     asyncio.run(go())
 

@@ -1,9 +1,11 @@
-"""One task's SMTP session over aiosmtplib: connect, TLS, login, send, classify errors."""
+"""One task's SMTP session over aiosmtplib: connect, TLS, login; each message goes to ``transaction``."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
+import logging
+import re
 import socket
 import ssl
 from collections.abc import Callable
@@ -13,40 +15,46 @@ import aiosmtplib
 from automail.errors import FaultKind, SmtpError
 from automail.models import Security, SmtpSettings
 
-from .classify import Reply
-from .transaction import SendResult, transact
+from . import classify
+from .timeouts import Timeouts
+from .transaction import HookFailed, SendResult, transact
 
+log = logging.getLogger(__name__)
 
-def _reply_text(exc: aiosmtplib.SMTPResponseException) -> str:
-    return " ".join(str(exc.message).split())
-
-
-def _is_tls_problem(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return True
-        text = str(seen).lower()
-        if "starttls" in text or "ssl" in text or "tls" in text or "certificate" in text:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+TLS_PROBE_AFTER_S = 1.5  # silence after connecting before checking whether the port waits for TLS
+PROBE_TIMEOUT_S = 5.0
+MECHANISMS = ("plain", "login", "cram-md5")  # one is used, never a second after a refusal
+_HOST_NAME = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+_fqdn: str | None = None
 
 
 class SmtpSession:
     """A reusable connection to the task's server.
 
-    Connects lazily, reuses the connection while messages flow, checks a
-    connection that sat idle with NOOP, and reconnects when it was dropped.
-    Every aiosmtplib error leaves as an SmtpError with a kind and a readable text.
+    Connects lazily, reuses the connection while messages flow, checks a connection that
+    sat idle with NOOP, and reconnects when it was dropped.  Every failure leaves as an
+    SmtpError with a kind and a readable text (``classify``); no library exception escapes.
     """
 
-    def __init__(self, settings: SmtpSettings, password: str | None, *, idle_check_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        password: str | None,
+        *,
+        idle_check_s: float = 5.0,
+        timeouts: Timeouts | None = None,
+    ) -> None:
         self.settings = settings
         self._password = password
         self._client: aiosmtplib.SMTP | None = None
         self._last_used = 0.0
+        self._tls_context: ssl.SSLContext | None = None
         self.idle_check_s = idle_check_s
+        self.timeouts = timeouts or Timeouts.for_timeout(settings.timeout)
+        # Off when the task says so, or for the rest of this session once the server made a
+        # protocol error while commands were pipelined (RFC 2920 servers that get it wrong).
+        self.pipelining = settings.pipelining
+        self._step = "connecting"
 
     @property
     def where(self) -> str:
@@ -57,6 +65,7 @@ class SmtpSession:
     def connected(self) -> bool:
         return self._client is not None and self._client.is_connected
 
+    # ---- connect, TLS, login -----------------------------------------------------------
     async def connect(self) -> str:
         """Open the session (TLS as configured) and log in; returns the server's greeting."""
         await self.close()
@@ -66,89 +75,128 @@ class SmtpSession:
             raise SmtpError(
                 f"refusing to send the password for {s.username} to {self.where} without encryption",
                 kind=FaultKind.TASK_FATAL,
-                fix="open Settings › Basic and choose STARTTLS or SSL/TLS",
+                fix="choose STARTTLS or SSL/TLS as the security setting",
             )
-        client = aiosmtplib.SMTP(
-            hostname=s.host,
-            port=s.port,
-            use_tls=security is Security.TLS,
-            # starttls must get STARTTLS or fail: never the library's silent plaintext fallback.
-            start_tls=security is Security.STARTTLS,
-            validate_certs=s.verify_certs,
-            timeout=s.timeout,
-            local_hostname=_local_name(),
-        )
+        client: aiosmtplib.SMTP | None = None
         try:
-            greeting = await client.connect()
-            if client.is_ehlo_or_helo_needed:  # the transaction reads the extensions (PIPELINING, SIZE)
-                try:
-                    await client.ehlo()
-                except aiosmtplib.SMTPHeloError:
-                    await client.helo()
-        except OSError as exc:  # aiosmtplib's SMTPConnectError and SMTPConnectTimeoutError among them
-            client.close()
-            if _is_tls_problem(exc) and not isinstance(exc, aiosmtplib.SMTPConnectTimeoutError):
-                raise self._tls_error(exc) from None
-            raise SmtpError(
-                f"cannot reach the SMTP server {self.where}: {_short(exc)}",
-                kind=FaultKind.TASK_RETRY,
-                fix="check the server name and port, and the network; AutoMail keeps retrying",
-            ) from None
-        except aiosmtplib.SMTPException as exc:
-            client.close()
-            if _is_tls_problem(exc):
-                raise self._tls_error(exc) from None
-            raise SmtpError(
-                f"the SMTP server {self.where} refused the session: {_short(exc)}",
-                kind=FaultKind.TASK_RETRY,
-                fix="check the server name and port",
-            ) from None
-        if s.username:
-            try:
-                await client.login(s.username, self._password or "")
-            except aiosmtplib.SMTPAuthenticationError as exc:
-                client.close()
-                raise self._login_error(exc) from None
-            except aiosmtplib.SMTPNotSupported:
-                client.close()
-                raise SmtpError(
-                    f"the SMTP server {self.where} does not offer login (AUTH)",
-                    kind=FaultKind.TASK_FATAL,
-                    fix="check the security setting (many servers offer AUTH only after STARTTLS)",
-                ) from None
-            except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
-                client.close()
-                raise SmtpError(
-                    f"the SMTP server {self.where} dropped the connection during login: {_short(exc)}",
-                    kind=FaultKind.TASK_RETRY,
-                ) from None
-            except aiosmtplib.SMTPResponseException as exc:
-                client.close()
-                kind = FaultKind.TASK_RETRY if 400 <= exc.code < 500 else FaultKind.TASK_FATAL
-                raise SmtpError(
-                    f"SMTP login to {self.where} as {s.username} failed: {exc.code} {_reply_text(exc)}",
-                    kind=kind,
-                    code=exc.code,
-                    fix="open Settings › Basic and check the user name and password",
-                ) from None
+            context = await self._context() if security is not Security.NONE else None
+            client = aiosmtplib.SMTP(
+                hostname=s.host,
+                port=s.port,
+                use_tls=security is Security.TLS,
+                # STARTTLS is done below, where "not offered" is an error: never the library's
+                # silent plaintext fallback.
+                start_tls=False,
+                tls_context=context if security is Security.TLS else None,
+                timeout=self.timeouts.command,
+                local_hostname=await _local_fqdn() or "localhost",
+            )
+            greeting = await self._open(client, security)
+            await self._hello(client)
+            if security is Security.STARTTLS:
+                await self._starttls(client, context)
+                await self._hello(client)
+            if s.username:
+                await self._login(client)
+        except SmtpError:
+            await _quit(client, self.timeouts.quit)
+            raise
+        except Exception as exc:
+            await _quit(client, self.timeouts.quit)
+            raise self._setup_error(exc) from exc
         self._client = client
         self._last_used = asyncio.get_running_loop().time()
-        return f"{greeting.code} {greeting.message}"
+        return f"{greeting.code} {' '.join(greeting.message.split())}"
 
-    def _login_error(self, exc: aiosmtplib.SMTPResponseException) -> SmtpError:
-        return SmtpError(
-            f"SMTP login rejected by {self.where} for {self.settings.username}: {exc.code} {_reply_text(exc)}",
-            kind=FaultKind.TASK_FATAL,
-            code=exc.code,
-            fix="open Settings › Basic and check the user name and password",
-        )
+    async def _context(self) -> ssl.SSLContext:
+        if self._tls_context is None:
+            try:
+                self._tls_context = await asyncio.to_thread(tls_context, self.settings)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise SmtpError(
+                    f"the CA file {self.settings.ca_file} cannot be used: {exc}",
+                    kind=FaultKind.TASK_FATAL,
+                    fix="give a PEM file of CA certificates (--ca-file PATH, or the CA file in the SMTP settings)",
+                ) from None
+        return self._tls_context
 
-    def _tls_error(self, exc: BaseException) -> SmtpError:
-        return SmtpError(
-            f"secure connection (TLS) to {self.where} failed: {_short(exc)}",
-            kind=FaultKind.TASK_FATAL,
-            fix="check the security setting and port (STARTTLS 587, SSL/TLS 465) and the server's certificate",
-        )
+    async def _open(self, client: aiosmtplib.SMTP, security: Security) -> aiosmtplib.SMTPResponse:
+        """TCP (and TLS on an SSL/TLS port) and the greeting; a port of the other kind is named fast."""
+        s, wait = self.settings, self.timeouts.greeting
+        self._step = "the greeting"
+        if security is Security.TLS:
+            try:
+                return await client.connect(timeout=wait)
+            except Exception as exc:
+                cause = classify.tls_cause(exc)
+                if (
+                    cause is not None
+                    and not isinstance(cause, ssl.SSLCertVerificationError)
+                    and await _greets_in_clear(s.host, s.port, min(wait, PROBE_TIMEOUT_S))
+                ):
+                    raise classify.expects_plain_start(self.where) from None
+                raise
+        # A plain connection to an SSL/TLS port gets no greeting: the server waits for a TLS
+        # handshake.  After a short silence a second connection tries one, so the user hears
+        # "choose SSL/TLS" in seconds instead of "no answer" after the greeting timeout.
+        connecting = asyncio.ensure_future(client.connect(timeout=wait))
+        done, _ = await asyncio.wait({connecting}, timeout=TLS_PROBE_AFTER_S)
+        if not done and await _answers_tls(s.host, s.port, min(wait, PROBE_TIMEOUT_S)):
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+            raise classify.expects_implicit_tls(self.where)
+        return await connecting
+
+    async def _hello(self, client: aiosmtplib.SMTP) -> None:
+        self._step = "EHLO"
+        name = await _ehlo_name(client)
+        try:
+            await client.ehlo(hostname=name, timeout=self.timeouts.command)
+        except aiosmtplib.SMTPHeloError:
+            if not client.is_connected:
+                raise
+            self._step = "HELO"
+            await client.helo(hostname=name, timeout=self.timeouts.command)
+
+    async def _starttls(self, client: aiosmtplib.SMTP, context: ssl.SSLContext | None) -> None:
+        self._step = "STARTTLS"
+        if not client.supports_extension("starttls"):
+            raise classify.starttls_not_offered(self.where)
+        await client.starttls(tls_context=context, server_hostname=self.settings.host, timeout=self.timeouts.command)
+
+    async def _login(self, client: aiosmtplib.SMTP) -> None:
+        """AUTH with one mechanism: a refused password is tried once, not once per mechanism."""
+        self._step = "login"
+        username, password = self.settings.username, self._password or ""
+        if not client.supports_extension("auth"):
+            raise classify.login_not_offered(
+                self.where,
+                over_tls=client.get_transport_info("sslcontext") is not None,
+                starttls_offered=client.supports_extension("starttls"),
+            )
+        offered = client.server_auth_methods
+        mechanism = next((m for m in MECHANISMS if m in offered), None)
+        if mechanism is None:
+            raise classify.no_common_mechanism(self.where, [m.upper() for m in offered])
+        auth = {"plain": client.auth_plain, "login": client.auth_login, "cram-md5": client.auth_crammd5}[mechanism]
+        try:
+            await auth(username, password, timeout=self.timeouts.command)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise classify.login_refused(self.where, username, classify.reply(exc.code, exc.message)) from None
+
+    def _setup_error(self, exc: BaseException) -> SmtpError:
+        """What an exception while setting the session up means (by type and cause, never text)."""
+        cause = classify.tls_cause(exc)
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return classify.certificate_error(self.where, cause, self.settings)
+        if cause is not None:
+            return classify.tls_failed(self.where, cause)
+        if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code > 0:
+            return classify.session_refused(self.where, self._step, classify.reply(exc.code, exc.message))
+        if isinstance(exc, OSError | TimeoutError):  # refused, reset, lost, timed out
+            wait = self.timeouts.greeting if self._step == "the greeting" else self.timeouts.command
+            return classify.unreachable(self.where, self._step, exc, wait)
+        return classify.unexpected(self.where, self._step, exc)
 
     async def ensure_connected(self) -> None:
         """Connect if needed; probe a connection that sat idle so a stale one is replaced."""
@@ -156,12 +204,13 @@ class SmtpSession:
         if self.connected and loop.time() - self._last_used > self.idle_check_s:
             assert self._client is not None
             try:
-                await self._client.noop()
-            except (aiosmtplib.SMTPException, OSError):
+                await self._client.noop(timeout=self.timeouts.command)
+            except Exception:  # any failure: a fresh connection answers the question
                 await self.close()
         if not self.connected:
             await self.connect()
 
+    # ---- messages ----------------------------------------------------------------------
     async def send(
         self,
         mail_from: str,
@@ -169,98 +218,126 @@ class SmtpSession:
         raw: bytes,
         before_dot: Callable[[], object] | None = None,
     ) -> SendResult:
-        """Send one message on the open session; classify every failure.
+        """Send one message on the open session; every failure is an SmtpError.
 
         ``before_dot`` is called once the envelope is on the wire and before the final dot
         of DATA (see ``transaction``): the worker passes the commit of the previous
         message's result, so that commit's fsync overlaps with the server's work on this
         envelope while a crash can still leave at most one delivered-but-unrecorded message.
+        Its exceptions are raised as they are, after the connection was aborted.
         """
         await self.ensure_connected()
         assert self._client is not None
         client = self._client
-        total = self.settings.timeout * 3
         try:
-            async with asyncio.timeout(total):
-                errors, reply = await transact(client, mail_from, list(recipients), raw, before_dot)
-        except aiosmtplib.SMTPSenderRefused as exc:
-            await self._reset()
-            if 400 <= exc.code < 500:
-                raise SmtpError(
-                    f"sender {mail_from} temporarily refused by {self.where}: {exc.code} {_reply_text(exc)}",
-                    kind=FaultKind.TRANSIENT,
-                    code=exc.code,
-                ) from None
-            raise SmtpError(
-                f"sender {mail_from} refused by {self.where}: {exc.code} {_reply_text(exc)}",
-                kind=FaultKind.TASK_FATAL,
-                code=exc.code,
-                fix="open Settings › Basic and use a sender address this account may send as",
-            ) from None
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            await self._reset()
-            codes = [e.code for e in exc.recipients]
-            detail = "; ".join(f"{e.recipient}: {e.code} {_reply_text(e)}" for e in exc.recipients)
-            permanent = all(c >= 500 for c in codes)
-            raise SmtpError(
-                f"all recipients refused: {detail}",
-                kind=FaultKind.PERMANENT if permanent else FaultKind.TRANSIENT,
-                code=min(codes) if not permanent else max(codes),
-                refused={e.recipient: Reply(e.code, _reply_text(e)) for e in exc.recipients},
-            ) from None
-        except aiosmtplib.SMTPResponseException as exc:
-            await self._reset()
-            if exc.code == 421 or exc.code < 0:
+            result = await transact(
+                client,
+                mail_from,
+                list(recipients),
+                raw,
+                before_dot,
+                where=self.where,
+                timeouts=self.timeouts,
+                pipelining=self.pipelining,
+            )
+        except HookFailed as exc:
+            await self.close()
+            raise exc.error from None
+        except classify.PipeliningFault as exc:
+            self.pipelining = False
+            log.warning("%s", exc)
+            await self.close()
+            raise
+        except SmtpError as exc:
+            if exc.code == 421 or not client.is_connected:
                 await self.close()
-            raise SmtpError(
-                f"{self.where} answered {exc.code} {_reply_text(exc)}",
-                kind=FaultKind.TRANSIENT if exc.code < 500 else FaultKind.PERMANENT,
-                code=exc.code,
-            ) from None
-        except (TimeoutError, aiosmtplib.SMTPTimeoutError) as exc:
+            else:
+                await self._reset()
+            raise
+        except Exception as exc:
             await self.close()
-            raise SmtpError(
-                f"{self.where} did not answer in time ({_short(exc) or f'{total:.0f} s'})",
-                kind=FaultKind.TRANSIENT,
-            ) from None
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPException, OSError) as exc:
-            await self.close()
-            raise SmtpError(
-                f"connection to {self.where} lost while sending: {_short(exc)}",
-                kind=FaultKind.TRANSIENT,
-            ) from None
+            raise classify.unexpected(self.where, "sending", exc) from exc
         self._last_used = asyncio.get_running_loop().time()
-        refused = {addr: Reply(r.code, " ".join(r.message.split())) for addr, r in errors.items()}
-        return SendResult(reply=" ".join(reply.split()), refused=refused)
+        return result
 
     async def _reset(self) -> None:
         # After a refused MAIL/RCPT/DATA the session must be RSET before it is reused.
         if self._client is not None and self._client.is_connected:
             try:
-                await self._client.rset()
-            except (aiosmtplib.SMTPException, OSError):
+                await self._client.rset(timeout=self.timeouts.command)
+            except Exception:
                 await self.close()
 
     async def close(self) -> None:
         """QUIT politely (briefly), then drop the connection."""
         client, self._client = self._client, None
-        if client is None:
-            return
-        if client.is_connected:
+        await _quit(client, self.timeouts.quit)
+
+
+async def _quit(client: aiosmtplib.SMTP | None, timeout: float) -> None:
+    """Say QUIT if the connection still stands, then close it; never raises."""
+    if client is None:
+        return
+    if client.is_connected:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.quit(timeout=timeout), timeout)
+    client.close()
+
+
+def tls_context(settings: SmtpSettings) -> ssl.SSLContext:
+    """The TLS context for a task: the system's CAs plus the task's CA file; reads files."""
+    context = ssl.create_default_context()
+    if settings.ca_file:
+        context.load_verify_locations(cafile=settings.ca_file)
+    if not settings.verify_certs:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def _local_fqdn() -> str | None:
+    """This computer's fully qualified name, if it has one (looked up once, off the event loop)."""
+    global _fqdn
+    if _fqdn is None:
+        _fqdn = await asyncio.to_thread(socket.getfqdn)  # may wait for DNS
+    name = _fqdn.strip().rstrip(".")
+    if _HOST_NAME.fullmatch(name) and not name.lower().startswith("localhost"):
+        return name
+    return None
+
+
+async def _ehlo_name(client: aiosmtplib.SMTP) -> str:
+    """The EHLO argument (RFC 5321 §4.1.4): the FQDN, else the address literal of our end."""
+    name = await _local_fqdn()
+    if name is not None:
+        return name
+    address = str(client.get_transport_info("sockname")[0])
+    return f"[IPv6:{address}]" if ":" in address else f"[{address}]"
+
+
+async def _answers_tls(host: str, port: int, timeout: float) -> bool:
+    """A TLS handshake with the port succeeds (certificate not checked: only the protocol is asked)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname=host)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+async def _greets_in_clear(host: str, port: int, timeout: float) -> bool:
+    """The port sends a plain-text SMTP greeting (220) on a plain connection."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
             try:
-                await asyncio.wait_for(client.quit(), 2)
-            except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                pass
-        client.close()
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return " ".join(text.split())[:300]
-
-
-@functools.cache
-def _local_name() -> str:
-    # aiosmtplib's default socket.getfqdn() may wait for DNS; the host name is enough for EHLO.
-    name = socket.gethostname() or "localhost"
-    return "".join(c for c in name if c.isalnum() or c in ".-") or "localhost"
+                line = await reader.readline()
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return False
+    return line[:3] == b"220"

@@ -1,22 +1,34 @@
-"""One SMTP mail transaction (MAIL, RCPT…, DATA) on a connection aiosmtplib opened.
+"""One SMTP mail transaction (MAIL, RCPT…, DATA) on a connection the session opened.
 
-aiosmtplib connects, negotiates TLS and logs in; this module runs the transaction itself
-because the engine needs two things aiosmtplib's ``sendmail`` cannot do:
+aiosmtplib connects, negotiates TLS and logs in (``session``); this module runs the
+transaction itself because the engine needs what aiosmtplib's ``sendmail`` cannot do:
 
-* **PIPELINING** (RFC 2920): when the server offers it, MAIL FROM, every RCPT TO and DATA
-  leave in one write and their replies are read together — two round trips per message
-  instead of 3 + recipients.  Every reply is still checked, in order.
+* **PIPELINING** (RFC 2920): when the server offers it (and the task allows it), MAIL FROM
+  and every RCPT TO leave in one write and their replies are read together.  DATA waits for
+  those replies: when every recipient was refused the transaction ends with RSET, never
+  DATA.  (Postfix counts a DATA with no valid recipients as a client error — smtpd.c
+  ``data_cmd`` returns -1 and the command loop increments ``error_count``, which drives
+  ``smtpd_soft_error_limit`` tarpitting and ``smtpd_hard_error_limit`` disconnection —
+  so pipelining DATA would save a round trip at the price of an error on every refused
+  message.)  A message costs three round trips (envelope, DATA, data + dot) however many
+  recipients it has, instead of aiosmtplib's 3 + recipients.
 * **A hook before the final dot**: ``before_dot`` is called as soon as the first command
-  is on the wire, and always before the terminating ``.`` (the worker passes the commit of
-  the previous message's result).  A server accepts a message only at that dot, so at most
-  one delivered-but-unrecorded message exists at any time — a crash duplicates at most one —
-  while the previous commit's fsync overlaps with the server's work on this envelope.
+  is on the wire, and an awaitable it returns is awaited before the terminating ``.`` (the
+  worker passes the commit of the previous message's result, running in a thread).  A server
+  accepts a message only at that dot, so at most one delivered-but-unrecorded message exists
+  at any time — a crash duplicates at most one — while the previous commit's fsync overlaps
+  with the server's work on this envelope.
+* **A reply timeout per step** (``timeouts.Timeouts``) and an upload that may take as long
+  as it needs while it moves; a failure after the final dot is reported as an unknown
+  outcome, since the server may have accepted the message.
+* **8-bit bodies**: ``BODY=8BITMIME`` when the server offers it, otherwise the message is
+  re-encoded to 7 bits (``encode``); the server's ``SIZE`` limit is checked before sending.
 
 While the transaction runs, a small reply reader is the transport's protocol (swapped with
-the public ``transport.set_protocol``); aiosmtplib's own protocol is put back afterwards and
-hears about a lost connection either way.  Failures leave as aiosmtplib's exceptions
-(``SMTPSenderRefused``, ``SMTPRecipientsRefused``, ``SMTPDataError``,
-``SMTPServerDisconnected``), which ``sender.SmtpSession`` classifies.
+the public ``transport.set_protocol``: aiosmtplib 5.x has no public way to pipeline, which
+is why ``pyproject.toml`` pins its major version); aiosmtplib's own protocol is put back
+afterwards and hears about a lost connection either way.  Every failure leaves as an
+``SmtpError`` built by ``classify``; an exception from ``before_dot`` leaves as ``HookFailed``.
 """
 
 from __future__ import annotations
@@ -30,13 +42,17 @@ from dataclasses import dataclass
 from typing import cast
 
 import aiosmtplib
-from aiosmtplib import SMTPResponse
 
-from automail.errors import Reply
+from automail.errors import FaultKind, Reply, SmtpError
+
+from . import classify, encode
+from .timeouts import Timeouts
 
 MAX_REPLY_BYTES = 64 * 1024  # a reply (with its continuation lines) longer than this is garbage
+UPLOAD_CHUNK = 256 * 1024  # written at a time; the next waits until the transport has room
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+_NOT_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,18 @@ class SendResult:
 
     reply: str
     refused: dict[str, Reply]
+
+
+class HookFailed(Exception):
+    """``before_dot`` raised ``error``; the connection was aborted before the final dot."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Broken(Exception):
+    """The reply stream is unusable: the connection was lost or the server sent garbage."""
 
 
 def data_payload(raw: bytes) -> bytes:
@@ -65,16 +93,19 @@ class _ReplyReader(asyncio.Protocol):
 
     Unlike a one-reply-per-command reader it keeps every reply that arrives, however the
     server packs them into packets — which pipelining needs.  A lost connection is passed
-    on to aiosmtplib's protocol, so the client knows it is disconnected.
+    on to aiosmtplib's protocol, so the client knows it is disconnected.  It also follows
+    the transport's flow control, so the upload can wait for room instead of buffering a
+    whole large message in memory.
     """
 
     def __init__(self, inner: asyncio.BaseProtocol) -> None:
         self.inner = inner
         self._buffer = bytearray()
-        self._replies: deque[SMTPResponse] = deque()
+        self._replies: deque[Reply] = deque()
         self._lines: list[bytes] = []
         self._waiter: asyncio.Future[None] | None = None
-        self._error: Exception | None = None
+        self._error: _Broken | None = None
+        self._paused = False
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -87,41 +118,46 @@ class _ReplyReader(asyncio.Protocol):
             self._line(line)
         del buf[:start]
         if len(buf) > MAX_REPLY_BYTES:
-            self._fail(aiosmtplib.SMTPResponseException(-1, "the server sent an over-long reply line"))
+            self._fail(_Broken("the server sent an over-long reply line"))
         self._wake()
 
     def _line(self, line: bytes) -> None:
         if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in (b"", b" ", b"-"):
             text = line[:200].decode("utf-8", "replace")
-            self._fail(aiosmtplib.SMTPResponseException(-1, f"malformed SMTP reply: {text!r}"))
+            self._fail(_Broken(f"malformed SMTP reply: {text!r}"))
             return
         self._lines.append(line)
         if sum(len(x) for x in self._lines) > MAX_REPLY_BYTES:
-            self._fail(aiosmtplib.SMTPResponseException(-1, "the server sent an over-long reply"))
+            self._fail(_Broken("the server sent an over-long reply"))
             return
         if line[3:4] != b"-":
-            text = b"\n".join(x[4:].strip() for x in self._lines).decode("utf-8", "surrogateescape")
-            self._replies.append(SMTPResponse(int(line[:3]), text))
+            text = b" ".join(x[4:].strip() for x in self._lines).decode("utf-8", "surrogateescape")
+            self._replies.append(classify.reply(int(line[:3]), text))
             self._lines = []
 
     def eof_received(self) -> bool:
-        self._fail(aiosmtplib.SMTPServerDisconnected("the server closed the connection"))
+        self._fail(_Broken("the server closed the connection"))
         return False  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
-        error = aiosmtplib.SMTPServerDisconnected("Connection lost")
+        error = _Broken("connection lost")
         error.__cause__ = exc
         self._fail(error)
+        self._paused = False
+        self._wake()
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
+        self._paused = True
         self.inner.pause_writing()
 
     def resume_writing(self) -> None:
+        self._paused = False
+        self._wake()
         self.inner.resume_writing()
 
     # -- for the transaction -----------------------------------------------------------
-    def _fail(self, error: Exception) -> None:
+    def _fail(self, error: _Broken) -> None:
         if self._error is None:
             self._error = error
         self._wake()
@@ -131,45 +167,191 @@ class _ReplyReader(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def reply(self) -> SMTPResponse:
-        """The next reply, in the order the server sent them."""
+    async def _wait(self, timeout: float) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._waiter
+        finally:
+            self._waiter = None
+
+    async def reply(self, timeout: float) -> Reply:
+        """The next reply, in the order the server sent them; TimeoutError after ``timeout`` s."""
         while not self._replies:
             if self._error is not None:
                 raise self._error
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wait(timeout)
         return self._replies.popleft()
 
-
-def _run_hook(hook: Callable[[], object], transport: asyncio.Transport) -> Awaitable[object] | None:
-    """Call the hook; an awaitable it returns (e.g. a commit running in a thread) is awaited before the dot."""
-    try:
-        result = hook()
-    except BaseException:
-        transport.abort()  # no final dot: the server throws the unfinished message away
-        raise
-    return result if inspect.isawaitable(result) else None
-
-
-async def _finish_hook(pending: Awaitable[object] | None, transport: asyncio.Transport) -> None:
-    if pending is None:
-        return
-    try:
-        await pending
-    except BaseException:
-        transport.abort()  # no final dot: the server throws the unfinished message away
-        raise
-
-
-def _accepted(reply: SMTPResponse) -> bool:
-    return reply.code in (250, 251)
+    async def drained(self, timeout: float) -> None:
+        """Return once the transport takes more data; TimeoutError if it stays full ``timeout`` s."""
+        while self._paused:
+            if self._error is not None:
+                raise self._error
+            await self._wait(timeout)
+        if self._error is not None:
+            raise self._error
 
 
 def _address(addr: str, utf8: bool) -> bytes:
+    if _NOT_IN_ADDRESS.search(addr):
+        raise SmtpError(f"the address {addr!r} contains characters SMTP cannot carry", kind=FaultKind.PERMANENT)
     return b"<" + addr.encode("utf-8" if utf8 else "ascii") + b">"
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    payload: bytes
+    mail: bytes  # the MAIL FROM command with its parameters, CRLF included
+    rcpts: list[bytes]  # the RCPT TO commands, CRLF included
+    limit: int | None  # the server's SIZE, if it announced one
+
+
+async def _prepare(client: aiosmtplib.SMTP, where: str, mail_from: str, recipients: list[str], raw: bytes) -> _Prepared:
+    """The commands and the payload for this server's extensions; refuse what cannot go."""
+    utf8 = not (mail_from.isascii() and all(r.isascii() for r in recipients))
+    if utf8 and not client.supports_extension("smtputf8"):
+        raise SmtpError(
+            f"an address has non-ASCII characters and {where} does not offer SMTPUTF8", kind=FaultKind.PERMANENT
+        )
+    params = b""
+    if encode.needs_7bit(raw):
+        if client.supports_extension("8bitmime"):
+            params += b" BODY=8BITMIME"
+        elif len(raw) > 64 * 1024:
+            raw = await asyncio.to_thread(encode.to_7bit, raw)  # parsing a large message takes a while
+        else:
+            raw = encode.to_7bit(raw)
+    payload = data_payload(raw)
+    limit: int | None = None
+    if client.supports_extension("size"):
+        announced = client.esmtp_extensions.get("size", "").strip()
+        limit = int(announced) if announced.isdigit() and int(announced) > 0 else None
+        if limit is not None and len(payload) > limit:
+            raise classify.size_error(where, len(payload), limit)
+        params = b" SIZE=%d" % len(payload) + params
+    if utf8:
+        params += b" SMTPUTF8"
+    mail = b"MAIL FROM:" + _address(mail_from, utf8) + params + b"\r\n"
+    rcpts = [b"RCPT TO:" + _address(r, utf8) + b"\r\n" for r in recipients]
+    return _Prepared(payload, mail, rcpts, limit)
+
+
+class _Transaction:
+    """One message on one connection; a method per protocol step."""
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        reader: _ReplyReader,
+        where: str,
+        timeouts: Timeouts,
+        prepared: _Prepared,
+        before_dot: Callable[[], object] | None,
+    ) -> None:
+        self.transport = transport
+        self.reader = reader
+        self.where = where
+        self.timeouts = timeouts
+        self.prepared = prepared
+        self.before_dot = before_dot
+        self._pending: Awaitable[object] | None = None
+
+    def _run_hook(self) -> None:
+        """Call ``before_dot``; an awaitable it returns (a commit in a thread) is awaited before the dot."""
+        if self.before_dot is None:
+            return
+        try:
+            result = self.before_dot()
+        except BaseException as exc:
+            self.transport.abort()  # no final dot: the server throws the unfinished message away
+            raise HookFailed(exc) from exc
+        if inspect.isawaitable(result):
+            self._pending = result
+
+    async def _finish_hook(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            await pending
+        except BaseException as exc:
+            self.transport.abort()  # no final dot: the server throws the unfinished message away
+            raise HookFailed(exc) from exc
+
+    async def _reply(self, step: str, timeout: float, *, after_dot: bool = False) -> Reply:
+        try:
+            return await self.reader.reply(timeout)
+        except (TimeoutError, _Broken) as exc:
+            self.transport.abort()  # a reply may still come: the stream is out of step for good
+            raise classify.send_failed(self.where, step, exc, timeout, after_dot=after_dot) from None
+
+    async def envelope(self, mail_from: str, recipients: list[str], pipelining: bool) -> tuple[Reply, list[Reply]]:
+        """MAIL FROM and the RCPT TOs: in one write when pipelining, else each after the last reply."""
+        p, wait = self.prepared, self.timeouts.envelope
+        if pipelining:
+            self.transport.writelines([p.mail, *p.rcpts])
+            self._run_hook()  # while the server works on the envelope
+            try:
+                mail = await self._reply("MAIL FROM", wait)
+                rcpts = [await self._reply("RCPT TO", wait) for _ in p.rcpts]
+            except SmtpError as exc:
+                raise self._pipelining_fault(exc.message) from None
+            # After a refused MAIL the RCPTs are refused as out of sequence (503): that is no fault.
+            suspects = [mail, *rcpts] if mail.code == 250 else [mail]
+            bad = next((r for r in suspects if classify.is_protocol_error(r)), None)
+            if bad is not None:
+                raise self._pipelining_fault(f"{self.where} answered the pipelined envelope with {bad}", bad.code)
+            return mail, rcpts
+        self.transport.write(p.mail)
+        self._run_hook()
+        mail = await self._reply("MAIL FROM", wait)
+        if mail.code != 250:
+            return mail, []
+        rcpts = []
+        for command in p.rcpts:
+            self.transport.write(command)
+            rcpts.append(await self._reply("RCPT TO", wait))
+        return mail, rcpts
+
+    def _pipelining_fault(self, text: str, code: int | None = None) -> classify.PipeliningFault:
+        self.transport.abort()
+        return classify.PipeliningFault(
+            f"{text}; PIPELINING is turned off for the rest of this session", kind=FaultKind.TRANSIENT, code=code
+        )
+
+    async def data(self) -> None:
+        """DATA, which must be answered 354."""
+        self.transport.write(b"DATA\r\n")
+        r = await self._reply("DATA", self.timeouts.command)
+        if r.code != 354:
+            raise classify.message_refused(
+                self.where, r, len(self.prepared.payload), self.prepared.limit, after_dot=False
+            )
+
+    async def upload(self) -> Reply:
+        """The message and the final dot; the server's verdict on the message."""
+        payload = memoryview(self.prepared.payload)
+        block = self.timeouts.data_block
+        try:
+            for start in range(0, len(payload), UPLOAD_CHUNK):
+                chunk = payload[start : start + UPLOAD_CHUNK]
+                if start + UPLOAD_CHUNK < len(payload):
+                    self.transport.write(chunk)
+                elif self._pending is None:
+                    self.transport.writelines([chunk, b".\r\n"])
+                else:
+                    self.transport.write(chunk)
+                    await self._finish_hook()  # the previous result is durable before this dot
+                    self.transport.write(b".\r\n")
+                await self.reader.drained(block)
+        except (TimeoutError, _Broken) as exc:
+            self.transport.abort()
+            raise classify.send_failed(self.where, "the upload of the message", exc, block, after_dot=False) from None
+        final = await self._reply("the end of the message", self.timeouts.final_dot, after_dot=True)
+        if final.code != 250:
+            raise classify.message_refused(self.where, final, len(payload), self.prepared.limit, after_dot=True)
+        return final
 
 
 async def transact(
@@ -178,88 +360,39 @@ async def transact(
     recipients: list[str],
     raw: bytes,
     before_dot: Callable[[], object] | None = None,
-) -> tuple[dict[str, SMTPResponse], str]:
-    """Send one message on ``client``'s open session; return (refused recipients, reply to DATA).
+    *,
+    where: str = "the SMTP server",
+    timeouts: Timeouts | None = None,
+    pipelining: bool = True,
+) -> SendResult:
+    """Send one message on ``client``'s open, logged-in session.
 
-    Raises ``SMTPSenderRefused`` / ``SMTPRecipientsRefused`` / ``SMTPDataError`` /
-    ``SMTPResponseException`` with the server's code, ``SMTPServerDisconnected`` when the
-    connection is lost.  After a refusal the server's envelope may still be open: the caller
-    sends RSET.  If ``before_dot`` returns an awaitable, it is awaited before the final dot.
-    If ``before_dot`` (or its awaitable) raises, the connection is aborted (the server discards the
-    unfinished message) and the error is re-raised.
+    Raises an ``SmtpError`` saying what the failure means (``classify``), with ``refused``
+    set when every recipient was refused; after a refusal the connection is still in step
+    and the caller sends RSET, after a timeout or a garbled reply it is aborted.  If
+    ``before_dot`` raises, the connection is aborted (the server discards the unfinished
+    message) and ``HookFailed`` carries the error.  ``pipelining=False`` never pipelines.
     """
     transport = cast(asyncio.Transport | None, client.transport)
     inner = client.protocol
     if transport is None or inner is None or transport.is_closing():
-        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-    utf8 = not (mail_from.isascii() and all(r.isascii() for r in recipients))
-    if utf8 and not client.supports_extension("smtputf8"):
-        raise aiosmtplib.SMTPResponseException(
-            553, "an address has non-ASCII characters and the server does not offer SMTPUTF8"
-        )
-    payload = data_payload(raw)
-    mail = b"MAIL FROM:" + _address(mail_from, utf8)
-    if client.supports_extension("size"):
-        mail += b" SIZE=%d" % (len(payload) + 3)
-    if utf8:
-        mail += b" SMTPUTF8"
-    commands = [mail + b"\r\n"]
-    commands += [b"RCPT TO:" + _address(r, utf8) + b"\r\n" for r in recipients]
-    commands.append(b"DATA\r\n")
-    pipelining = client.supports_extension("pipelining")
-
+        raise classify.send_failed(where, "MAIL FROM", ConnectionError("not connected"), 0, after_dot=False)
+    prepared = await _prepare(client, where, mail_from, recipients, raw)
     reader = _ReplyReader(inner)
     transport.set_protocol(reader)
-    hook: Awaitable[object] | None = None
+    step = _Transaction(transport, reader, where, timeouts or Timeouts(), prepared, before_dot)
     try:
-        replies: list[SMTPResponse] = []
-        if pipelining:
-            transport.write(b"".join(commands))
-            if before_dot is not None:
-                hook = _run_hook(before_dot, transport)  # while the server works on the envelope
-            for _ in commands:
-                replies.append(await reader.reply())
-        else:
-            for i, command in enumerate(commands):
-                transport.write(command)
-                if i == 0 and before_dot is not None:
-                    hook = _run_hook(before_dot, transport)
-                replies.append(await reader.reply())
-                if i == 0 and replies[0].code != 250:
-                    break
-                if i == len(recipients) and not any(_accepted(r) for r in replies[1:]):
-                    break  # every recipient refused: no DATA
-        mail_reply, rcpt_replies = replies[0], replies[1 : 1 + len(recipients)]
-        data_reply = replies[-1] if len(replies) == len(commands) else None
-        if (
-            data_reply is not None
-            and data_reply.code == 354
-            and (mail_reply.code != 250 or not any(_accepted(r) for r in rcpt_replies))
-        ):
-            # RFC 2920: a server may accept DATA though it refused the envelope; a lone dot
-            # ends that empty transaction (it is refused for want of recipients).
-            transport.write(b".\r\n")
-            await reader.reply()
-        if mail_reply.code != 250:
-            raise aiosmtplib.SMTPSenderRefused(mail_reply.code, mail_reply.message, mail_from)
-        refused = {rcpt: reply for rcpt, reply in zip(recipients, rcpt_replies, strict=True) if not _accepted(reply)}
+        pipelined = pipelining and client.supports_extension("pipelining")
+        mail, rcpt_replies = await step.envelope(mail_from, recipients, pipelined)
+        size = len(prepared.payload)
+        if mail.code != 250:
+            raise classify.mail_refused(where, mail_from, mail, size, prepared.limit)
+        refused = {rcpt: r for rcpt, r in zip(recipients, rcpt_replies, strict=True) if r.code not in (250, 251)}
         if len(refused) == len(recipients):
-            raise aiosmtplib.SMTPRecipientsRefused(
-                [aiosmtplib.SMTPRecipientRefused(r.code, r.message, a) for a, r in refused.items()]
-            )
-        assert data_reply is not None
-        if data_reply.code != 354:
-            raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
-        if hook is None:
-            transport.writelines((payload, b".\r\n"))
-        else:
-            transport.write(payload)
-            await _finish_hook(hook, transport)  # the previous result is durable before this dot
-            transport.write(b".\r\n")
-        final = await reader.reply()
-        if final.code != 250:
-            raise aiosmtplib.SMTPDataError(final.code, final.message)
-        return refused, final.message
+            raise classify.recipients_refused(refused)
+        await step.data()
+        final = await step.upload()
+        return SendResult(reply=final.text, refused=refused)
     finally:
         if not transport.is_closing():
             transport.set_protocol(inner)

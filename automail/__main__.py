@@ -96,6 +96,15 @@ def _positive_int(field: str) -> Callable[[str], int]:
     return parse
 
 
+def _ca_file(text: str) -> str:
+    if not text:
+        return ""  # --ca-file "" goes back to the system's certificate authorities only
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"ca-file: {text!r} is not a file (give a PEM file of CA certificates)")
+    return str(path.resolve())
+
+
 def _delays(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(x) for x in text.split(",") if x.strip())
@@ -124,7 +133,29 @@ def _task_options(p: argparse.ArgumentParser, adding: bool) -> None:
     p.add_argument("--tag", action="append", help="send only messages with this tag (repeatable)")
     p.add_argument("--retry-delays", type=_delays, help="seconds between attempts, e.g. 60,300,900,3600,14400")
     p.add_argument("--allow-insecure-auth", action="store_true", help="allow a login without encryption")
-    p.add_argument("--no-verify-certs", action="store_true", help="do not verify the server's certificate")
+    verify = p.add_mutually_exclusive_group()
+    verify.add_argument(
+        "--verify-certs", dest="verify_certs", action="store_true", default=None, help="verify the server's certificate"
+    )
+    verify.add_argument(
+        "--no-verify-certs", dest="verify_certs", action="store_false", help="do not verify the server's certificate"
+    )
+    p.add_argument(
+        "--ca-file",
+        type=_ca_file,
+        metavar="PATH",
+        help='PEM file of CA certificates that vouch for the server (own CA, self-signed); "" for none',
+    )
+    pipelining = p.add_mutually_exclusive_group()
+    pipelining.add_argument(
+        "--pipelining", dest="pipelining", action="store_true", default=None, help="use PIPELINING (the default)"
+    )
+    pipelining.add_argument(
+        "--no-pipelining",
+        dest="pipelining",
+        action="store_false",
+        help="send SMTP commands one at a time even when the server offers PIPELINING",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,8 +294,10 @@ def _apply_task_options(task: Task, args: argparse.Namespace) -> Task:
             smtp = replace(smtp, **{name: value})
     if args.allow_insecure_auth:
         smtp = replace(smtp, allow_insecure_auth=True)
-    if args.no_verify_certs:
-        smtp = replace(smtp, verify_certs=False)
+    for name in ("verify_certs", "ca_file", "pipelining"):
+        value = getattr(args, name)
+        if value is not None:
+            smtp = replace(smtp, **{name: value})
     changes: dict[str, Any] = {"smtp": smtp}
     if args.company is not None:
         changes["company"] = args.company

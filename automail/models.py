@@ -207,6 +207,7 @@ class SmtpSettings:
                 fix="use 1…65535 (587 STARTTLS, 465 TLS, 25 none)",
             )
         check_no_newline("username", self.username)
+        check_no_newline("ca-file", self.ca_file)
         if not self.sender:
             raise InputError("sender", "is missing", fix='give the sender as "Name <name@example.com>"')
         sender = check_mailbox("sender", self.sender)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ipaddress
 import shutil
+import socketserver
 import ssl
 import subprocess
 import tempfile
@@ -22,7 +24,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 HOST = "127.0.0.1"  # loopback only: a test server must never listen on another address
 
-__all__ = ["HOST", "RecordedMessage", "SmtpServer", "make_self_signed_cert"]
+__all__ = ["HOST", "RawServer", "RecordedMessage", "SmtpServer", "make_self_signed_cert"]
 
 
 @dataclass(frozen=True)
@@ -438,3 +440,37 @@ class SmtpServer:
             )
             self._changed.notify_all()
         return reply
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 that is not (quite) an SMTP server: it sends ``banner``
+    (None = nothing, like a server that never greets) and then reads until the client goes.
+    """
+
+    def __init__(self, banner: bytes | None = None) -> None:
+        self.banner = banner
+        self.host = HOST
+        self.connections = 0
+        outer = self
+
+        class _Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                outer.connections += 1
+                if outer.banner is not None:
+                    self.request.sendall(outer.banner)
+                with contextlib.suppress(OSError):
+                    while self.request.recv(4096):
+                        pass
+
+        self._server = socketserver.ThreadingTCPServer((HOST, 0), _Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> RawServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -6,6 +6,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import customtkinter as ctk
@@ -16,6 +17,7 @@ from automail.models import (
     DEFAULT_RATE,
     RATE_MAX,
     RATE_MIN,
+    Security,
     SmtpSettings,
     Task,
     check_address,
@@ -121,8 +123,16 @@ def smtp_summary(smtp: SmtpSettings | None) -> list[tuple[str, str]]:
         ("User name", smtp.username or "no login"),
         ("Sender", smtp.sender or "—"),
         ("Reply-To", smtp.reply_to or "same as sender"),
-        ("Certificate", "verified" if smtp.verify_certs else "not verified"),
+        ("Certificate", _certificate_text(smtp)),
     ]
+
+
+def _certificate_text(smtp: SmtpSettings) -> str:
+    if Security(smtp.security) is Security.NONE:
+        return "none (no encryption)"
+    if not smtp.verify_certs:
+        return "not verified"
+    return f"verified with {Path(smtp.ca_file).name}" if smtp.ca_file else "verified"
 
 
 class SettingsDialog(Dialog):

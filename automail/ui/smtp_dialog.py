@@ -1,10 +1,11 @@
-"""The "SMTP server login" dialog: host, port, security, login, sender and Reply-To."""
+"""The "SMTP server login" dialog: host, port, security, certificates, login, sender and Reply-To."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
 from email.utils import formataddr, parseaddr
+from pathlib import Path
 from typing import Any
 
 import customtkinter as ctk
@@ -16,7 +17,7 @@ from automail.ui.widgets import MUTED_COLOR, ROW_GAP, Dialog, ErrorLine, Field, 
 SECURITY_CHOICES = {"None": "none", "SSL/TLS": "tls", "STARTTLS": "starttls"}
 SECURITY_LABELS = {v: k for k, v in SECURITY_CHOICES.items()}
 # InputError fields this dialog's settings can be refused for
-SMTP_FIELDS = ("smtp", "host", "port", "username", "sender", "reply-to", "security", "timeout")
+SMTP_FIELDS = ("smtp", "host", "port", "username", "sender", "reply-to", "security", "timeout", "ca-file")
 
 OnSmtpOk = Callable[[SmtpSettings, str | None], None]
 # A valid stand-in per refused field, so validation can go on and find the next bad field.
@@ -28,6 +29,7 @@ _STAND_INS: dict[str, dict[str, Any]] = {
     "reply-to": {"reply_to": ""},
     "security": {"allow_insecure_auth": True},
     "timeout": {"timeout": 30.0},
+    "ca-file": {"ca_file": ""},
 }
 
 
@@ -89,26 +91,33 @@ class SmtpDialog(Dialog):
         self.verify.grid(row=7, column=1, sticky="w", pady=(ROW_GAP + 2, 0))
         if smtp.verify_certs:
             self.verify.select()
+        self.ca_file = Field(b, 8, "CA file", placeholder="optional: your own CA or self-signed certificate (PEM)")
+        self.ca_file.set(smtp.ca_file)
+        ctk.CTkButton(b, text="Browse…", width=80, command=self._browse_ca_file).grid(
+            row=8, column=2, sticky="w", padx=(8, 0), pady=(ROW_GAP, 0)
+        )
 
-        ctk.CTkLabel(b, text="Login", font=font(14, "bold"), anchor="w").grid(row=8, column=0, sticky="w", pady=(16, 0))
-        self.username = Field(b, 9, "User name", placeholder="usually your e-mail address")
+        ctk.CTkLabel(b, text="Login", font=font(14, "bold"), anchor="w").grid(
+            row=10, column=0, sticky="w", pady=(16, 0)
+        )
+        self.username = Field(b, 11, "User name", placeholder="usually your e-mail address")
         self.username.set(smtp.username)
         hint = "stored in the keyring — leave empty to keep it" if password_stored else ""
-        self.password = Field(b, 11, "Password", show="•", placeholder=hint)
+        self.password = Field(b, 13, "Password", show="•", placeholder=hint)
         if password:
             self.password.set(password)
         self.show_password = ctk.CTkCheckBox(b, text="Show password", command=self._toggle_password)
-        self.show_password.grid(row=13, column=1, sticky="w", pady=(ROW_GAP, 0))
+        self.show_password.grid(row=15, column=1, sticky="w", pady=(ROW_GAP, 0))
 
         ctk.CTkLabel(b, text="Sender", font=font(14, "bold"), anchor="w").grid(
-            row=14, column=0, sticky="w", pady=(16, 0)
+            row=16, column=0, sticky="w", pady=(16, 0)
         )
         name, addr = parseaddr(smtp.sender) if smtp.sender else ("", "")
-        self.sender_name = Field(b, 15, "Sender name", placeholder="Firma s.r.o.")
+        self.sender_name = Field(b, 17, "Sender name", placeholder="Firma s.r.o.")
         self.sender_name.set(name)
-        self.sender_address = Field(b, 17, "Sender address", placeholder="info@example.com")
+        self.sender_address = Field(b, 19, "Sender address", placeholder="info@example.com")
         self.sender_address.set(addr)
-        self.reply_to = Field(b, 19, "Reply-To", placeholder="optional")
+        self.reply_to = Field(b, 21, "Reply-To", placeholder="optional")
         self.reply_to.set(smtp.reply_to)
         ctk.CTkLabel(
             b,
@@ -116,7 +125,7 @@ class SmtpDialog(Dialog):
             text_color=MUTED_COLOR,
             font=font(12),
             anchor="w",
-        ).grid(row=21, column=1, sticky="w")
+        ).grid(row=23, column=1, sticky="w")
         self._base = smtp
         self.add_buttons()
         self.later(250, self.host.entry.focus_set)
@@ -132,6 +141,17 @@ class SmtpDialog(Dialog):
         self.security.set(label)
         self._security_changed(label)
 
+    def _browse_ca_file(self) -> None:
+        from tkinter import filedialog
+
+        path = filedialog.askopenfilename(
+            parent=self,
+            title="CA certificate file",
+            filetypes=[("Certificates", "*.pem *.crt *.cer"), ("All files", "*")],
+        )
+        if path:
+            self.ca_file.set(path)
+
     def _toggle_password(self) -> None:
         self.password.entry.configure(show="" if self.show_password.get() else "•")
 
@@ -145,6 +165,7 @@ class SmtpDialog(Dialog):
             "reply-to": self.reply_to,
             "password": self.password,
             "security": self.security_error,
+            "ca-file": self.ca_file,
         }
 
     def _clear_errors(self) -> None:
@@ -180,6 +201,14 @@ class SmtpDialog(Dialog):
         name = checked("sender-name", self.sender_name.get()).strip()
         addr = checked("sender", self.sender_address.get()).strip()
         password = checked("password", self.password.get()) or None
+        ca_file = checked("ca-file", self.ca_file.get()).strip()
+        if ca_file and not Path(ca_file).expanduser().is_file():
+            problems.append(
+                InputError(
+                    "ca-file", "no such file", fix="choose the PEM file of the CA certificate, or leave it empty"
+                )
+            )
+            ca_file = ""
         smtp = replace(
             self._base,
             host=self.host.get().strip(),
@@ -189,6 +218,7 @@ class SmtpDialog(Dialog):
             sender=formataddr((name, addr)) if name and addr else addr,
             reply_to=self.reply_to.get().strip(),
             verify_certs=bool(self.verify.get()),
+            ca_file=str(Path(ca_file).expanduser().resolve()) if ca_file else "",
         )
         if any(p.field == "sender" for p in problems):  # the line-break error says it better than "missing"
             smtp = replace(smtp, **_STAND_INS["sender"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -22,7 +23,7 @@ from automail.engine.smtp.timeouts import Timeouts
 from automail.errors import FaultKind, Reply, SmtpError
 from automail.models import MessageStatus, Security, SmtpSettings, TaskState
 from tests.conftest import AUTH_PASSWORD, AUTH_USER
-from tests.helpers import eml, make_service, make_task, run_engine_until
+from tests.helpers import cli, eml, make_service, make_task, run_engine_until, setup_task
 from tests.smtpd import RawServer, SmtpServer
 
 SENDER = "info@firma.sk"
@@ -432,3 +433,37 @@ def test_a_protocol_error_while_pipelining_turns_it_off_for_the_session(smtp_ser
 def test_aiosmtplib_is_the_major_version_the_transaction_was_written_for() -> None:
     # transaction.py swaps the transport's protocol: pyproject.toml pins aiosmtplib to 5.x
     assert version("aiosmtplib").split(".")[0] == "5"
+
+
+# ---- the task options on the command line ------------------------------------------------------
+def _smtp_doc() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(cli("task", "list", "--json").stdout)[0]["smtp"]
+    return doc
+
+
+def test_cli_ca_file_verify_and_pipelining_options(smtp_tls_server: SmtpServer, server_cert: Path) -> None:
+    setup_task(smtp_tls_server.port, "--no-verify-certs", "--no-pipelining")
+    assert _smtp_doc()["verify_certs"] is False and _smtp_doc()["pipelining"] is False
+    cli("task", "edit", "Mailing", "--security", "tls", "--port", str(smtp_tls_server.port), "--verify-certs")
+    failed = cli("task", "test", "Mailing", check=1)
+    assert "--ca-file" in failed.stderr and "Traceback" not in failed.stderr
+    cli("task", "edit", "Mailing", "--ca-file", str(server_cert), "--pipelining")
+    doc = _smtp_doc()
+    assert doc["verify_certs"] is True and doc["ca_file"] == str(server_cert.resolve()) and doc["pipelining"] is True
+    assert "Connected to 127.0.0.1" in cli("task", "test", "Mailing").stdout
+
+
+def test_cli_refuses_a_missing_ca_file_and_stores_nothing(tmp_path: Path) -> None:
+    cli("company", "add", "Firma")
+    result = cli(
+        "task", "add", "Mailing", "--company", "Firma", "--host", "smtp.firma.sk", "--sender", SENDER,
+        "--ca-file", str(tmp_path / "missing.pem"), check=2,
+    )  # fmt: skip
+    assert "ca-file" in result.stderr and "is not a file" in result.stderr
+    assert json.loads(cli("task", "list", "--json").stdout) == []
+
+
+def test_cli_task_test_against_auth_after_tls_prints_the_fix_not_a_traceback(auth_after_tls: SmtpServer) -> None:
+    setup_task(auth_after_tls.port, "--username", AUTH_USER, "--password-stdin", stdin=AUTH_PASSWORD)
+    failed = cli("task", "test", "Mailing", check=1)
+    assert "offers login only over TLS — choose STARTTLS" in failed.stderr and "Traceback" not in failed.stderr

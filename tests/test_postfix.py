@@ -150,15 +150,15 @@ def test_postfix_stopped_mid_run_and_started_20_s_later_gets_everything_once(tmp
     ids=["implicit-tls", "starttls"],
 )
 def test_login_over_tls_trusting_the_servers_own_certificate(
-    tmp_path: Path, postfix: Postfix, monkeypatch: pytest.MonkeyPatch, security: str, port_name: str
+    tmp_path: Path, postfix: Postfix, security: str, port_name: str
 ) -> None:
-    # TODO(issue 7, item 13): trust it through the task's --ca-file once the option exists.
-    monkeypatch.setenv("SSL_CERT_FILE", str(postfix.ca_file))
     port = getattr(postfix, port_name)
     setup_task(
         port,
         "--security",
         security,
+        "--ca-file",
+        str(postfix.ca_file),
         "--username",
         postfix.user,
         "--password-stdin",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import email.policy
 import quopri
+import re
 from email.generator import BytesGenerator
 from email.message import Message
 from email.parser import BytesParser
@@ -14,6 +15,7 @@ MAX_LINE = 998  # RFC 5321 §4.5.3.1.6, without the CRLF
 _PARSE = email.policy.compat32  # keeps headers as they were written (no re-folding)
 _WRITE = email.policy.compat32.clone(linesep="\r\n", max_line_length=0)
 _IDENTITY = ("7bit", "8bit", "binary")
+_TEXT_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 def needs_7bit(raw: bytes) -> bool:
@@ -55,6 +57,7 @@ def _encode(part: Message) -> bool:
     if not isinstance(data, bytes) or (data.isascii() and all(len(x) <= MAX_LINE for x in data.splitlines())):
         return False
     if part.get_content_maintype() == "text":
+        data = _TEXT_LINE_END.sub(b"\r\n", data)  # canonical form before encoding (RFC 2045 §6.8)
         qp = quopri.encodestring(data)
         b64 = _base64(data)
         encoded, name = (qp, "quoted-printable") if len(qp) <= len(b64) else (b64, "base64")

@@ -27,6 +27,7 @@ from automail.models import (
     SmtpSettings,
     Task,
     TaskState,
+    overlap_warning,
     unique_tags,
 )
 from automail.signals import stop_signals
@@ -338,6 +339,15 @@ def _print_event(event: EngineEvent) -> None:
         _out(f"[{event.task}] queue empty")
 
 
+def _warn_overlap(svc: Any, task: Task) -> None:
+    others = svc.overlapping(task)
+    if others:
+        _err(
+            f"Warning: {overlap_warning(task, others)} — give the tasks different --tag values "
+            "(or run them on different computers)."
+        )
+
+
 # ---- commands ----------------------------------------------------------------------------------
 def cmd_company(args: argparse.Namespace) -> int:
     svc = _service()
@@ -381,11 +391,13 @@ def cmd_task(args: argparse.Namespace) -> int:
         task = svc.add_task(_apply_task_options(base, args), password)
         _out(f"Task {task.name!r} added ({task.company}, {task.smtp.host}:{task.smtp.port}, {task.cadence_text}).")
         _out(f"Start it with: automail task start {task.name!r}")
+        _warn_overlap(svc, task)
     elif action == "edit":
         password = _read_password(args)
         task = svc.edit_task(args.name, lambda t: _apply_task_options(t, args), password)
         renamed = f" (renamed from {args.name!r})" if args.new_name else ""
         _out(f"Task {task.name!r} saved{renamed}.")
+        _warn_overlap(svc, task)
     elif action == "list":
         tasks = svc.tasks()
         states = {s.task: s for s in svc.status()}

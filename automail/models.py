@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from email.utils import formataddr, parseaddr
 from enum import StrEnum
@@ -74,6 +74,7 @@ class TaskState(StrEnum):
     """What a task is doing, as persisted for `automail status` and the UI."""
 
     STOPPED = "stopped"
+    CONNECTING = "connecting"  # started, not yet logged in to its SMTP server
     RUNNING = "running"
     WAITING = "waiting"
     ERROR = "error"
@@ -307,6 +308,17 @@ class Task:
             return False
         return not self.user or self.user.lower() == user.lower()
 
+    def shares_messages_with(self, other: Task) -> bool:
+        """Whether both tasks would take the same messages: one company, one computer (and OS user), and
+        scopes that overlap (no tags means every message of the company)."""
+        if other.name.lower() == self.name.lower() or other.company.lower() != self.company.lower():
+            return False
+        if other.computer.lower() != self.computer.lower():
+            return False
+        if self.user and other.user and self.user.lower() != other.user.lower():
+            return False
+        return not self.tags or not other.tags or bool(set(self.tags) & set(other.tags))
+
     @property
     def fingerprint(self) -> str:
         """Changes whenever the definition, the password or an explicit start changes."""
@@ -334,6 +346,21 @@ class Task:
         known["tags"] = tuple(doc.get("tags", ()))
         known["retry_delays"] = tuple(doc.get("retry_delays", DEFAULT_RETRY_DELAYS))
         return cls(**known)
+
+
+def overlap_warning(task: Task, others: Sequence[Task]) -> str:
+    """Why tasks that share messages race for them (without the fix: the GUI and the CLI name their own)."""
+    names = ", ".join(repr(t.name) for t in others)
+    shared = sorted(set(task.tags) & {tag for t in others for tag in t.tags})
+    scope = (
+        f"the messages tagged {', '.join(shared)}"
+        if shared
+        else "the same messages (a task without scope tags takes all)"
+    )
+    return (
+        f"task(s) {names} of {task.company} on {task.computer} also send {scope}: "
+        "each message goes to whichever task takes it first, with that task's settings"
+    )
 
 
 SETTINGS_FIELDS = ("smtp", "rate_per_hour", "daily_cap", "retry_delays", "tags")

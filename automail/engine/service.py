@@ -189,6 +189,10 @@ class Service:
         self._poke()
         return task
 
+    def overlapping(self, task: Task) -> list[Task]:
+        """Other tasks that would take the same messages as ``task`` (see Task.shares_messages_with)."""
+        return [t for t in self.tasks(task.company) if task.shares_messages_with(t)]
+
     def rename_task(self, old: str, new: str) -> Task:
         """Rename a task with its password, state and history; all or nothing (see engine/rename.py)."""
         task = rename.rename_task(self.definitions, self.outbox, self.lock_for, lock_dir(self.home), old, new.strip())
@@ -411,7 +415,7 @@ class Service:
             record = box.task_state(task.name)
             state = record.state if record else TaskState.STOPPED
             reason = record.reason if record and record.state is TaskState.ERROR else ""
-            if state in (TaskState.RUNNING, TaskState.WAITING) and task.name not in running:
+            if state in (TaskState.CONNECTING, TaskState.RUNNING, TaskState.WAITING) and task.name not in running:
                 # Persisted as running, but no engine holds the task: it was killed or has exited.
                 if not self.lock_for(task.name).is_held_elsewhere():
                     state = TaskState.STOPPED

@@ -97,6 +97,7 @@ class Worker:
         self._last_send = 0.0
         self._unreachable = 0
         self._retry_at = 0.0
+        self._logged_in = False  # "Connecting…" until the server has let this task in
         self._held: deque[ClaimedMessage] = deque()
         # The last result, not yet committed: it is committed while the next message's
         # envelope is on the wire (see ``transaction``), or by ``flush``.
@@ -154,7 +155,7 @@ class Worker:
         try:
             await self._db(self.outbox.recover, self.task.name, self.clock.now())
             await self._db(self.outbox.prune_send_log, self.clock.now())  # only the last day is needed
-            await self._set_state(TaskState.RUNNING)
+            await self._set_state(TaskState.CONNECTING)
             while not self.stopping and not self.finished:
                 try:
                     sleep = await self.step(self.clock.now())
@@ -274,6 +275,8 @@ class Worker:
         """Do one unit of work at time ``now``; return seconds to sleep before the next."""
         if now < self._retry_at:
             return self._retry_at - now
+        if not self._logged_in and (backoff := await self._log_in()) is not None:
+            return backoff
         if not self._held:
             await self.flush()
         delay = self.throttle.delay(now)
@@ -292,6 +295,17 @@ class Worker:
             self.throttle.take(now)
         self._had_work = True
         return await self._send(claimed)
+
+    async def _log_in(self) -> float | None:
+        """Connect and log in once at start (again after each failure), so "Running" means the server let
+        us in; returns the back-off after a failure, None when logged in."""
+        try:
+            await self.session.ensure_connected()
+        except SmtpError as exc:
+            return await self._task_fault(exc, self.clock.now())
+        self._logged_in = True
+        await self._set_state(TaskState.RUNNING)
+        return None
 
     async def _claim(self, now: float) -> ClaimedMessage | None:
         """Take the next due messages: a batch for an unlimited task, one for a throttled one."""

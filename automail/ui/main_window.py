@@ -57,6 +57,7 @@ COLUMNS = [
 ]
 STATE_WORDS = {
     TaskState.STOPPED: "Stopped",
+    TaskState.CONNECTING: "Connecting…",
     TaskState.RUNNING: "Running",
     TaskState.WAITING: "Waiting",
     TaskState.ERROR: "Error",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import customtkinter as ctk
 
 from automail.errors import InputError
-from automail.models import TASK_TYPES, SmtpSettings, Task, type_title
+from automail.models import TASK_TYPES, SmtpSettings, Task, overlap_warning, type_title
 from automail.ui.settings_dialog import SETTINGS_ERROR_FIELDS, SettingsDialog
 from automail.ui.widgets import (
     LABEL_WIDTH,
@@ -82,13 +82,43 @@ class TaskDialog(Dialog):
         self.settings_error = ErrorLine(b, wraplength=300)
         self.settings_error.grid(row=10, column=1, sticky="w")
         self.settings_error.grid_remove()
+        self.overlap = ctk.CTkLabel(
+            b, text="", anchor="w", justify="left", text_color=("#9A6700", "#E3B341"), wraplength=300
+        )
+        self.overlap.grid(row=11, column=1, sticky="w", pady=(ROW_GAP, 0))
+        self.overlap.grid_remove()
 
         self._update_note()
         self._update_settings_state()
         self.add_buttons()
         self.later(250, (self.computer if task else self.name).entry.focus_set)
 
+    def _update_overlap(self) -> None:
+        """Warn (not refuse) when another task of this company on this computer would take the same messages."""
+        probe = replace(
+            self.draft,
+            name=self.name.get().strip() or (self.original.name if self.original else "this task"),
+            company=self.company,
+            computer=self.computer.get().strip() or self.service.computer,
+            user=self.user.get().strip() if hasattr(self, "user") else self.draft.user,
+        )
+        others = [t for t in self.service.overlapping(probe) if not self.original or t.name != self.original.name]
+        if others:
+            text = overlap_warning(probe, others)
+            self.overlap.configure(text=f"Warning: {text[:1].upper()}{text[1:]}. Give them different scope tags "
+                                   "(Settings… › Other).")  # fmt: skip
+            self.overlap.grid()
+        else:
+            self.overlap.configure(text="")
+            self.overlap.grid_remove()
+
+    @property
+    def overlap_text(self) -> str:
+        return str(self.overlap.cget("text"))
+
     def _update_note(self) -> None:
+        if hasattr(self, "overlap"):
+            self._update_overlap()
         computer = self.computer.get().strip()
         if computer and computer.lower() != self.service.computer.lower():
             here = self.service.computer
@@ -122,6 +152,7 @@ class TaskDialog(Dialog):
             self.password = password
         self.settings_error.clear()
         self._update_settings_state()
+        self._update_overlap()
 
     def build(self) -> Task:
         """The task as entered, validated; raises InputError naming the field."""

@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from automail.models import (
     MessageStatus,
     Security,
     SmtpSettings,
+    StoredMessage,
     Task,
     TaskState,
     overlap_warning,
@@ -41,6 +42,7 @@ MACOS_NO_DESKTOP = (
     "The desktop app does not run on macOS yet (its tray icon and its windows would both need the main thread)."
 )
 PASSWORD_MAX_BYTES = 64 * 1024  # one line of stdin; never read /dev/zero without end
+OUTBOX_LIMIT = 1000  # `outbox` shows the newest this many messages unless --limit or --all says otherwise
 
 
 def _out(text: str = "") -> None:
@@ -221,7 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--company", required=True)
     p.add_argument("--status", choices=[s.value for s in MessageStatus])
     p.add_argument("--search", default="")
-    p.add_argument("--limit", type=int, default=-1)
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--limit", type=int, default=OUTBOX_LIMIT, help=f"show the newest N messages (default {OUTBOX_LIMIT:,})"
+    )
+    shown.add_argument("--all", action="store_true", help="every matching message, oldest first, streamed")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("retry", help="queue failed messages again")
@@ -248,10 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def _service() -> Service:
+def _service(read_only: bool = False) -> Service:
     from automail.engine.service import Service
 
-    return Service()
+    return Service(read_only=read_only)
 
 
 def _read_password(args: argparse.Namespace) -> str | None:
@@ -496,18 +502,45 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    svc = _service()
+    if args.limit < 1:
+        raise InputError("limit", f"--limit must be at least 1, not {args.limit}", fix="give --limit N, or --all")
+    box = _service(read_only=True).outbox(args.company)
     status = MessageStatus(args.status) if args.status else None
-    messages = svc.messages(args.company, status, args.search, args.limit)
+    messages: Iterable[StoredMessage]
+    if args.all:
+        messages = box.iter_messages(status, args.search)  # constant memory at any outbox size
+    else:
+        newest = box.page(status, args.search, limit=args.limit + 1)
+        if len(newest) > args.limit:
+            newest.pop()
+            _err(f"Showing the newest {args.limit:,} messages; --limit N shows more, --all shows every one.")
+        messages = reversed(newest)
     if args.json:
-        _out(json.dumps([m.to_json() for m in messages], indent=2, ensure_ascii=False))
+        _out_json_array(m.to_json() for m in messages)
         return EXIT_OK
-    rows = []
-    for m in messages:
-        j = m.to_json()
-        rows.append((m.id, m.status, ", ".join(m.recipients)[:40], m.subject[:40], m.attempts, j["last_error"] or ""))
-    _print_table(rows, ("ID", "STATUS", "TO", "SUBJECT", "TRIES", "LAST ERROR"))
+    header = ("ID", "STATUS", "TO", "SUBJECT", "TRIES", "LAST ERROR")
+    rows = (
+        (m.id, m.status, ", ".join(m.recipients)[:40], m.subject[:40], m.attempts, m.to_json()["last_error"] or "")
+        for m in messages
+    )
+    if args.all:
+        _out("\t".join(header))  # streamed: tab-separated, as no column width is known in advance
+        for row in rows:
+            _out("\t".join("" if c is None else str(c) for c in row))
+    else:
+        _print_table(list(rows), header)
     return EXIT_OK
+
+
+def _out_json_array(items: Iterable[dict[str, Any]]) -> None:
+    """Print a JSON array one element at a time (the same text json.dumps(indent=2) writes)."""
+    first = True
+    for item in items:
+        text = json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        if sys.stdout is not None:
+            sys.stdout.write(("[\n  " if first else ",\n  ") + text)
+        first = False
+    _out("[]" if first else "\n]")
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -524,7 +557,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    statuses = _service().status()
+    statuses = _service(read_only=True).status()  # never waits for a sending engine's write lock
     if args.json:
         _out(json.dumps([s.to_json() for s in statuses], indent=2, ensure_ascii=False))
         return EXIT_OK

@@ -10,6 +10,7 @@ import os
 import platform
 import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -27,7 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from automail.message import compose  # noqa: E402
-from automail.store.outbox import NewMessage  # noqa: E402
+from automail.store.outbox import NewMessage, Outbox  # noqa: E402
 
 HOST = "127.0.0.1"
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -181,7 +182,7 @@ def make_messages(n: int, size: int = MESSAGE_BYTES, tag: str = "") -> list[NewM
     return out
 
 
-def small_new_messages(n: int, start: int = 0, body_bytes: int = 200) -> list[NewMessage]:
+def small_new_messages(n: int, start: int = 0, body_bytes: int = 200, tag: str = "") -> list[NewMessage]:
     """Cheap hand-made NewMessage objects (no MIME building) for outbox-only benchmarks."""
     body = b"x" * body_bytes
     return [
@@ -191,6 +192,7 @@ def small_new_messages(n: int, start: int = 0, body_bytes: int = 200) -> list[Ne
             from_header=SENDER,
             subject=f"s{i}",
             message_id=f"<{i}@bench.invalid>",
+            tag=tag,
         )
         for i in range(start, start + n)
     ]
@@ -211,6 +213,107 @@ def build(box: Any, n: int) -> float:
         if time.perf_counter() - t0 > BUILD_LIMIT_S:
             raise RuntimeError(f"building stopped after {BUILD_LIMIT_S:.0f} s at {done:,} messages")
     return time.perf_counter() - t0
+
+
+# ---- a year-old outbox ------------------------------------------------------------------
+# Three tasks, each sending one tag, like an office after a year of invoices and newsletters.
+HISTORY_TASKS = {"Invoices": "invoice", "Newsletter": "news", "Reminders": "reminder"}
+YEAR_S = 365 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class History:
+    """What build_history made."""
+
+    total: int
+    sent: int
+    failed: int
+    queued: int
+    seconds: float
+
+
+def build_history(path: Path, total: int, *, queued_share: float = 0.1, failed: int = 300) -> History:
+    """An outbox of ``total`` messages made with a few bulk SQL statements (no claim/mark cycles):
+    the oldest ~90 % sent over the past year, ``failed`` of them failed, the newest ``queued_share``
+    queued and due now; tags and tasks cycle through HISTORY_TASKS.  The schema, counters and
+    search index come from Outbox itself (the counters' triggers fill them as the rows go in; the
+    search index is rebuilt at the end)."""
+    t0 = time.perf_counter()
+    Outbox(path, COMPANY).close()
+    queued = int(total * queued_share)
+    history = total - queued
+    every = max(1, history // failed) if failed else 0
+    every += every % 3 == 0  # not a multiple of 3: the failed messages spread over the three tags
+    now = time.time()
+    tags = list(HISTORY_TASKS.values())
+    tasks = list(HISTORY_TASKS)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA synchronous=OFF")  # a test fixture: durability does not matter here
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            """
+            WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < :total),
+            rows AS (
+                SELECT i,
+                       CASE WHEN i > :history THEN 'queued'
+                            WHEN :every > 0 AND i % :every = 0 AND i / :every <= :failed THEN 'failed'
+                            ELSE 'sent' END AS status,
+                       CASE WHEN i > :history THEN :now - 3600 + i * 3600.0 / :total
+                            ELSE :now - :year + i * :year / :total END AS at,
+                       i % 3 AS k
+                FROM seq
+            )
+            INSERT INTO messages (id, status, mail_from, recipients, from_header, subject, tag, message_id,
+                                  size, attempts, last_error_code, last_error, server_reply, task,
+                                  created_at, queued_at, next_attempt_at, claimed_at, sent_at, updated_at)
+            SELECT i, status,
+                   CASE WHEN status = 'queued' THEN '' ELSE 'office@firma.example' END,
+                   '["client' || i || '@example.com"]',
+                   'Firma s.r.o. <office@firma.example>',
+                   CASE k WHEN 0 THEN 'Invoice ' || i || ' for order ' || (i % 9973)
+                          WHEN 1 THEN 'Newsletter ' || (i % 52) || ': what is new this week'
+                          ELSE 'Payment reminder ' || i END,
+                   CASE k WHEN 0 THEN :tag0 WHEN 1 THEN :tag1 ELSE :tag2 END,
+                   '<' || i || '.bench@firma.example>',
+                   200,
+                   CASE WHEN status = 'queued' THEN 0 ELSE 1 END,
+                   CASE WHEN status = 'failed' THEN 550 END,
+                   CASE WHEN status = 'failed' THEN 'mailbox unavailable' ELSE '' END,
+                   CASE WHEN status = 'sent' THEN '250 2.0.0 Ok: queued' ELSE '' END,
+                   CASE WHEN status = 'queued' THEN '' WHEN k = 0 THEN :task0 WHEN k = 1 THEN :task1 ELSE :task2 END,
+                   at, at,
+                   CASE WHEN status = 'queued' THEN at END,
+                   CASE WHEN status = 'queued' THEN NULL ELSE at END,
+                   CASE WHEN status = 'sent' THEN at + 1 END,
+                   at
+            FROM rows
+            """,
+            {
+                "total": total,
+                "history": history,
+                "every": every,
+                "failed": failed,
+                "now": now,
+                "year": YEAR_S,
+                "tag0": tags[0],
+                "tag1": tags[1],
+                "tag2": tags[2],
+                "task0": tasks[0],
+                "task1": tasks[1],
+                "task2": tasks[2],
+            },
+        )
+        conn.execute("INSERT INTO bodies (id, raw) SELECT id, CAST(printf('%.200c', 'x') AS BLOB) FROM messages")
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name='messages_fts'").fetchone():
+            conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")  # what enqueue() indexes
+        conn.execute("COMMIT")
+        counts = dict(conn.execute("SELECT status, count(*) FROM messages GROUP BY status").fetchall())
+    finally:
+        conn.close()
+    return History(
+        total, counts.get("sent", 0), counts.get("failed", 0), counts.get("queued", 0), time.perf_counter() - t0
+    )
 
 
 # ---- timing and stats ---------------------------------------------------------------

@@ -35,9 +35,10 @@ def test_show_message_as_the_recipient_sees_it(win: Any, service: Service, root:
     box = service.outbox(COMPANY)
     win.open_outbox()
     outbox = win.outbox_window
-    pump(root)
+    pump(root, lambda: not outbox.busy, timeout=20)  # the window queries in the background
     outbox.select_ids([msg_id])
     outbox.show_button.invoke()
+    pump(root, lambda: not outbox.busy, timeout=20)  # the window queries in the background
     text = outbox.message_view.text.get_text()
     assert "\r" not in text  # no box glyph at line ends
     assert "Dear client,\nplease find invoice 7 attached." in text
@@ -56,8 +57,10 @@ def test_show_message_as_the_recipient_sees_it(win: Any, service: Service, root:
     }
     box.mark_sent(msg_id, time.time(), "250 2.0.0 queued as 4F2A", outcomes, "a", "Invoices")
     outbox.reload()
+    pump(root, lambda: not outbox.busy, timeout=20)  # the window queries in the background
     outbox.select_ids([msg_id])
     outbox.show_message()
+    pump(root, lambda: not outbox.busy, timeout=20)  # the window queries in the background
     text = outbox.message_view.text.get_text()
     assert "  jan@example.com — accepted by the server" in text
     assert "  eva@example.com — refused by the server: 550 5.1.1 no such user" in text

@@ -374,6 +374,7 @@ class Engine:
             if run.worker is not None:
                 by_path.setdefault(run.worker.company.outbox_path, []).append(run.worker)
         for path, workers in by_path.items():
+            await self._in_io(workers[0].outbox.optimize_if_due)  # hourly PRAGMA optimize (SQLite's advice)
             version = await self._in_io(workers[0].outbox.data_version)
             if self._data_versions.get(path) != version:
                 if path in self._data_versions:

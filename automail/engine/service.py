@@ -30,7 +30,7 @@ from automail.models import (
 )
 from automail.paths import data_dir, definitions_file, lock_dir
 from automail.store.definitions import Definitions
-from automail.store.outbox import NewMessage, Outbox, set_aside
+from automail.store.outbox import NewMessage, Outbox, QueryObserver, set_aside
 
 from . import rename
 from .runtime import Engine, EngineHooks
@@ -53,8 +53,12 @@ class Service:
         computer: str | None = None,
         user: str | None = None,
         session_factory: Callable[[Task, str | None], SmtpSession] | None = None,
+        read_only: bool = False,
     ) -> None:
+        """``read_only``: open outboxes for reading only (``automail status``, listings): such a
+        service never waits for the write lock of an engine that is sending."""
         self.home = home or data_dir()
+        self.read_only = read_only
         self.home.mkdir(parents=True, exist_ok=True)
         self.clock: Clock = clock or SystemClock()
         self.computer = computer or this_computer()
@@ -65,6 +69,7 @@ class Service:
         self._sinks: list[EventSink] = []
         self._session_factory = session_factory
         self._engine: Engine | None = None
+        self._query_watch: tuple[threading.Thread, QueryObserver] | None = None
         rename.recover(self.definitions, self.outbox, lock_dir(self.home))  # after a crash mid-rename
 
     # ---- events -------------------------------------------------------------------
@@ -142,9 +147,20 @@ class Service:
         with self._outbox_lock:
             box = self._outboxes.get(company.outbox_path)
             if box is None:
-                box = Outbox(company.outbox_path, company.name)
+                box = Outbox(company.outbox_path, company.name, read_only=self.read_only)
+                if self._query_watch is not None:
+                    box.watch(self._query_watch[1], self._query_watch[0])
                 self._outboxes[company.outbox_path] = box
             return box
+
+    def watch_queries(self, callback: QueryObserver | None, thread: threading.Thread | None = None) -> None:
+        """Report (sql, wall s, CPU s) of every outbox query run on ``thread`` (default: this one), in every
+        outbox this service opens; None stops.  The UI watches its Tk thread."""
+        target = thread or threading.current_thread()
+        with self._outbox_lock:
+            self._query_watch = (target, callback) if callback is not None else None
+            for box in self._outboxes.values():
+                box.watch(callback, target)
 
     # ---- tasks ---------------------------------------------------------------------
     def tasks(self, company: str | None = None) -> list[Task]:

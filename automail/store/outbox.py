@@ -8,12 +8,15 @@ goes back to the queue with its Message-ID unchanged.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import inspect
 import json
+import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +26,9 @@ from typing import Any, TypeVar
 from automail.errors import FaultKind, InputError, NotFoundError, OutboxError
 from automail.models import MessageStatus, RecipientState, RecipientStatus, StoredMessage, TaskState
 
-SCHEMA_VERSION = 4
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 5
 
 _SCHEMA_V1 = """
 CREATE TABLE messages (
@@ -117,20 +122,88 @@ _SCHEMA_V4 = """
 ALTER TABLE messages ADD COLUMN rcpt_state TEXT NOT NULL DEFAULT '';
 """
 
+# v5 (issue 10, a year-old outbox: 1,000,000 messages, 90 % sent, tagged tasks):
+# - ix_ready_tag serves claim and next_due of a tagged task (one index range per tag, in
+#   due order); without it the planner walked every message of the tag (200–290 ms per claim);
+# - message_counts keeps the messages per (tag, task, status), maintained by triggers in the
+#   same transaction as every change, so status counts read a few rows instead of a million;
+#   it replaces ix_tag_status, which only those counts used.
+# Idempotent: a file whose version number was set back gets it again without harm.
+_SCHEMA_V5 = """
+DROP INDEX IF EXISTS ix_tag_status;
+CREATE INDEX IF NOT EXISTS ix_ready_tag ON messages(tag, next_attempt_at, id) WHERE next_attempt_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS message_counts (
+    tag    TEXT    NOT NULL,
+    task   TEXT    NOT NULL,
+    status TEXT    NOT NULL,
+    n      INTEGER NOT NULL,
+    PRIMARY KEY (tag, task, status)
+) WITHOUT ROWID;
+DELETE FROM message_counts;
+INSERT INTO message_counts (tag, task, status, n)
+    SELECT tag, task, status, count(*) FROM messages GROUP BY tag, task, status;
+CREATE TRIGGER IF NOT EXISTS tr_counts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO message_counts (tag, task, status, n) VALUES (new.tag, new.task, new.status, 1)
+        ON CONFLICT (tag, task, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS tr_counts_update AFTER UPDATE OF status, tag, task ON messages
+WHEN old.status IS NOT new.status OR old.tag IS NOT new.tag OR old.task IS NOT new.task BEGIN
+    UPDATE message_counts SET n = n - 1 WHERE tag = old.tag AND task = old.task AND status = old.status;
+    INSERT INTO message_counts (tag, task, status, n) VALUES (new.tag, new.task, new.status, 1)
+        ON CONFLICT (tag, task, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS tr_counts_delete AFTER DELETE ON messages BEGIN
+    UPDATE message_counts SET n = n - 1 WHERE tag = old.tag AND task = old.task AND status = old.status;
+END;
+"""
+
 _MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = (
     (1, _SCHEMA_V1),
     (2, _SCHEMA_V2),
     (3, _SCHEMA_V3),
     (4, _SCHEMA_V4),
+    (5, _SCHEMA_V5),
 )
+
+# Full-text search over the columns the Outbox window searches, where this SQLite has FTS5
+# (checked at run time: _has_fts5).  Not a numbered migration: a file made where FTS5 was missing
+# gets it later, when opened where FTS5 exists.  enqueue() indexes a batch itself, in one statement
+# after its rows: every statement with a savepoint (a trigger's, or an INSERT into a table with
+# triggers) makes FTS5 flush its pending terms, so indexing row by row made enqueue 10–50× slower
+# (50,000 messages: 35 s instead of 3 s).  The rare updates and deletes go through triggers.
+_SEARCH_INDEX = """
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    subject, recipients, from_header, message_id,
+    content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER tr_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, subject, recipients, from_header, message_id)
+        VALUES ('delete', old.id, old.subject, old.recipients, old.from_header, old.message_id);
+END;
+CREATE TRIGGER tr_fts_update AFTER UPDATE OF subject, recipients, from_header, message_id ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, subject, recipients, from_header, message_id)
+        VALUES ('delete', old.id, old.subject, old.recipients, old.from_header, old.message_id);
+    INSERT INTO messages_fts (rowid, subject, recipients, from_header, message_id)
+        VALUES (new.id, new.subject, new.recipients, new.from_header, new.message_id);
+END;
+INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+"""
 
 _COLUMNS = (
     "id, status, mail_from, recipients, from_header, subject, tag, message_id, attempts, "
     "last_error_code, last_error, refused, server_reply, task, created_at, next_attempt_at, sent_at, rcpt_state"
 )
 
+_M_COLUMNS = ", ".join(f"m.{c.strip()}" for c in _COLUMNS.split(","))  # the same, of ``messages m``
+
 _READY = "next_attempt_at IS NOT NULL"
 SEND_LOG_KEEP_S = 2 * 24 * 3600
+SEARCH_SCAN_ROWS = 50_000  # without FTS5, a search reads only the newest this many messages
+COUNT_CAP = 10_000  # a search counts its matches up to this many (the window says "10,000+")
+OPTIMIZE_EVERY_S = 3600.0  # PRAGMA optimize this often on a long-lived connection (SQLite's advice)
+ANALYSIS_LIMIT = 1000  # rows ANALYZE samples per index: a 1,000,000-row file is analysed in milliseconds
+
+QueryObserver = Callable[[str, float, float], None]  # (sql, wall seconds, CPU seconds of the thread)
 
 
 def set_aside(path: Path, day: str) -> Path | None:
@@ -232,6 +305,91 @@ def _tag_clause(tags: Sequence[str]) -> tuple[str, list[Any]]:
     return f" AND tag IN ({','.join('?' * len(tags))})", list(tags)
 
 
+def _due_ids(tags: Sequence[str], now: float, limit: int) -> tuple[str, list[Any]]:
+    """SELECT of the due message ids, oldest due first.
+
+    A tagged scope reads one range of ix_ready_tag per tag (each in due order, stopping at
+    ``limit``) and merges them: ``tag IN (…) ORDER BY next_attempt_at`` cannot use the index order.
+    """
+    if not tags:
+        return "SELECT id FROM messages WHERE next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?", [now, limit]
+    arm = (
+        "SELECT * FROM (SELECT id, next_attempt_at FROM messages WHERE tag = ? AND next_attempt_at <= ?"
+        " ORDER BY next_attempt_at, id LIMIT ?)"
+    )
+    unique = sorted(set(tags))
+    args: list[Any] = []
+    for tag in unique:
+        args += [tag, now, limit]
+    return f"SELECT id FROM ({' UNION ALL '.join([arm] * len(unique))}) ORDER BY next_attempt_at, id LIMIT ?", [
+        *args,
+        limit,
+    ]
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a schema script (a trigger body holds ``;`` of its own)."""
+    buf = ""
+    for part in script.split(";"):
+        buf += part + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n;"):
+                yield buf
+            buf = ""
+
+
+def _has_fts5() -> bool:
+    """Whether this Python's SQLite was built with FTS5 (most are; checked at run time)."""
+    try:
+        sqlite3.connect(":memory:").execute("CREATE VIRTUAL TABLE probe USING fts5(x)")
+    except sqlite3.Error:
+        return False
+    return True
+
+
+def _match_query(text: str) -> str:
+    """An FTS5 query from what the user typed: every word as a quoted prefix, all required."""
+    words = "".join(ch if ch.isalnum() else " " for ch in text).split()
+    return " ".join(f'"{w}"*' for w in words)
+
+
+class _Rows:
+    """The fetched rows of an observed statement, with the cursor's reading interface."""
+
+    def __init__(self, cursor: sqlite3.Cursor, rows: list[Any]) -> None:
+        self._rows = rows
+        self.rowcount = cursor.rowcount
+        self.lastrowid = cursor.lastrowid
+
+    def fetchone(self) -> Any:
+        return self._rows.pop(0) if self._rows else None
+
+    def fetchall(self) -> list[Any]:
+        rows, self._rows = self._rows, []
+        return rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that can report how long each statement took (see Outbox.watch)."""
+
+    owner = 0  # the thread that uses it
+    observer: QueryObserver | None = None
+    optimized_at = 0.0
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:
+        observer = self.observer
+        if observer is None:
+            return super().execute(sql, parameters)
+        started, cpu = time.perf_counter(), time.thread_time()
+        cursor = super().execute(sql, parameters)
+        rows = _Rows(cursor, cursor.fetchall())
+        observer(sql, time.perf_counter() - started, time.thread_time() - cpu)
+        return rows
+
+
 _T = TypeVar("_T")
 
 
@@ -272,35 +430,77 @@ class Outbox:
     """The outbox database of one company.  Safe to share between threads:
     each thread gets its own SQLite connection."""
 
-    def __init__(self, path: str | Path, company: str = "") -> None:
+    def __init__(self, path: str | Path, company: str = "", read_only: bool = False) -> None:
+        """``read_only``: a reader (``automail status``, listings) that never takes the write lock
+        once the file's schema is current."""
         self.path = Path(path)
         self.company = company
+        self.read_only = read_only
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[_Connection] = []
         self._conn_lock = threading.Lock()
+        self._watch: tuple[int, QueryObserver] | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._migrate(self._conn())
+        self._migrate()
+        self.search_indexed = self._table_exists(self._conn(), "messages_fts")
 
     # ---- connection and transactions ----------------------------------------
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+    def _connect(self, read_only: bool) -> _Connection:
+        try:
+            if read_only:
+                conn = sqlite3.connect(
+                    self.path.resolve().as_uri() + "?mode=ro",
+                    uri=True,
+                    isolation_level=None,
+                    timeout=30,
+                    check_same_thread=False,
+                    factory=_Connection,
+                )
+            else:
+                conn = sqlite3.connect(
+                    self.path, isolation_level=None, timeout=30, check_same_thread=False, factory=_Connection
+                )
                 conn.execute("PRAGMA journal_mode=WAL")
                 # FULL: every committed status change survives power loss, not only a crash.
                 conn.execute("PRAGMA synchronous=FULL")
-                conn.execute("PRAGMA busy_timeout=30000")
-                conn.execute("PRAGMA foreign_keys=ON")
-            except sqlite3.Error as exc:
-                raise OutboxError(
-                    f"cannot open the outbox of {self.company or self.path.stem} at {self.path}: {exc}",
-                    fix="check that the folder exists and is writable",
-                ) from exc
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise OutboxError(
+                f"cannot open the outbox of {self.company or self.path.stem} at {self.path}: {exc}",
+                fix="check that the folder exists and is writable" if not read_only else "check that the file exists",
+            ) from exc
+        assert isinstance(conn, _Connection)
+        conn.owner = threading.get_ident()
+        conn.optimized_at = time.monotonic()
+        return conn
+
+    def _conn(self) -> _Connection:
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect(self.read_only)
+            if self._watch is not None and self._watch[0] == conn.owner:
+                conn.observer = self._watch[1]
             self._local.conn = conn
+            alive = {t.ident for t in threading.enumerate()}
             with self._conn_lock:
+                # Connections of finished threads (the UI's background jobs) are closed here.
+                for old in [c for c in self._connections if c.owner not in alive]:
+                    self._connections.remove(old)
+                    old.close()
                 self._connections.append(conn)
         return conn
+
+    def watch(self, callback: QueryObserver | None, thread: threading.Thread | None = None) -> None:
+        """Report (sql, wall s, CPU s) of every statement run on ``thread`` (default: this one); None stops.
+
+        The UI watches its Tk thread: a query there freezes the window for its whole duration.
+        """
+        ident = (thread or threading.current_thread()).ident or 0
+        self._watch = (ident, callback) if callback is not None else None
+        with self._conn_lock:
+            for conn in self._connections:
+                conn.observer = callback if conn.owner == ident else None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -311,13 +511,22 @@ class Outbox:
         raises OutboxError; the body's own sqlite3 errors pass through unchanged for the public
         method around it to name (the connection it yields is inside the store's boundary).
         """
+        if self.read_only:
+            raise OutboxError(
+                f"the outbox {self.path} was opened for reading only", fix="open it without read_only to change it"
+            )
         conn = self._conn()
+        with self._transaction(conn):
+            yield conn
+
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox {self.path} is busy or unusable: {exc}", fix=_fix_for(exc)) from exc
         try:
-            yield conn
+            yield
         except BaseException:
             self._rollback(conn)
             raise
@@ -340,26 +549,77 @@ class Outbox:
             conn.close()
             self._local.conn = None
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        with self.transaction():
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise OutboxError(
-                    f"outbox {self.path} was written by a newer AutoMail (schema {version})",
-                    fix="upgrade AutoMail",
-                )
-            for target, script in _MIGRATIONS:
-                if version < target:
-                    for stmt in script if isinstance(script, tuple) else script.split(";"):
-                        if stmt.strip():
+    @staticmethod
+    def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (name,)).fetchone() is not None
+
+    def _needs_migration(self, conn: sqlite3.Connection) -> bool:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise OutboxError(
+                f"outbox {self.path} was written by a newer AutoMail (schema {version})",
+                fix="upgrade AutoMail",
+            )
+        if version < SCHEMA_VERSION:
+            return True
+        return not self.read_only and _has_fts5() and not self._table_exists(conn, "messages_fts")
+
+    def _migrate(self) -> None:
+        """Check the schema without any lock; take the write lock only when something must change."""
+        if self.path.exists() and not self._needs_migration(self._conn()):
+            return
+        # A reader migrates through a short-lived writable connection, then reads as before.
+        conn = self._connect(read_only=False) if self.read_only else self._conn()
+        try:
+            with self._transaction(conn):
+                if not self._needs_migration(conn):
+                    return  # another process migrated meanwhile
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                for target, script in _MIGRATIONS:
+                    if version < target:
+                        for stmt in script if isinstance(script, tuple) else _statements(script):
                             conn.execute(stmt)
-            if version < SCHEMA_VERSION:
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                if version < SCHEMA_VERSION:
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                if _has_fts5() and not self._table_exists(conn, "messages_fts"):
+                    started = time.perf_counter()
+                    for stmt in _statements(_SEARCH_INDEX):
+                        conn.execute(stmt)
+                    log.info("outbox %s: search index built in %.1f s", self.path, time.perf_counter() - started)
+            # New indexes need statistics before the planner can weigh them (SQLite's advice:
+            # run PRAGMA optimize after a schema change; analysis_limit keeps it quick on big files).
+            self._optimize(conn, analyze=True)
+        finally:
+            if conn is not getattr(self._local, "conn", None):
+                conn.close()
+
+    def _optimize(self, conn: _Connection, analyze: bool = False) -> None:
+        """PRAGMA optimize (best effort: it never waits long for the write lock)."""
+        try:
+            conn.execute("PRAGMA busy_timeout=200")
+            conn.execute(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
+            conn.execute("ANALYZE" if analyze else "PRAGMA optimize")
+        except sqlite3.Error as exc:
+            log.debug("outbox %s: optimize skipped: %s", self.path, exc)
+        finally:
+            conn.optimized_at = time.monotonic()
+            try:
+                conn.execute("PRAGMA busy_timeout=30000")
+            except sqlite3.Error:
+                pass
+
+    def optimize_if_due(self) -> None:
+        """Run PRAGMA optimize on this thread's connection every OPTIMIZE_EVERY_S (long-lived engines)."""
+        conn = self._conn()
+        if not self.read_only and time.monotonic() - conn.optimized_at >= OPTIMIZE_EVERY_S:
+            self._optimize(conn)
 
     def close(self) -> None:
-        """Close every connection this object opened (all threads)."""
+        """Close every connection this object opened (all threads), optimizing as SQLite advises."""
         with self._conn_lock:
             for conn in self._connections:
+                if not self.read_only:
+                    self._optimize(conn)
                 try:
                     conn.close()
                 except sqlite3.Error:
@@ -408,13 +668,26 @@ class Outbox:
                 assert cur.lastrowid is not None
                 ids.append(cur.lastrowid)
                 conn.execute("INSERT INTO bodies (id, raw) VALUES (?, ?)", (cur.lastrowid, m.raw))
+            if self.search_indexed and ids:
+                # One statement at the end: see _SEARCH_INDEX for why not per row.
+                conn.execute(
+                    "INSERT INTO messages_fts (rowid, subject, recipients, from_header, message_id)"
+                    " SELECT id, subject, recipients, from_header, message_id FROM messages WHERE id >= ?",
+                    (ids[0],),
+                )
         return ids
 
     # ---- consuming -----------------------------------------------------------
     def next_due(self, tags: Sequence[str] = ()) -> float | None:
         """When the earliest queued or deferred message becomes due (None: nothing waiting)."""
-        clause, args = _tag_clause(tags)
-        row = self._conn().execute(f"SELECT min(next_attempt_at) FROM messages WHERE {_READY}{clause}", args).fetchone()
+        if not tags:
+            sql, args = f"SELECT min(next_attempt_at) FROM messages WHERE {_READY}", []
+        else:
+            # One min() per tag: each is a single seek in ix_ready_tag.
+            unique = sorted(set(tags))
+            arm = f"SELECT min(next_attempt_at) AS due FROM messages WHERE tag = ? AND {_READY}"
+            sql, args = f"SELECT min(due) FROM ({' UNION ALL '.join([arm] * len(unique))})", unique
+        row = self._conn().execute(sql, args).fetchone()
         return None if row[0] is None else float(row[0])
 
     def claim(self, task: str, now: float, tags: Sequence[str] = (), mail_from: str = "") -> ClaimedMessage | None:
@@ -426,14 +699,12 @@ class Outbox:
         self, task: str, now: float, tags: Sequence[str] = (), mail_from: str = "", limit: int = 1
     ) -> list[ClaimedMessage]:
         """Atomically take up to ``limit`` due messages, oldest first, in one transaction."""
-        clause, args = _tag_clause(tags)
+        due, args = _due_ids(tags, now, limit)
         with self.transaction() as conn:
             rows = conn.execute(
                 f"UPDATE messages SET status='sending', task=?, mail_from=?, claimed_at=?, updated_at=?,"
-                f" next_attempt_at=NULL"
-                f" WHERE id IN (SELECT id FROM messages WHERE next_attempt_at <= ?{clause}"
-                f" ORDER BY next_attempt_at, id LIMIT ?) RETURNING {_COLUMNS}, queued_at",
-                [task, mail_from, now, now, now, *args, limit],
+                f" next_attempt_at=NULL WHERE id IN ({due}) RETURNING {_COLUMNS}, queued_at",
+                [task, mail_from, now, now, *args],
             ).fetchall()
             bodies = {}
             if rows:
@@ -611,15 +882,30 @@ class Outbox:
             raise NotFoundError("id", f"message {msg_id} has no body", fix="see `automail outbox`")
         return bytes(row[0])
 
-    def _filter(self, status: MessageStatus | None, search: str) -> tuple[str, list[Any]]:
-        where, args = [], []
+    def _filter(self, status: MessageStatus | None, search: str) -> tuple[str, str, list[Any]]:
+        """FROM … WHERE … (messages as ``m``) and the key column for ``status`` and ``search``.
+
+        With FTS5 the search drives the query from the index, in rowid order, so a page or a
+        capped count stops early however many messages match ("invoice" matches most of them).
+        """
+        where: list[str] = []
+        args: list[Any] = []
+        source, key = "messages m", "m.id"
+        if search and self.search_indexed:
+            source, key = "messages_fts f JOIN messages m ON m.id = f.rowid", "f.rowid"
+            where.append("messages_fts MATCH ?")
+            args.append(_match_query(search) or '""')
+        elif search:
+            # No FTS5 here: a bounded search over the newest SEARCH_SCAN_ROWS messages.
+            where.append(
+                "m.id > (SELECT coalesce(max(id), 0) FROM messages) - ?"
+                " AND (m.subject LIKE ? OR m.recipients LIKE ? OR m.from_header LIKE ? OR m.message_id LIKE ?)"
+            )
+            args.extend([SEARCH_SCAN_ROWS, *[f"%{search}%"] * 4])
         if status is not None:
-            where.append("status=?")
+            where.append("m.status=?")
             args.append(str(status))
-        if search:
-            where.append("(subject LIKE ? OR recipients LIKE ? OR from_header LIKE ? OR message_id LIKE ?)")
-            args.extend([f"%{search}%"] * 4)
-        return (" WHERE " + " AND ".join(where)) if where else "", args
+        return f"{source} WHERE {' AND '.join(where) or '1'}", key, args
 
     def list(
         self,
@@ -628,29 +914,64 @@ class Outbox:
         limit: int = -1,
         offset: int = 0,
     ) -> list[StoredMessage]:
-        """Messages, optionally filtered by status and a search text, one page at a time."""
-        where, args = self._filter(status, search)
-        rows = (
-            self._conn()
-            .execute(
-                f"SELECT {_COLUMNS} FROM messages{where} ORDER BY id LIMIT ? OFFSET ?",
-                [*args, limit, offset],
-            )
-            .fetchall()
-        )
+        """Messages, optionally filtered by status and a search text, oldest first."""
+        source, key, args = self._filter(status, search)
+        sql = f"SELECT {_M_COLUMNS} FROM {source} ORDER BY {key} LIMIT ? OFFSET ?"
+        return [_row_to_message(r) for r in self._conn().execute(sql, [*args, limit, offset]).fetchall()]
+
+    def page(
+        self,
+        status: MessageStatus | None = None,
+        search: str = "",
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 200,
+    ) -> builtins.list[StoredMessage]:
+        """One page, newest first, found by key instead of OFFSET (the last page costs what the first does).
+
+        ``before``: the page of messages older than that id (the next page; None: the newest);
+        ``after``: the page of messages newer than that id (the previous page; 0: the oldest page).
+        """
+        source, key, args = self._filter(status, search)
+        if after is not None:
+            sql = f"SELECT {_M_COLUMNS} FROM {source} AND {key} > ? ORDER BY {key} LIMIT ?"
+            args += [after, limit]
+        else:
+            sql = f"SELECT {_M_COLUMNS} FROM {source} AND {key} < ? ORDER BY {key} DESC LIMIT ?"
+            args += [before if before is not None else 2**63 - 1, limit]
+        rows = self._conn().execute(sql, args).fetchall()
+        if after is not None:
+            rows.reverse()
         return [_row_to_message(r) for r in rows]
 
-    def count(self, status: MessageStatus | None = None, search: str = "") -> int:
-        """How many messages match the filter."""
-        where, args = self._filter(status, search)
-        return int(self._conn().execute(f"SELECT count(*) FROM messages{where}", args).fetchone()[0])
+    def iter_messages(self, status: MessageStatus | None = None, search: str = "") -> Iterator[StoredMessage]:
+        """Every matching message, oldest first, read in chunks (constant memory at any size)."""
+        last = 0
+        while True:
+            chunk = self.page(status, search, after=last, limit=1000)  # newest first
+            if not chunk:
+                return
+            yield from reversed(chunk)
+            last = chunk[0].id
+
+    def count(self, status: MessageStatus | None = None, search: str = "", cap: int | None = None) -> int:
+        """How many messages match the filter (counting a search stops at ``cap`` when given)."""
+        if not search:
+            statuses = [str(status)] if status is not None else [str(s) for s in MessageStatus]
+            marks = ",".join("?" * len(statuses))
+            row = self._conn().execute(f"SELECT sum(n) FROM message_counts WHERE status IN ({marks})", statuses)
+            return int(row.fetchone()[0] or 0)
+        source, _key, args = self._filter(status, search)
+        limit = f" LIMIT {int(cap)}" if cap is not None else ""
+        return int(self._conn().execute(f"SELECT count(*) FROM (SELECT 1 FROM {source}{limit})", args).fetchone()[0])
 
     def counts(self, tags: Sequence[str] = ()) -> dict[MessageStatus, int]:
-        """Messages per status (restricted to tags when given)."""
+        """Messages per status (restricted to tags when given), from the kept counters."""
         clause, args = _tag_clause(tags)
         rows = (
             self._conn()
-            .execute(f"SELECT status, count(*) FROM messages WHERE 1{clause} GROUP BY status", args)
+            .execute(f"SELECT status, sum(n) FROM message_counts WHERE 1{clause} GROUP BY status", args)
             .fetchall()
         )
         result = {s: 0 for s in MessageStatus}
@@ -675,12 +996,12 @@ class Outbox:
         row = (
             self._conn()
             .execute(
-                f"SELECT count(*) FROM messages WHERE status='failed' AND (task=? OR (task=''{clause}))",
+                f"SELECT sum(n) FROM message_counts WHERE status='failed' AND (task=? OR (task=''{clause}))",
                 [task, *args],
             )
             .fetchone()
         )
-        return int(row[0])
+        return int(row[0] or 0)
 
     def hourly_activity(self, tasks: Sequence[str], start: float, hours: int) -> Sequence[tuple[int, int]]:
         """(sent, failed attempts) per hour from ``start`` (a whole UTC hour) for the given tasks.

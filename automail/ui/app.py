@@ -66,6 +66,7 @@ class App:
     def start(self) -> None:
         self.bridge.start()
         self.bridge.add_handler(self._on_event)
+        self.service.watch_queries(_log_slow_tk_query)  # the Tk thread must never wait on the outbox
         self._unsubscribe = self.service.subscribe(self.bridge.sink)
         tray_ok = self.tray.start()
         self.delivery = Delivery(icon=self.tray.icon)
@@ -201,6 +202,14 @@ class App:
             self.guard.close()
             self.guard = None
         self.service.close()
+
+
+SLOW_TK_QUERY_S = 0.05  # a query this long on the Tk thread is a visible freeze: log it
+
+
+def _log_slow_tk_query(sql: str, seconds: float, _cpu: float) -> None:
+    if seconds > SLOW_TK_QUERY_S:
+        log.warning("outbox query on the Tk thread took %.0f ms: %s", seconds * 1000, " ".join(sql.split())[:200])
 
 
 def _make_window(root: Any, service: Service, on_quit: Callable[[], None]) -> Any:

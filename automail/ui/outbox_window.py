@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import customtkinter as ctk
 
 from automail.errors import AutomailError
-from automail.models import MessageStatus, StoredMessage
+from automail.models import MessageStatus, StoredMessage, Task
+from automail.store.outbox import COUNT_CAP, SEARCH_SCAN_ROWS
 from automail.ui.message_view import MessageView, message_text
 from automail.ui.widgets import (
     ERROR_COLOR,
@@ -16,6 +18,7 @@ from automail.ui.widgets import (
     OK_COLOR,
     PAD,
     AppToplevel,
+    Background,
     ConfirmDialog,
     font,
     set_text,
@@ -47,8 +50,50 @@ def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else ""
 
 
+@dataclass(frozen=True)
+class PageResult:
+    """One page as the background job read it."""
+
+    messages: list[StoredMessage]
+    total: int  # matching messages; a search stops counting at COUNT_CAP
+    capped: bool
+    newest: bool  # this is the newest page (position 0)
+    indexed: bool  # the search used the full-text index (else only the newest SEARCH_SCAN_ROWS)
+    seconds: float
+
+
+def load_page(
+    service: Service, company: str, status: MessageStatus | None, search: str, before: int | None, after: int | None
+) -> PageResult:
+    """Read one page by key and the count (runs in a background thread: no widget in here)."""
+    started = time.perf_counter()
+    box = service.outbox(company)
+    messages = box.page(status, search, before=before, after=after, limit=PAGE_SIZE)
+    newest = before is None and after is None
+    if after and len(messages) < PAGE_SIZE:  # stepped back to the newest messages: show a full page
+        messages, newest = box.page(status, search, limit=PAGE_SIZE), True
+    total = box.count(status, search, cap=COUNT_CAP if search else None)
+    capped = bool(search) and total >= COUNT_CAP
+    return PageResult(messages, total, capped, newest, box.search_indexed, time.perf_counter() - started)
+
+
+def load_message(service: Service, company: str, msg_id: int) -> tuple[StoredMessage, bytes | None, Task | None]:
+    """A message, its MIME bytes if still there, and the task that sends it (background thread)."""
+    box = service.outbox(company)
+    msg = box.get(msg_id)
+    try:
+        raw: bytes | None = box.raw(msg.id)
+    except AutomailError:
+        raw = None
+    return msg, raw, service.sending_task(company, msg)
+
+
 class OutboxWindow(AppToplevel):
-    """Messages of one company, PAGE_SIZE at a time (never all rows: 100,000 open instantly)."""
+    """Messages of one company, newest first, PAGE_SIZE at a time, paged by key.
+
+    Every query runs in a background job (widgets.Background): the Tk thread only draws, so the
+    window stays responsive at 1,000,000 messages while an engine writes to the same file.
+    """
 
     def __init__(self, master: Any, service: Service, company: str) -> None:
         super().__init__(master)
@@ -61,12 +106,16 @@ class OutboxWindow(AppToplevel):
             # A transient inherits a withdrawn master's state (Tk docs): opened from the tray while the
             # main window is hidden, the outbox must stand alone or it would never appear.
             self.transient(master.winfo_toplevel())
-        self.page = 0
+        self.offset = 0  # messages (matching the filter) newer than the first row shown
         self.total = 0
+        self.capped = False
         self.messages: list[StoredMessage] = []
         self.message_view: MessageView | None = None
         self.confirm: ConfirmDialog | None = None
         self.load_seconds = 0.0
+        self.jobs = Background(self)
+        self.busy = 0  # background jobs running
+        self._load_seq = 0  # only the newest load's result is drawn
         self._search_job: str | None = None
 
         top = ctk.CTkFrame(self, fg_color="transparent")
@@ -90,12 +139,16 @@ class OutboxWindow(AppToplevel):
 
         pager = ctk.CTkFrame(self, fg_color="transparent")
         pager.pack(fill="x", padx=PAD, pady=(8, 0))
-        self.prev_button = ctk.CTkButton(pager, text="◀ Previous", width=110, command=self.previous_page)
+        self.first_button = ctk.CTkButton(pager, text="Newest", width=80, command=self.first_page)
+        self.first_button.pack(side="left", padx=(0, 6))
+        self.prev_button = ctk.CTkButton(pager, text="◀ Newer", width=100, command=self.previous_page)
         self.prev_button.pack(side="left")
-        self.page_label = ctk.CTkLabel(pager, text="", width=300)
+        self.page_label = ctk.CTkLabel(pager, text="", width=330)
         self.page_label.pack(side="left", padx=10)
-        self.next_button = ctk.CTkButton(pager, text="Next ▶", width=110, command=self.next_page)
+        self.next_button = ctk.CTkButton(pager, text="Older ▶", width=100, command=self.next_page)
         self.next_button.pack(side="left")
+        self.last_button = ctk.CTkButton(pager, text="Oldest", width=80, command=self.last_page)
+        self.last_button.pack(side="left", padx=(6, 0))
         self.info = ctk.CTkLabel(pager, text="", text_color=MUTED_COLOR, anchor="e")
         self.info.pack(side="right")
 
@@ -148,18 +201,80 @@ class OutboxWindow(AppToplevel):
 
     def apply_filter(self, *_args: Any) -> None:
         self._search_job = None
-        self.page = 0
-        self.reload()
+        self.first_page()
+
+    @property
+    def page(self) -> int:
+        """The 0-based number of the page shown (newest = 0)."""
+        if self.offset + len(self.messages) >= self.total and not self.capped and self.total:
+            return self.pages - 1
+        return self.offset // PAGE_SIZE
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // PAGE_SIZE))
 
     def reload(self) -> None:
-        """Load the current page (one COUNT and one LIMIT/OFFSET query)."""
-        started = time.perf_counter()
-        box = self.service.outbox(self.company)
+        """Read the page shown again (after a change, or on Refresh)."""
+        if self.offset == 0 or not self.messages:
+            self.first_page()
+        else:
+            self._load(before=self.messages[0].id + 1)
+
+    def first_page(self) -> None:
+        """The newest messages."""
+        self._load()
+
+    def next_page(self) -> None:
+        """Older messages: ``id < the last id shown`` (no OFFSET: every page costs the same)."""
+        if self.messages:
+            self._load(before=self.messages[-1].id, step=len(self.messages))
+
+    def previous_page(self) -> None:
+        """Newer messages: ``id > the first id shown``."""
+        if self.messages:
+            self._load(after=self.messages[0].id, step=-PAGE_SIZE)
+
+    def last_page(self) -> None:
+        """The oldest messages."""
+        self._load(after=0, oldest=True)
+
+    def _load(self, before: int | None = None, after: int | None = None, step: int = 0, oldest: bool = False) -> None:
+        self._load_seq += 1
+        seq = self._load_seq
+        service, company = self.service, self.company
         status, search = self.status_filter, self.search.get().strip()
-        self.total = box.count(status, search)
-        pages = max(1, -(-self.total // PAGE_SIZE))
-        self.page = min(self.page, pages - 1)
-        self.messages = box.list(status, search, PAGE_SIZE, self.page * PAGE_SIZE)
+        self.busy += 1
+        self.info.configure(text="loading…")
+        self.jobs.run(
+            lambda: load_page(service, company, status, search, before, after),
+            lambda result: self._loaded(seq, result, step, oldest),
+            self._load_failed,
+        )
+
+    def _load_failed(self, exc: BaseException) -> None:
+        self.busy -= 1
+        self.info.configure(text="")
+        self._say(str(exc), ok=False)
+
+    def _loaded(self, seq: int, result: PageResult, step: int, oldest: bool) -> None:
+        self.busy -= 1
+        if seq != self._load_seq:
+            return  # a newer request is on its way
+        self.total, self.capped = result.total, result.capped
+        if result.newest:
+            self.offset = 0
+        elif oldest:
+            self.offset = max(0, result.total - len(result.messages))
+        else:
+            self.offset = max(0, self.offset + step)
+        self.messages = result.messages
+        self._draw()
+        self.load_seconds = result.seconds
+        scope = "" if result.indexed or not self.search.get().strip() else f"; searched the newest {SEARCH_SCAN_ROWS:,}"
+        self.info.configure(text=f"loaded in {self.load_seconds * 1000:.0f} ms{scope}")
+
+    def _draw(self) -> None:
         selected = set(self.tree.selection())
         self.tree.delete(*self.tree.get_children())
         for i, m in enumerate(self.messages):
@@ -187,27 +302,24 @@ class OutboxWindow(AppToplevel):
         keep = [iid for iid in selected if self.tree.exists(iid)]
         if keep:
             self.tree.selection_set(keep)
-        first = self.page * PAGE_SIZE + 1 if self.total else 0
-        last = self.page * PAGE_SIZE + len(self.messages)
-        self.page_label.configure(text=f"Page {self.page + 1:,} of {pages:,}  ·  {first:,}–{last:,} of {self.total:,}")
-        self.prev_button.configure(state="normal" if self.page > 0 else "disabled")
-        self.next_button.configure(state="normal" if self.page < pages - 1 else "disabled")
-        self.load_seconds = time.perf_counter() - started
-        self.info.configure(text=f"loaded in {self.load_seconds * 1000:.0f} ms")
+        plus = "+" if self.capped else ""
+        first = self.offset + 1 if self.messages else 0
+        last = self.offset + len(self.messages)
+        self.page_label.configure(
+            text=f"Page {self.page + 1:,} of {self.pages:,}{plus}  ·  {first:,}–{last:,} of {self.total:,}{plus}"
+        )
+        newer = "normal" if self.offset > 0 else "disabled"
+        older = "normal" if len(self.messages) == PAGE_SIZE and (last < self.total or self.capped) else "disabled"
+        self.first_button.configure(state=newer)
+        self.prev_button.configure(state=newer)
+        self.next_button.configure(state=older)
+        self.last_button.configure(state=older)
 
     def destroy(self) -> None:
         self.cancel_later()
         if self._search_job is not None:
             self.after_cancel(self._search_job)
         super().destroy()
-
-    def next_page(self) -> None:
-        self.page += 1
-        self.reload()
-
-    def previous_page(self) -> None:
-        self.page = max(0, self.page - 1)
-        self.reload()
 
     @property
     def row_count(self) -> int:
@@ -223,21 +335,31 @@ class OutboxWindow(AppToplevel):
     def _say(self, text: str, ok: bool = True) -> None:
         self.status_line.configure(text=text, text_color=OK_COLOR if ok else ERROR_COLOR)
 
+    def _run(self, work: Any, done: Any) -> None:
+        """Run ``work`` (a change to the outbox) in the background; ``done(result)`` on the Tk thread."""
+        self.busy += 1
+
+        def finished(result: Any) -> None:
+            self.busy -= 1
+            done(result)
+
+        def failed(exc: BaseException) -> None:
+            self.busy -= 1
+            self._say(str(exc), ok=False)
+
+        self.jobs.run(work, finished, failed)
+
     def retry_failed(self) -> None:
         """Retry the selected failed messages, or every failed one when none is selected."""
         by_id = {m.id: m for m in self.messages}
         chosen = [i for i in self.selected_ids() if i in by_id and by_id[i].status is MessageStatus.FAILED]
-        try:
-            if chosen:
-                count = self.service.retry(self.company, chosen)
-            elif self.selected_ids():
-                self._say("Select failed messages to retry (or none to retry every failed message).", ok=False)
-                return
-            else:
-                count = self.service.retry(self.company, None)
-        except AutomailError as exc:
-            self._say(str(exc), ok=False)
+        if self.selected_ids() and not chosen:
+            self._say("Select failed messages to retry (or none to retry every failed message).", ok=False)
             return
+        service, company = self.service, self.company
+        self._run(lambda: service.retry(company, chosen or None), self._retried)
+
+    def _retried(self, count: int) -> None:
         self._say(f"{count:,} message(s) queued again." if count else "No failed messages to retry.")
         self.reload()
 
@@ -261,11 +383,10 @@ class OutboxWindow(AppToplevel):
         )
 
     def _do_cancel(self, ids: list[int]) -> None:
-        try:
-            count = self.service.cancel(self.company, ids)
-        except AutomailError as exc:
-            self._say(str(exc), ok=False)
-            return
+        service, company = self.service, self.company
+        self._run(lambda: service.cancel(company, ids), self._cancelled)
+
+    def _cancelled(self, count: int) -> None:
         self._say(f"{count:,} message(s) cancelled.")
         self.reload()
 
@@ -274,13 +395,11 @@ class OutboxWindow(AppToplevel):
         if not ids:
             self._say("Select a message to show.", ok=False)
             return
-        box = self.service.outbox(self.company)
-        msg = box.get(ids[0])
-        try:
-            raw: bytes | None = box.raw(msg.id)
-        except AutomailError:
-            raw = None
+        service, company, msg_id = self.service, self.company, ids[0]
+        self._run(lambda: load_message(service, company, msg_id), self._show)
+
+    def _show(self, loaded: tuple[StoredMessage, bytes | None, Task | None]) -> None:
+        msg, raw, task = loaded
         if self.message_view is not None and self.message_view.winfo_exists():
             self.message_view.destroy()
-        task = self.service.sending_task(self.company, msg)
         self.message_view = MessageView(self, msg, message_text(msg, raw, task))

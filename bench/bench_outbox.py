@@ -343,10 +343,14 @@ def main() -> None:
     p.add_argument("--year", type=int, default=1_000_000, help="messages in the year-old outbox")
     p.add_argument("--engine-seconds", type=float, default=YEAR_ENGINE_S)
     p.add_argument("--only-year", action="store_true", help="only the year-old outbox")
+    p.add_argument("--markdown", type=Path, help="also write the results as Markdown here")
     a = p.parse_args()
-    if not a.only_year:
-        bench(a.enqueue, a.big, a.cycles).print()
-    bench_year(a.year, a.cycles, engine_s=a.engine_seconds).print()
+    results = [] if a.only_year else [bench(a.enqueue, a.big, a.cycles)]
+    results.append(bench_year(a.year, a.cycles, engine_s=a.engine_seconds))
+    for r in results:
+        r.print()
+    if a.markdown:
+        a.markdown.write_text("\n".join(r.markdown() for r in results), encoding="utf-8")
 
 
 if __name__ == "__main__":

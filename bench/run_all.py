@@ -97,6 +97,18 @@ METHOD = """\
   into a fresh file. Then 2,000 `claim` + `mark_sent` cycles (4 rounds of 500, the queue topped up
   untimed between rounds) on a file with 1,000 queued and on one with 1,000,000 queued (built through
   `Outbox.enqueue` in 10,000-message calls); figure = median round, per message.
+- **A year-old outbox** (`bench/bench_outbox.py`, `bench_year`; issue 10): 1,000,000 messages built with bulk
+  SQL (`bench/common.py` `build_history`: the oldest 90 % sent over the past year, 300 of them failed, the
+  newest 10 % queued and due; three tasks, each scoped to one tag; the counters fill through the outbox's
+  triggers, the search index is rebuilt at the end). Measured there: 2,000 `claim` + `mark_sent` cycles of
+  a tagged task against the same on a 1,000-message history; `next_due` with and without tags, a task's
+  status counts and `Service.status` (median and worst of 30 calls); the Outbox window's own background
+  query (`outbox_window.load_page`: a page by key plus its count) for each window action, 10 times each;
+  the engine sending with the three tasks, unlimited, to smtp-sink for 20 s while `automail status --json`
+  runs beside it as a command (wall time, interpreter start included) and in-process (a read-only
+  `Service` opening the outbox and reading the status); `automail outbox --json` with its default limit
+  and with `--all`, in their own processes (peak RSS from `getrusage`, output counted, not kept).
+  The "before" column quotes the figures issue 10 measured on the same kind of outbox.
 - **Sending chart** (`bench/bench_chart.py`): an outbox of 1,000,000 messages, 900,000 of them sent by three
   tasks (the last 24 hours at 9,000/h), the send log of two days; median of 30 reads of the chart's 24 hourly
   counts through `Outbox.hourly_activity` and `Service.sending_history`, for one task and the whole company.
@@ -168,10 +180,18 @@ def main() -> None:
             lambda: bench_rtt.bench(40, 1),
             lambda: bench_throttle.bench(6.0, 3000),
             lambda: bench_outbox.bench(10_000, 20_000, 400, 4),
+            lambda: bench_outbox.bench_year(20_000, 400, 4, 5.0),
             lambda: bench_chart.bench(20_000, 5),
         ]
     else:
-        runs = [bench_throughput.bench, bench_rtt.bench, bench_throttle.bench, bench_outbox.bench, bench_chart.bench]
+        runs = [
+            bench_throughput.bench,
+            bench_rtt.bench,
+            bench_throttle.bench,
+            bench_outbox.bench,
+            bench_outbox.bench_year,
+            bench_chart.bench,
+        ]
     for run in runs:
         r = run()
         r.print()

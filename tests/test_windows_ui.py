@@ -199,6 +199,31 @@ def test_main_window_stays_shown_once_the_mainloop_starts(win_root: Any, windows
 
 
 @pytest.mark.gui
+def test_a_tray_only_start_maps_the_root_once_invisibly(windows: FakeWindll, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tk delivers logoff (WM_QUERYENDSESSION) only to a window whose wrapper exists, i.e. one that
+    was mapped once: make_root maps it at alpha 0 and withdraws it again."""
+    import customtkinter as ctk
+
+    from automail.ui.app import make_root
+
+    calls: list[str] = []
+    for name in ("deiconify", "withdraw", "attributes"):
+        real = getattr(ctk.CTk, name)
+
+        def spy(self: Any, *args: Any, _real: Any = real, _name: str = name) -> Any:
+            calls.append(" ".join([_name, *map(str, args)]))
+            return _real(self, *args)
+
+        monkeypatch.setattr(ctk.CTk, name, spy)
+    root = make_root()
+    try:
+        assert calls[-4:] == ["attributes -alpha 0.0", "deiconify", "withdraw", "attributes -alpha 1.0"]
+        assert root.state() == "withdrawn"
+    finally:
+        root.destroy()
+
+
+@pytest.mark.gui
 def test_dialogs_show_and_secondary_windows_get_automails_icon(win_root: Any, windows: FakeWindll) -> None:
     from automail.ui.widgets import AppToplevel, ConfirmDialog
 

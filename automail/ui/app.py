@@ -228,6 +228,7 @@ def make_root() -> Any:
     root.title(WINDOW_TITLE)
     root.withdraw()  # shown by App.start when wanted; avoids a flash on a tray-only start
     _set_window_icon(root)
+    win32.create_wrapper(root)  # so logoff reaches a window that was never shown
     return root
 
 

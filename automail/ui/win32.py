@@ -33,6 +33,29 @@ def prepare_customtkinter() -> None:
     ctk.CTkToplevel._deactivate_windows_window_header_manipulation = True
 
 
+def create_wrapper(window: Any) -> None:
+    """Map a withdrawn window once, invisibly, so that Tk creates its Windows wrapper (Windows only).
+
+    Logoff and shutdown reach Tk as WM_QUERYENDSESSION on that wrapper, which Tk turns into the
+    WM_SAVE_YOURSELF protocol (win/tkWinWm.c, WmProc); Tk creates it only when the window is first
+    mapped. An app started in the tray and never opened would otherwise be ended without a word.
+    """
+    if sys.platform != "win32":
+        return
+    try:
+        window.attributes("-alpha", 0.0)
+        window.deiconify()
+        window.update_idletasks()  # Tk maps toplevels on idle: the wrapper is created here
+        window.withdraw()
+    except Exception:
+        log.debug("could not prepare the window for logoff messages", exc_info=True)
+    finally:
+        try:
+            window.attributes("-alpha", 1.0)
+        except Exception:
+            pass
+
+
 def icon_file() -> str:
     return str(resource_path("assets", "automail.ico"))
 

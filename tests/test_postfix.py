@@ -76,6 +76,11 @@ def connections(log: str) -> int:
     return len(re.findall(r"smtpd\[\d+\]: connect from localhost\[127\.0\.0\.1\]", log))
 
 
+def session_summaries(log: str) -> list[str]:
+    """Postfix's count of each session's commands ("ehlo=1 mail=1 … commands=5"; failed ones as n/m)."""
+    return re.findall(r"disconnect from localhost\[127\.0\.0\.1\] (.*)", log)
+
+
 def test_thirty_slovak_messages_with_attachments_arrive_intact_over_one_connection(
     tmp_path: Path, postfix: Postfix
 ) -> None:
@@ -99,7 +104,8 @@ def test_thirty_slovak_messages_with_attachments_arrive_intact_over_one_connecti
         assert parts(copy.message) == parts(msg)
     log = postfix.wait_for_log("disconnect from localhost[127.0.0.1]", since=mark)
     assert connections(log) == 1, log
-    assert "mail=30 rcpt=30 data=30" in log, log
+    # Postfix's summary of the session: every command succeeded (no "n/m" counts), ended by QUIT.
+    assert session_summaries(log) == ["ehlo=1 mail=30 rcpt=30 data=30 quit=1 commands=92"], log
     assert not [w for w in PROTOCOL_WARNINGS if w in log], log
     assert {row["status"] for row in outbox()} == {"sent"}
 
@@ -183,4 +189,7 @@ def test_login_over_tls_trusting_the_servers_own_certificate(
     assert "TLS connection established from localhost[127.0.0.1]" in log, log
     assert f"sasl_method=PLAIN, sasl_username={postfix.user}" in log, log
     assert connections(log) == 1, log
+    (summary,) = session_summaries(log)
+    assert "auth=1 mail=3 rcpt=3 data=3 quit=1" in summary, log
+    assert "/" not in summary, log  # no command failed
     assert not [w for w in PROTOCOL_WARNINGS if w in log], log

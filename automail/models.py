@@ -409,6 +409,7 @@ class StoredMessage:
     next_attempt_at: float | None
     sent_at: float | None
     recipient_states: Mapping[str, RecipientState] = field(default_factory=dict)  # missing = queued
+    mailing_id: int | None = None  # the mailing it belongs to (Outbox.mailing_name gives its name)
 
     def recipient_state(self, address: str) -> RecipientState:
         """Where one recipient stands (queued when the message was never tried)."""
@@ -446,6 +447,73 @@ class StoredMessage:
 
 
 _QUEUED = RecipientState()
+
+
+@dataclass(frozen=True)
+class Mailing:
+    """A named batch of messages queued together (a merge, a set of files), with its progress."""
+
+    id: int
+    name: str
+    company: str
+    created_at: float
+    sources: tuple[str, ...]  # the files it was made from (template, data, .eml files)
+    paused: bool
+    not_before: float | None  # held until then (None: sent as soon as the task allows)
+    queued: int  # waiting for its first attempt (held ones included)
+    sending: int  # claimed by a task right now
+    sent: int
+    deferred: int  # refused for now, tried again later
+    failed: int
+    cancelled: int
+    first_sent_at: float | None
+    last_sent_at: float | None
+
+    @property
+    def total(self) -> int:
+        """Every message of the mailing, whatever its state."""
+        return self.queued + self.sending + self.sent + self.deferred + self.failed + self.cancelled
+
+    @property
+    def pending(self) -> int:
+        """Messages not yet finished: queued, being sent or deferred."""
+        return self.queued + self.sending + self.deferred
+
+    @property
+    def finished(self) -> bool:
+        """Nothing of it is left to send (sent, failed or cancelled, every message)."""
+        return self.pending == 0
+
+    @property
+    def state(self) -> str:
+        """One word for lists: finished, paused, scheduled or sending."""
+        if self.finished:
+            return "finished"
+        if self.paused:
+            return "paused"
+        if self.not_before is not None and self.sent == 0 and self.sending == 0:
+            return "scheduled"
+        return "sending"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "company": self.company,
+            "state": self.state,
+            "created_at": iso(self.created_at),
+            "sources": list(self.sources),
+            "not_before": iso(self.not_before),
+            "paused": self.paused,
+            "total": self.total,
+            "queued": self.queued,
+            "sending": self.sending,
+            "sent": self.sent,
+            "deferred": self.deferred,
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+            "first_sent_at": iso(self.first_sent_at),
+            "last_sent_at": iso(self.last_sent_at),
+        }
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from automail.errors import FaultKind, InputError, NotFoundError, OutboxError
-from automail.models import MessageStatus, RecipientState, RecipientStatus, StoredMessage, TaskState
+from automail.models import Mailing, MessageStatus, RecipientState, RecipientStatus, StoredMessage, TaskState
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA_V1 = """
 CREATE TABLE messages (
@@ -157,12 +157,47 @@ CREATE TRIGGER IF NOT EXISTS tr_counts_delete AFTER DELETE ON messages BEGIN
 END;
 """
 
+# v6 (issue 12): mailings. A message may belong to one mailing (messages.mailing = mailings.id).
+# A paused mailing's waiting messages keep their due time in held_at with next_attempt_at NULL, so
+# they drop out of ix_ready and the claim query stays as it is; tr_mailing_hold holds any message of
+# a paused mailing that something else makes due (a deferral, a release, a retry). ``key`` is the
+# case-folded name: names are unique per outbox whatever their case (also beyond ASCII, Ú = ú).
+# Idempotent (a file whose version number was set back gets it again): _migrate skips a column
+# that exists already.
+_SCHEMA_V6 = (
+    """CREATE TABLE IF NOT EXISTS mailings (
+        id            INTEGER PRIMARY KEY,
+        name          TEXT    NOT NULL,
+        key           TEXT    NOT NULL UNIQUE,
+        sources       TEXT    NOT NULL DEFAULT '[]',  -- JSON list of the files it was made from
+        created_at    REAL    NOT NULL,
+        not_before    REAL,
+        paused        INTEGER NOT NULL DEFAULT 0,
+        first_sent_at REAL,
+        last_sent_at  REAL
+    )""",
+    "ALTER TABLE messages ADD COLUMN mailing INTEGER",
+    "ALTER TABLE messages ADD COLUMN held_at REAL",
+    "CREATE INDEX IF NOT EXISTS ix_mailing ON messages(mailing, status) WHERE mailing IS NOT NULL",
+    """CREATE TRIGGER IF NOT EXISTS tr_mailing_hold AFTER UPDATE OF next_attempt_at ON messages
+    WHEN new.next_attempt_at IS NOT NULL AND new.mailing IS NOT NULL
+        AND (SELECT paused FROM mailings WHERE id = new.mailing) BEGIN
+        UPDATE messages SET held_at = new.next_attempt_at, next_attempt_at = NULL WHERE id = new.id;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS tr_mailing_sent AFTER UPDATE OF status ON messages
+    WHEN new.status = 'sent' AND old.status <> 'sent' AND new.mailing IS NOT NULL AND new.sent_at IS NOT NULL BEGIN
+        UPDATE mailings SET first_sent_at = coalesce(first_sent_at, new.sent_at),
+            last_sent_at = max(coalesce(last_sent_at, new.sent_at), new.sent_at) WHERE id = new.mailing;
+    END""",
+)
+
 _MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = (
     (1, _SCHEMA_V1),
     (2, _SCHEMA_V2),
     (3, _SCHEMA_V3),
     (4, _SCHEMA_V4),
     (5, _SCHEMA_V5),
+    (6, _SCHEMA_V6),
 )
 
 # Full-text search over the columns the Outbox window searches, where this SQLite has FTS5
@@ -191,8 +226,11 @@ INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
 
 _COLUMNS = (
     "id, status, mail_from, recipients, from_header, subject, tag, message_id, attempts, "
-    "last_error_code, last_error, refused, server_reply, task, created_at, next_attempt_at, sent_at, rcpt_state"
+    "last_error_code, last_error, refused, server_reply, task, created_at, next_attempt_at, sent_at, rcpt_state, "
+    "mailing"
 )
+_MAILING_COLUMNS = "id, name, sources, created_at, not_before, paused, first_sent_at, last_sent_at"
+MAILING_NAME_MAX = 200
 
 _M_COLUMNS = ", ".join(f"m.{c.strip()}" for c in _COLUMNS.split(","))  # the same, of ``messages m``
 
@@ -281,6 +319,7 @@ def _row_to_message(row: Sequence[Any]) -> StoredMessage:
         next_attempt_at=row[15],
         sent_at=row[16],
         recipient_states=_decode_states(row[17]),
+        mailing_id=row[18],
     )
 
 
@@ -578,7 +617,12 @@ class Outbox:
                 for target, script in _MIGRATIONS:
                     if version < target:
                         for stmt in script if isinstance(script, tuple) else _statements(script):
-                            conn.execute(stmt)
+                            try:
+                                conn.execute(stmt)
+                            except sqlite3.OperationalError as exc:
+                                # ALTER TABLE … ADD COLUMN has no IF NOT EXISTS; SQLite says it only in the text.
+                                if "duplicate column name" not in str(exc):
+                                    raise
                 if version < SCHEMA_VERSION:
                     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 if _has_fts5() and not self._table_exists(conn, "messages_fts"):
@@ -643,14 +687,32 @@ class Outbox:
         return int(self._conn().execute("PRAGMA data_version").fetchone()[0])
 
     # ---- producing -----------------------------------------------------------
-    def enqueue(self, messages: Sequence[NewMessage], now: float) -> list[int]:
-        """Queue a batch in one transaction: all of it or nothing."""
+    def enqueue(
+        self,
+        messages: Iterable[NewMessage],
+        now: float,
+        *,
+        mailing: str | None = None,
+        sources: Sequence[str] = (),
+        not_before: float | None = None,
+    ) -> list[int]:
+        """Queue a batch in one transaction: all of it or nothing.
+
+        ``mailing``: create a mailing of that name (with its ``sources``) in the same transaction and
+        put the batch in it; InputError, and nothing queued, if the outbox has one of that name.
+        ``not_before``: the messages wait until then (and the mailing records it).
+        ``messages`` may be a generator: a caller can show progress while it is consumed.
+        """
         ids: list[int] = []
+        due = now if not_before is None else max(now, not_before)
         with self.transaction() as conn:
+            mailing_id = None
+            if mailing is not None:
+                mailing_id = self._insert_mailing(conn, mailing, sources, now, not_before)
             for m in messages:
                 cur = conn.execute(
                     "INSERT INTO messages (status, recipients, from_header, subject, tag, message_id, size,"
-                    " created_at, queued_at, next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    " created_at, queued_at, next_attempt_at, updated_at, mailing) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         MessageStatus.QUEUED,
                         json.dumps(list(m.recipients)),
@@ -661,8 +723,9 @@ class Outbox:
                         len(m.raw),
                         now,
                         now,
+                        due,
                         now,
-                        now,
+                        mailing_id,
                     ),
                 )
                 assert cur.lastrowid is not None
@@ -676,6 +739,130 @@ class Outbox:
                     (ids[0],),
                 )
         return ids
+
+    # ---- mailings --------------------------------------------------------------
+    def create_mailing(self, name: str, sources: Sequence[str], now: float, not_before: float | None = None) -> int:
+        """Record an empty mailing (``enqueue(mailing=…)`` creates one with its messages); its id."""
+        with self.transaction() as conn:
+            return self._insert_mailing(conn, name, sources, now, not_before)
+
+    def _insert_mailing(
+        self, conn: sqlite3.Connection, name: str, sources: Sequence[str], now: float, not_before: float | None
+    ) -> int:
+        clean = name.strip()
+        if not clean or len(clean) > MAILING_NAME_MAX or any(ord(ch) < 32 or ord(ch) == 127 for ch in clean):
+            raise InputError(
+                "mailing",
+                f"{name!r} is not a usable mailing name",
+                fix=f"give a name of 1 to {MAILING_NAME_MAX} characters without control characters",
+            )
+        row = conn.execute("SELECT name FROM mailings WHERE key=?", (clean.casefold(),)).fetchone()
+        if row is not None:
+            raise InputError(
+                "mailing",
+                f"the outbox of {self.company or self.path.stem} already has a mailing named {row[0]!r}",
+                fix="choose another name (names are compared ignoring case)",
+            )
+        cur = conn.execute(
+            "INSERT INTO mailings (name, key, sources, created_at, not_before) VALUES (?,?,?,?,?)",
+            (clean, clean.casefold(), json.dumps(list(sources)), now, not_before),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def _mailing_row(self, conn: sqlite3.Connection, name: str) -> Sequence[Any]:
+        row = conn.execute(
+            f"SELECT {_MAILING_COLUMNS} FROM mailings WHERE key=?", (name.strip().casefold(),)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(
+                "mailing",
+                f"there is no mailing named {name!r} in the outbox of {self.company or self.path.stem}",
+                fix="see `automail mailing list`",
+            )
+        return tuple(row)
+
+    def _mailing_from(self, conn: sqlite3.Connection, row: Sequence[Any]) -> Mailing:
+        counts = dict.fromkeys(MessageStatus, 0)
+        for status, n in conn.execute(
+            "SELECT status, count(*) FROM messages WHERE mailing=? GROUP BY status", (row[0],)
+        ):
+            counts[MessageStatus(status)] = int(n)
+        return Mailing(
+            id=row[0],
+            name=row[1],
+            company=self.company,
+            sources=tuple(json.loads(row[2])),
+            created_at=row[3],
+            not_before=row[4],
+            paused=bool(row[5]),
+            first_sent_at=row[6],
+            last_sent_at=row[7],
+            queued=counts[MessageStatus.QUEUED],
+            sending=counts[MessageStatus.SENDING],
+            sent=counts[MessageStatus.SENT],
+            deferred=counts[MessageStatus.DEFERRED],
+            failed=counts[MessageStatus.FAILED],
+            cancelled=counts[MessageStatus.CANCELLED],
+        )
+
+    def mailing(self, name: str) -> Mailing:
+        """One mailing with its counts (the name compared ignoring case), or NotFoundError."""
+        conn = self._conn()
+        return self._mailing_from(conn, self._mailing_row(conn, name))
+
+    def mailings(self) -> list[Mailing]:
+        """Every mailing of this outbox with its counts, oldest first."""
+        conn = self._conn()
+        rows = conn.execute(f"SELECT {_MAILING_COLUMNS} FROM mailings ORDER BY id").fetchall()
+        return [self._mailing_from(conn, r) for r in rows]
+
+    def mailing_name(self, mailing_id: int) -> str:
+        """The name of a mailing by its id ('' if there is none)."""
+        row = self._conn().execute("SELECT name FROM mailings WHERE id=?", (mailing_id,)).fetchone()
+        return "" if row is None else str(row[0])
+
+    def pause_mailing(self, name: str, now: float) -> int:
+        """Stop a mailing's messages from being claimed (others go on); how many were held."""
+        with self.transaction() as conn:
+            mailing_id = self._mailing_row(conn, name)[0]
+            conn.execute("UPDATE mailings SET paused=1 WHERE id=?", (mailing_id,))
+            return conn.execute(
+                "UPDATE messages SET held_at=next_attempt_at, next_attempt_at=NULL, updated_at=?"
+                " WHERE mailing=? AND next_attempt_at IS NOT NULL",
+                (now, mailing_id),
+            ).rowcount
+
+    def resume_mailing(self, name: str, now: float) -> int:
+        """Let a paused mailing's messages be claimed again, each at its own due time; how many."""
+        with self.transaction() as conn:
+            mailing_id = self._mailing_row(conn, name)[0]
+            conn.execute("UPDATE mailings SET paused=0 WHERE id=?", (mailing_id,))
+            return conn.execute(
+                "UPDATE messages SET next_attempt_at=held_at, held_at=NULL, updated_at=?"
+                " WHERE mailing=? AND held_at IS NOT NULL",
+                (now, mailing_id),
+            ).rowcount
+
+    def cancel_mailing(self, name: str, now: float) -> int:
+        """Cancel every message of a mailing that has not left (queued or deferred); how many."""
+        with self.transaction() as conn:
+            mailing_id = self._mailing_row(conn, name)[0]
+            return conn.execute(
+                "UPDATE messages SET status='cancelled', next_attempt_at=NULL, held_at=NULL, updated_at=?"
+                " WHERE mailing=? AND status IN ('queued', 'deferred')",
+                (now, mailing_id),
+            ).rowcount
+
+    def retry_mailing(self, name: str, now: float) -> int:
+        """Queue a mailing's failed messages again (recipients that got it are not asked again)."""
+        with self.transaction() as conn:
+            mailing_id = self._mailing_row(conn, name)[0]
+            ids = [
+                r[0] for r in conn.execute("SELECT id FROM messages WHERE mailing=? AND status='failed'", (mailing_id,))
+            ]
+            self._requeue(conn, ids, now)
+            return len(ids)
 
     # ---- consuming -----------------------------------------------------------
     def next_due(self, tags: Sequence[str] = ()) -> float | None:
@@ -820,16 +1007,20 @@ class Outbox:
             else:
                 id_list = list(ids)
                 self._check_ids(conn, id_list, ("failed", "deferred"), "retry")
-            for msg_id in id_list:
-                (text,) = conn.execute("SELECT rcpt_state FROM messages WHERE id=?", (msg_id,)).fetchone()
-                # Recipients that got the message keep it; every other one is tried again.
-                states = {a: st for a, st in _decode_states(text).items() if st.status is RecipientStatus.SENT}
-                conn.execute(
-                    "UPDATE messages SET status='queued', attempts=0, queued_at=?, next_attempt_at=?,"
-                    " updated_at=?, rcpt_state=? WHERE id=?",
-                    (now, now, now, _encode_states(states), msg_id),
-                )
+            self._requeue(conn, id_list, now)
             return len(id_list)
+
+    @staticmethod
+    def _requeue(conn: sqlite3.Connection, ids: Sequence[int], now: float) -> None:
+        for msg_id in ids:
+            (text,) = conn.execute("SELECT rcpt_state FROM messages WHERE id=?", (msg_id,)).fetchone()
+            # Recipients that got the message keep it; every other one is tried again.
+            states = {a: st for a, st in _decode_states(text).items() if st.status is RecipientStatus.SENT}
+            conn.execute(
+                "UPDATE messages SET status='queued', attempts=0, queued_at=?, next_attempt_at=?,"
+                " updated_at=?, rcpt_state=? WHERE id=?",
+                (now, now, now, _encode_states(states), msg_id),
+            )
 
     def cancel(self, ids: Iterable[int], now: float) -> int:
         """Cancel queued or deferred messages; refuses the whole list if any cannot be cancelled."""
@@ -838,7 +1029,8 @@ class Outbox:
             self._check_ids(conn, id_list, ("queued", "deferred"), "cancel")
             for msg_id in id_list:
                 conn.execute(
-                    "UPDATE messages SET status='cancelled', next_attempt_at=NULL, updated_at=? WHERE id=?",
+                    "UPDATE messages SET status='cancelled', next_attempt_at=NULL, held_at=NULL, updated_at=?"
+                    " WHERE id=?",
                     (now, msg_id),
                 )
         return len(id_list)

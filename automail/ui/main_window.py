@@ -28,6 +28,7 @@ from automail.ui.widgets import (
     ConfirmDialog,
     Dialog,
     Field,
+    OptionMenu,
     configure_changed,
     font,
     input_error_text,
@@ -204,7 +205,7 @@ class MainWindow:
         bar = ctk.CTkFrame(r, fg_color="transparent")
         bar.pack(fill="x", padx=PAD, pady=(0, 10))
         ctk.CTkLabel(bar, text="Company").pack(side="left")
-        self.company_menu = ctk.CTkOptionMenu(bar, values=[NO_COMPANY], width=240, command=self.select_company)
+        self.company_menu = OptionMenu(bar, values=[NO_COMPANY], width=240, command=self.select_company)
         self.company_menu.pack(side="left", padx=(10, 8))
         self.add_company_button = ctk.CTkButton(bar, text="Add company…", width=120, command=self.add_company)
         self.add_company_button.pack(side="left")

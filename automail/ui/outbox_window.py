@@ -20,6 +20,7 @@ from automail.ui.widgets import (
     AppToplevel,
     Background,
     ConfirmDialog,
+    OptionMenu,
     font,
     set_text,
     table_colors,
@@ -127,7 +128,7 @@ class OutboxWindow(AppToplevel):
         self.search.pack(side="right", padx=(0, 10))
         self.search.bind("<KeyRelease>", self._search_typed)
         self.search.bind("<Return>", lambda _e: self.apply_filter())
-        self.status_menu = ctk.CTkOptionMenu(top, values=list(STATUS_LABELS), width=150, command=self.apply_filter)
+        self.status_menu = OptionMenu(top, values=list(STATUS_LABELS), width=150, command=self.apply_filter)
         self.status_menu.pack(side="right", padx=(0, 10))
         ctk.CTkLabel(top, text="Show", text_color=MUTED_COLOR).pack(side="right", padx=(0, 8))
 

@@ -37,6 +37,7 @@ from automail.ui.widgets import (
     Dialog,
     ErrorLine,
     Field,
+    OptionMenu,
     ReadOnlyText,
     font,
     input_error_text,
@@ -324,7 +325,7 @@ class SettingsDialog(Dialog):
         ctk.CTkLabel(tab, text="Provider preset", anchor="w", width=LABEL_WIDTH).grid(
             row=1, column=0, sticky="w", padx=(8, 12), pady=(ROW_GAP + 4, 0)
         )
-        self.preset = ctk.CTkOptionMenu(
+        self.preset = OptionMenu(
             tab, values=[PRESET_CUSTOM, PRESET_M365, PRESET_GOOGLE], command=self.apply_preset, width=300
         )
         self.preset.grid(row=1, column=1, columnspan=2, sticky="w", pady=(ROW_GAP + 4, 0))

@@ -18,6 +18,7 @@ from automail.ui.widgets import (
     Dialog,
     ErrorLine,
     Field,
+    OptionMenu,
     input_error_text,
 )
 
@@ -52,7 +53,7 @@ class TaskDialog(Dialog):
         b = self.body
         b.grid_columnconfigure(1, weight=1)
         ctk.CTkLabel(b, text="Type", anchor="w", width=LABEL_WIDTH).grid(row=0, column=0, sticky="w", padx=(0, 12))
-        self.type_menu = ctk.CTkOptionMenu(b, values=list(_TYPE_TITLES), width=280)
+        self.type_menu = OptionMenu(b, values=list(_TYPE_TITLES), width=280)
         self.type_menu.grid(row=0, column=1, sticky="w")
         self.type_menu.set(type_title(self.draft.type))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import tkinter as tk
 from collections.abc import Callable
@@ -177,7 +178,8 @@ class Dialog(AppToplevel):
         self.general_error = ErrorLine(self, wraplength=460)
         self.buttons = ctk.CTkFrame(self, fg_color="transparent")
         self.buttons.pack(side="bottom", fill="x", padx=PAD, pady=(8, PAD))
-        self.bind("<Escape>", lambda _e: self.cancel())
+        # Esc closes an open drop-down list first, the dialog only when none is open.
+        self.bind("<Escape>", lambda _e: None if close_dropdowns() else self.cancel())
         self.later(10, self._present)
 
     def _present(self) -> None:
@@ -188,9 +190,9 @@ class Dialog(AppToplevel):
         mw, mh = self._master_top.winfo_width(), self._master_top.winfo_height()
         w, h = self.winfo_reqwidth(), self.winfo_reqheight()
         if self._master_top.winfo_viewable():
-            x, y = mx + max((mw - w) // 2, 0), my + max((mh - h) // 3, 0)
+            x, y = mx + (mw - w) // 2, my + (mh - h) // 2  # centred on its parent
         else:
-            x, y = (self.winfo_screenwidth() - w) // 2, (self.winfo_screenheight() - h) // 3
+            x, y = (self.winfo_screenwidth() - w) // 2, (self.winfo_screenheight() - h) // 2
         self.geometry(f"+{max(x, 0)}+{max(y, 0)}")
         self.deiconify()
         # CTkToplevel may open behind its master (customtkinter#2483): lift again a moment later.
@@ -224,7 +226,8 @@ class Dialog(AppToplevel):
         self.cancel_button.pack(side="right")
         self.ok_button = ctk.CTkButton(self.buttons, text=ok_text, width=100, command=self.ok)
         self.ok_button.pack(side="right", padx=(0, 10))
-        self.bind("<Return>", lambda _e: self.ok())
+        for key in ("<Return>", "<KP_Enter>"):  # Enter, on the main keys or the keypad, presses OK
+            self.bind(key, lambda _e: self.ok())
 
     def show_general_error(self, text: str) -> None:
         self.general_error.configure(text=text)
@@ -547,3 +550,59 @@ def set_enabled(button: Any, enabled: bool, **options: Any) -> None:
     configure_changed(
         button, state="normal" if enabled else "disabled", fg_color=fg if enabled else DISABLED_BUTTON_COLOR, **options
     )
+
+
+_OPEN_DROPDOWNS: set[Any] = set()
+
+
+def close_dropdowns() -> bool:
+    """Close every open OptionMenu list; True if one was open (so Esc closes only the list, not the dialog)."""
+    closed = False
+    for menu in list(_OPEN_DROPDOWNS):
+        _OPEN_DROPDOWNS.discard(menu)
+        try:
+            if menu.winfo_exists() and menu.winfo_viewable():
+                menu.unpost()
+                closed = True
+        except tk.TclError:
+            pass
+    return closed
+
+
+def _click_anywhere(event: Any) -> None:
+    # A click outside an open list closes it and still does what it was aimed at (tk_popup swallowed it).
+    for menu in list(_OPEN_DROPDOWNS):
+        if getattr(menu, "_automail_opening", False) or str(event.widget).startswith(str(menu)):
+            continue
+        _OPEN_DROPDOWNS.discard(menu)
+        try:
+            menu.unpost()
+        except tk.TclError:
+            pass
+
+
+class OptionMenu(ctk.CTkOptionMenu):  # type: ignore[misc]
+    """CTkOptionMenu whose list behaves on Linux as on Windows.
+
+    customtkinter opens the list with ``tk_popup`` on Linux, which grabs the pointer globally: the first
+    click after opening it only closes it (swallowed), and Esc does nothing. Here the list is posted
+    without a grab; a click elsewhere closes it and acts, Esc closes it.
+    """
+
+    def __init__(self, master: Any, **kw: Any) -> None:
+        super().__init__(master, **kw)
+        menu = self._dropdown_menu
+        if sys.platform.startswith("linux"):
+
+            def popup(x: int, y: int) -> None:
+                menu.post(x, y)
+                _OPEN_DROPDOWNS.add(menu)
+                menu._automail_opening = True  # the click that opened it must not close it
+                menu.after_idle(lambda: setattr(menu, "_automail_opening", False))
+
+            menu.tk_popup = popup  # what DropdownMenu.open calls on Linux
+            root = self.winfo_toplevel()._root()
+            if not getattr(root, "_automail_dropdown_bindings", False):
+                root._automail_dropdown_bindings = True
+                root.bind_all("<Button-1>", _click_anywhere, add="+")
+                root.bind_all("<Escape>", lambda _e: close_dropdowns(), add="+")

@@ -151,6 +151,12 @@ class Postfix:
         self.submission_port = self.smtps_port = self.plain_port = self.no8bit_port = 0
         self._watchdog: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def in_new_folder(cls) -> Postfix:
+        """An instance (not configured yet) in a new folder under the system's temp folder, which
+        Postfix's own users can reach (pytest's tmp_path lies below a folder only root may enter)."""
+        return cls(Path(tempfile.mkdtemp(prefix="automail-postfix-")))
+
     # --- set-up -------------------------------------------------------------------------------
 
     def configure(self) -> None:
@@ -296,7 +302,11 @@ class Postfix:
         """
         done = self._postfix("start", timeout=timeout)
         if done.returncode != 0:
-            raise PostfixError(f"postfix start failed ({done.returncode}): {_text(done)}\n{self._log_tail()}")
+            # The master's own "bind … Address already in use" goes nowhere (its log service is not
+            # running yet), so look for a taken port here.
+            busy = [port for port in self.ports if not _bindable(port)]
+            reason = f"; port(s) {', '.join(map(str, busy))} on {HOST} already in use" if busy else ""
+            raise PostfixError(f"postfix start failed ({done.returncode}){reason}: {_text(done)}\n{self._log_tail()}")
         self._start_watchdog()
 
     def stop(self, timeout: float = 30) -> None:
@@ -420,6 +430,15 @@ def run(
     return done
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
 def _text(done: subprocess.CompletedProcess[bytes]) -> str:
     return (done.stdout + done.stderr).decode("utf-8", "replace").strip()
 
@@ -429,7 +448,7 @@ def start_postfix() -> Postfix:
     picked port was taken meanwhile)."""
     last: PostfixError | None = None
     for _ in range(2):
-        server = Postfix(Path(tempfile.mkdtemp(prefix="automail-postfix-")))
+        server = Postfix.in_new_folder()
         try:
             server.configure()
             server.start()

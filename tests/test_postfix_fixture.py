@@ -13,7 +13,7 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from tests.postfix import Postfix
+from tests.postfix import Postfix, PostfixError
 
 
 def make_message(to: str = "jan@example.sk", subject: str = "Test") -> EmailMessage:
@@ -200,3 +200,19 @@ def test_stop_and_start_again_on_the_same_ports(postfix: Postfix) -> None:
     msg = make_message()
     session(postfix, postfix.plain_port, lambda c: c.send_message(msg))
     postfix.wait_for(1, message_id=msg["Message-ID"])
+
+
+def test_a_start_that_fails_says_why() -> None:
+    # What the `postfix` fixture shows (as a failure, never a skip) when Postfix cannot start.
+    server = Postfix.in_new_folder()
+    try:
+        server.configure()
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", server.plain_port))
+            taken.listen()
+            with pytest.raises(PostfixError) as failed:
+                server.start()
+        assert f"postfix start failed (1); port(s) {server.plain_port} on 127.0.0.1 already in use" in str(failed.value)
+        assert "fatal: mail system startup failed" in str(failed.value)  # the log's tail comes with it
+    finally:
+        server.close()

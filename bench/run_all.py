@@ -133,7 +133,8 @@ def previous_summary() -> list[str]:
             summary.append(line)
     if not summary:
         return []
-    return ["## Previous run", "", f"{date.removeprefix('Date: ')} — its summary, for comparison:", "", *summary, ""]
+    when = date.removeprefix("Date: ").partition(" (UTC)")[0]
+    return ["## Previous run", "", f"The summary of the run of {when} (UTC), for comparison:", "", *summary, ""]
 
 
 def write_doc(results: list[Result], started: str, took: float) -> None:

@@ -34,6 +34,7 @@ from automail.models import (
 from automail.signals import stop_signals
 
 if TYPE_CHECKING:
+    from automail import api
     from automail.engine.service import Service
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -218,6 +219,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attach", nargs="+", default=[], action="extend", type=Path)
     p.add_argument("--tag", default="")
     p.add_argument("--from", dest="sender", default="", help="From header (default: the task's sender)")
+
+    p = sub.add_parser("merge", help="queue a personalised mailing from a template and a CSV/XLSX file")
+    p.add_argument("--company", required=True)
+    p.add_argument("--data", required=True, type=Path, help="CSV (UTF-8 or cp1250; , ; or tab) or .xlsx")
+    p.add_argument(
+        "--template", type=Path, help="text template (Jinja2); may start with To/Subject/Cc/Bcc/Reply-To lines"
+    )
+    p.add_argument("--html", type=Path, help="HTML template (sent with a text part)")
+    p.add_argument("--subject", help="subject template (default: the template's Subject: line)")
+    p.add_argument("--to-column", default="email", help="column with the recipient (default: email)")
+    p.add_argument("--name-column", help="column with the recipient's display name")
+    p.add_argument("--attach-column", help="column with attachment paths (relative to the data file; ; between)")
+    p.add_argument("--attach", nargs="+", default=[], action="extend", type=Path, help="attached to every message")
+    p.add_argument("--tag", default="")
+    p.add_argument("--name", help="the mailing's name (default: template name and today's date)")
+    p.add_argument("--encoding", help="the CSV file's encoding (default: UTF-8, else cp1250)")
+    p.add_argument("--sheet", help="the .xlsx sheet (default: the first)")
+    p.add_argument("--not-before", help='hold the mailing until then, e.g. "2026-12-01 08:00"')
+    p.add_argument("--list-unsubscribe", help="mailto: or https:// address (a template) for List-Unsubscribe")
+    p.add_argument("--dry-run", action="store_true", help="render and check everything; queue nothing")
+    p.add_argument("--preview", type=int, default=0, metavar="N", help="print the first N messages; queue nothing")
+    p.add_argument("--test-to", metavar="ADDR", help="send the first message now to ADDR only; queue nothing")
+    p.add_argument("--skip-invalid", action="store_true", help="queue the good rows; write the rest to a CSV")
 
     p = sub.add_parser("outbox", help="list a company's messages")
     p.add_argument("--company", required=True)
@@ -501,6 +525,109 @@ def cmd_send(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from automail import api
+    from automail.intake.merge import report
+
+    svc = _service()
+    if args.preview < 0:
+        raise InputError("preview", "must be 0 or more", fix="give the number of messages to print")
+    show_progress = sys.stderr is not None and sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if show_progress and total >= 1000:
+            width = 30
+            filled = width * done // total
+            sys.stderr.write(f"\rChecking rows [{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,}")
+            if done == total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    plan = api.plan_merge(
+        args.company,
+        data=args.data,
+        template=args.template,
+        html=args.html,
+        subject=args.subject,
+        to_column=args.to_column,
+        name_column=args.name_column,
+        attach_column=args.attach_column,
+        attach=args.attach,
+        tag=args.tag,
+        name=args.name,
+        encoding=args.encoding,
+        sheet=args.sheet,
+        not_before=args.not_before,
+        list_unsubscribe=args.list_unsubscribe,
+        limit=1 if args.test_to else None,
+        progress=progress,
+        service=svc,
+    )
+    for warning in plan.result.warnings:
+        _err(f"warning: {warning}")
+    if plan.problems:
+        _err(f"{len(plan.problems)} problem(s) in {args.data.name}:")
+        _err(report(plan.problems))
+    if args.test_to:
+        return _merge_test(svc, plan, args.test_to)
+    if args.preview:
+        for msg in plan.messages[: args.preview]:
+            _out(_preview(msg.raw))
+            _out("-" * 72)
+    total = len(plan.table.rows)
+    if args.dry_run or args.preview:
+        _out(
+            f"{len(plan.messages):,} of {total:,} row(s) would be queued as mailing {plan.name!r}; nothing was queued."
+        )
+        return EXIT_BAD_INPUT if plan.problems else EXIT_OK
+    if plan.problems and not args.skip_invalid:
+        _err("Nothing was queued: correct these rows, or queue the good rows only with --skip-invalid.")
+        return EXIT_BAD_INPUT
+    ids = api.queue_merge(plan, skip_invalid=args.skip_invalid)
+    _out(f"Queued {len(ids):,} message(s) as mailing {plan.name!r}.")
+    if plan.problems:
+        rejects = api.write_rejects(plan)
+        _out(f"{len(plan.problems)} row problem(s) skipped; the rows and reasons are in {rejects}.")
+    return EXIT_OK
+
+
+def _merge_test(svc: Service, plan: api.MergePlan, to: str) -> int:
+    from automail.models import check_address
+
+    address = check_address("test-to", to)
+    if not plan.messages:
+        _err("The first row has a problem (above): nothing was sent.")
+        return EXIT_BAD_INPUT
+    tasks = [t for t in svc.tasks(plan.company) if not t.tags or plan.tag in t.tags]
+    if not tasks:
+        raise InputError(
+            "test-to",
+            f"company {plan.company!r} has no task to send through",
+            fix="add one with `automail task add`",
+        )
+    reply = svc.send_now(tasks[0], plan.messages[0].raw, [address])
+    _out(f"Sent the first message to {address} through task {tasks[0].name!r}: {reply}")
+    return EXIT_OK
+
+
+def _preview(raw: bytes) -> str:
+    import email
+    from email import policy
+
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    lines = [f"{name}: {msg[name]}" for name in ("To", "Cc", "Reply-To", "Subject", "Date", "Message-ID") if msg[name]]
+    body = msg.get_body(("plain",)) if msg.is_multipart() else msg
+    text = body.get_content() if body is not None else ""
+    attachments = [
+        f"{part.get_filename()} ({len(part.get_payload(decode=True) or b''):,} bytes)"
+        for part in msg.iter_attachments()
+        if part.get_filename()
+    ]
+    if attachments:
+        lines.append("Attachments: " + ", ".join(attachments))
+    return "\n".join(lines) + "\n\n" + str(text).replace("\r\n", "\n").rstrip() + "\n"
+
+
 def cmd_outbox(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise InputError("limit", f"--limit must be at least 1, not {args.limit}", fix="give --limit N, or --all")
@@ -706,6 +833,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "task": cmd_task,
     "enqueue": cmd_enqueue,
     "send": cmd_send,
+    "merge": cmd_merge,
     "outbox": cmd_outbox,
     "retry": cmd_retry,
     "cancel": cmd_cancel,

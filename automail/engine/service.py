@@ -13,7 +13,7 @@ from pathlib import Path
 from automail import secrets
 from automail.clock import Clock, SystemClock, hour_start
 from automail.errors import AutomailError, FaultKind, InputError, OutboxExistsError, SmtpError
-from automail.message import compose, max_message_bytes, prepare_raw
+from automail.message import compose, max_message_bytes, prepare_raw, with_sender_headers
 from automail.models import (
     Company,
     EngineEvent,
@@ -320,11 +320,20 @@ class Service:
             sender=task.smtp.sender,
             now=self.clock.now(),
         )
+        return self.send_now(task, msg.raw, msg.recipients, password)
+
+    def send_now(self, task: Task, raw: bytes, recipients: Sequence[str], password: str | None = None) -> str:
+        """Send one message now through ``task``'s server, outside the outbox and the throttle
+        (the task's From/Reply-To are added as at send time); return the server's reply."""
+        task = task.validate()
+        if password is None and task.smtp.username:
+            password = secrets.get_password(task.name)
+        raw = with_sender_headers(raw, task.smtp.sender, task.smtp.reply_to)
 
         async def deliver() -> str:
             session = SmtpSession(task.smtp, password)
             try:
-                result = await session.send(task.smtp.sender_address, msg.recipients, msg.raw)
+                result = await session.send(task.smtp.sender_address, tuple(recipients), raw)
             finally:
                 await session.close()
             return result.reply
@@ -332,18 +341,30 @@ class Service:
         return asyncio.run(deliver())
 
     # ---- messages -------------------------------------------------------------------
-    def enqueue(self, company: str, messages: Sequence[NewMessage]) -> list[int]:
-        """Queue already prepared messages in one transaction."""
+    def enqueue(
+        self,
+        company: str,
+        messages: Sequence[NewMessage],
+        *,
+        mailing: str | None = None,
+        sources: Sequence[str] = (),
+        not_before: float | None = None,
+    ) -> list[int]:
+        """Queue already prepared messages in one transaction (as one mailing when ``mailing`` is named)."""
         if not messages:
             raise InputError("messages", "nothing to queue", fix="give at least one message")
-        ids = self.outbox(company).enqueue(messages, self.clock.now())
+        box = self.outbox(company)
+        if mailing is None and not_before is None:
+            ids = box.enqueue(messages, self.clock.now())
+        else:
+            ids = box.enqueue(messages, self.clock.now(), mailing=mailing, sources=sources, not_before=not_before)
         self._poke()
         return ids
 
     def enqueue_raw(self, company: str, items: Iterable[tuple[str, bytes]], tag: str = "") -> list[int]:
         """Validate every (source name, MIME bytes) pair, then queue all or nothing."""
         self.definitions.company(company)
-        limit, now, sender = max_message_bytes(), self.clock.now(), self._sender_for(company, tag)
+        limit, now, sender = max_message_bytes(), self.clock.now(), self.sender_for(company, tag)
         prepared = [prepare_raw(raw, source, tag, limit, now=now, default_sender=sender) for source, raw in items]
         return self.enqueue(company, prepared)
 
@@ -379,11 +400,11 @@ class Service:
             tag=tag,
             max_bytes=max_message_bytes(),
             now=self.clock.now(),
-            default_sender=self._sender_for(company, tag),
+            default_sender=self.sender_for(company, tag),
         )
         return self.enqueue(company, [msg])[0]
 
-    def _sender_for(self, company: str, tag: str) -> str:
+    def sender_for(self, company: str, tag: str) -> str:
         """The sender of the task that will send a message of ``company`` with ``tag`` ("" if none):
         the From a message without one gets at send time, so its Message-ID takes that domain."""
         tasks = self.tasks(company)

@@ -1,0 +1,1 @@
+"""How messages get in: mail merge, data files, the pickup folder."""

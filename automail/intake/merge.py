@@ -13,9 +13,6 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import formatdate, getaddresses, make_msgid
 from html.parser import HTMLParser
 from pathlib import Path
@@ -29,6 +26,8 @@ from automail.message import attachment_type, prepare_raw
 from automail.models import DEFAULT_MAX_MESSAGE_BYTES, check_address, check_no_newline, mailbox_address
 from automail.store.outbox import NewMessage
 
+from .mime import Part, address_header, attachment_part, header, multipart, text_part
+from .mime import message as mime_message
 from .sources import Row, Table, decode
 
 TEMPLATE_MAX_BYTES = 4 * 1024 * 1024
@@ -268,7 +267,7 @@ class _RowBuilder:
             extra["list-unsubscribe"] = options.list_unsubscribe
         self.compiled = _Compiled(template, extra)
         self.attachments = _AttachmentCache(options.max_bytes)
-        self.common = [(path.name, self.attachments.read(path, "attach")) for path in options.attachments]
+        self.common = [self.attachments.read(path, "attach") for path in options.attachments]
 
     def _column(
         self, columns_cf: dict[str, str], wanted: str | None, option: str, *, needed: bool = True
@@ -319,46 +318,49 @@ class _RowBuilder:
             problem("", f"List-Unsubscribe {unsubscribe!r} is neither a mailto: nor an http(s) address")
         if found:
             return None, found
-        msg = EmailMessage(policy=SMTP)
+        text, html = rendered.get("text"), rendered.get("html")
+        if text is None and html is not None:
+            text = html_to_text(html)
         try:
-            for name, boxes in (("To", to), ("Cc", cc), ("Bcc", bcc), ("Reply-To", reply_to)):
-                if boxes:
-                    msg[name] = boxes
-            msg["Subject"] = subject
-            msg["Date"] = formatdate(self.now(), localtime=True)
-            msg["Message-ID"] = make_msgid(domain=_domain(self.options.default_sender))
+            headers = [
+                address_header(name, boxes)
+                for name, boxes in (("To", to), ("Cc", cc), ("Bcc", bcc), ("Reply-To", reply_to))
+                if boxes
+            ]
+            headers += [
+                header("Subject", subject),
+                header("Date", formatdate(self.now(), localtime=True)),
+                header("Message-ID", make_msgid(domain=_domain(self.options.default_sender))),
+            ]
             if unsubscribe:
-                msg["List-Unsubscribe"] = f"<{unsubscribe}>"
+                headers.append(header("List-Unsubscribe", f"<{unsubscribe}>"))
                 if unsubscribe.lower().startswith(("https://", "http://")):
-                    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"  # RFC 8058
-            text, html = rendered.get("text"), rendered.get("html")
-            if text is None and html is not None:
-                text = html_to_text(html)
-            msg.set_content(text or "")
+                    headers.append(header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))  # RFC 8058
+            body = text_part(text or "")
             if html is not None:
-                msg.add_alternative(html, subtype="html")
-            for filename, data in files:
-                maintype, subtype = attachment_type(filename).split("/", 1)
-                msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
-            return prepare_raw(msg.as_bytes(), row.where, self.options.tag, self.options.max_bytes), found
+                body = multipart("alternative", [body, text_part(html, "html")])
+            if files:
+                body = multipart("mixed", [body, *files])
+            raw = mime_message(headers, body)
+            return prepare_raw(raw, row.where, self.options.tag, self.options.max_bytes), found
         except AutomailError as exc:
-            problem("", str(exc))
-        except (ValueError, TypeError) as exc:  # the email package refusing a header value
+            problem("", exc.message + (f" — {exc.fix}" if exc.fix else ""))
+        except (ValueError, UnicodeError) as exc:
             problem("", f"cannot build the message: {exc}")
         return None, found
 
-    def _row_files(self, row: Row, problem: Callable[[str, str], None]) -> list[tuple[str, bytes]]:
+    def _row_files(self, row: Row, problem: Callable[[str, str], None]) -> list[Part]:
         column = self.attach_column
         if not column:
             return []
-        files: list[tuple[str, bytes]] = []
+        files: list[Part] = []
         for item in (p.strip() for p in row.values.get(column, "").split(";")):
             if not item:
                 continue
             path = Path(item)
             path = path if path.is_absolute() else self.base / path
             try:
-                files.append((path.name, self.attachments.read(path, column)))
+                files.append(self.attachments.read(path, column))
             except InputError as exc:
                 problem(column, exc.message.split(": ", 1)[-1] + (f" — {exc.fix}" if exc.fix else ""))
         return files
@@ -371,7 +373,7 @@ def _undefined_name(exc: UndefinedError) -> str:
     return str(exc.message or "an undefined value")
 
 
-def _mailboxes(text: str, column: str, display: str, problem: Callable[[str, str], None]) -> list[Address]:
+def _mailboxes(text: str, column: str, display: str, problem: Callable[[str, str], None]) -> list[tuple[str, str]]:
     """``a@x.sk; Ján Novák <jan@y.sk>`` → addresses; a bad one is reported, not dropped."""
     text = text.strip()
     if not text:
@@ -381,16 +383,15 @@ def _mailboxes(text: str, column: str, display: str, problem: Callable[[str, str
     except InputError:
         problem(column, "contains a line break")
         return []
-    boxes: list[Address] = []
+    boxes: list[tuple[str, str]] = []
     parts = getaddresses([text.replace(";", ",")])
     for name, addr in parts:
         try:
             check_address(column, addr)
-            local, _, domain = addr.rpartition("@")
             name = name or (display if len(parts) == 1 else "")
-            boxes.append(Address(display_name=name, username=local, domain=domain))
-        except (InputError, ValueError):
-            problem(column, f"{(addr or text)!r} is not a valid e-mail address")
+            boxes.append((name, addr))
+        except InputError:
+            problem(column, f"{(text if len(parts) == 1 or not addr else addr)!r} is not a valid e-mail address")
     return boxes
 
 
@@ -401,16 +402,16 @@ def _domain(sender: str) -> str:
 
 
 class _AttachmentCache:
-    """Each attachment file is read once however many rows name it."""
+    """Each attachment file is read and encoded once, however many rows name it."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._files: dict[Path, bytes] = {}
+        self._parts: dict[Path, Part] = {}
 
-    def read(self, path: Path, column: str) -> bytes:
+    def read(self, path: Path, column: str) -> Part:
         key = path.resolve()
-        data = self._files.get(key)
-        if data is None:
+        part = self._parts.get(key)
+        if part is None:
             if not path.is_file():
                 raise InputError(column, f"the file {path} does not exist", fix="check the path in the data file")
             try:
@@ -424,8 +425,9 @@ class _AttachmentCache:
                     f"{path.name} is larger than the message size limit ({self.max_bytes // 2**20} MB)",
                     fix="send a link instead",
                 )
-            self._files[key] = data
-        return data
+            part = attachment_part(path.name, attachment_type(path.name), data)
+            self._parts[key] = part
+        return part
 
 
 # ---- HTML → text ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from automail import api
+from automail.engine.service import Service
 from automail.errors import InputError
 from automail.intake.merge import MergeOptions, Template, html_to_text, load_template, render, simple_name
 from automail.intake.sources import read_table
@@ -267,3 +268,20 @@ def test_api_queues_email_messages_all_or_nothing(tmp_path: Path) -> None:
     assert api.queue("Firma", [good]) == [1]
     stored = cli("outbox", "--company", "Firma", "--json").stdout
     assert "jan.novak@example.sk" in stored and '"id": 2' not in stored
+
+
+def test_readme_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Python API", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    cli("company", "add", "Firma s.r.o.")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "faktura-0042.pdf").write_bytes(b"%PDF-1.4\n")
+    write_csv(tmp_path / "zakaznici.csv", [("email", "meno"), ("eva@example.sk", "Eva")])
+    (tmp_path / "faktura.txt").write_text("Subject: Faktúra pre {{ meno }}\n\nDobrý deň {{ meno }}\n", encoding="utf-8")
+    exec(compile(code, "README.md", "exec"), {})
+    stored = cli("outbox", "--company", "Firma s.r.o.", "--json").stdout
+    assert "jan.novak@example.sk" in stored and "eva@example.sk" in stored
+    (mailing,) = Service().outbox("Firma s.r.o.").mailings()
+    assert (mailing.name, mailing.queued) == ("Faktúry 11/2026", 1)
+    assert str(tmp_path / "zakaznici.csv") in mailing.sources

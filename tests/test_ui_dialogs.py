@@ -94,7 +94,7 @@ def test_smtp_dialog_shows_every_invalid_field_at_once(win: Any) -> None:
     assert not dlg.closed
     assert "empty" in dlg.host.error_text
     assert "not a number" in dlg.port.error_text
-    assert "missing" in dlg.sender_address.error_text
+    assert dlg.sender_address.error_text == "The sender address is missing — enter one, e.g. info@example.com."
     assert "not a valid e-mail address" in dlg.reply_to.error_text
     dlg.host.set("smtp.firma.sk")
     dlg.port.set("587")
@@ -113,6 +113,7 @@ def test_smtp_dialog_login_in_clear_and_bad_sender_together(win: Any) -> None:
     dlg.ok()
     assert "line break" in dlg.sender_address.error_text
     assert "in clear" in dlg.security_error.text
+    assert "choose STARTTLS or SSL/TLS under Security" in dlg.security_error.text  # the dialog's words
 
 
 def test_settings_hint_has_one_full_stop(win: Any) -> None:

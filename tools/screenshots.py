@@ -197,7 +197,12 @@ def main() -> int:
 
     win.open_outbox()
     assert win.outbox_window is not None
-    win.outbox_window.select_ids([5])
+    for _ in range(500):  # pages load in a worker thread
+        root.update()
+        if win.outbox_window.row_count:
+            break
+        time.sleep(0.02)
+    win.outbox_window.tree.selection_set(win.outbox_window.tree.get_children()[4])
     capture(win.outbox_window, "outbox")
     win.outbox_window.destroy()
     root.destroy()

@@ -33,6 +33,15 @@ _STAND_INS: dict[str, dict[str, Any]] = {
 }
 
 
+# The model's fixes name CLI values ("starttls", "tls"); the dialog names its own controls.
+def _in_gui_words(exc: InputError) -> InputError:
+    if exc.field == "security":
+        return InputError(exc.field, exc.message.partition(": ")[2], fix="choose STARTTLS or SSL/TLS under Security")
+    if exc.field == "sender" and exc.message.endswith("is missing"):
+        return InputError(exc.field, "the sender address is missing", fix="enter one, e.g. info@example.com")
+    return exc
+
+
 def smtp_problems(smtp: SmtpSettings) -> list[InputError]:
     """Every field SmtpSettings.validate refuses, not only the first (the dialog shows them all at once)."""
     problems: list[InputError] = []
@@ -222,7 +231,7 @@ class SmtpDialog(Dialog):
         )
         if any(p.field == "sender" for p in problems):  # the line-break error says it better than "missing"
             smtp = replace(smtp, **_STAND_INS["sender"])
-        problems.extend(smtp_problems(smtp))
+        problems.extend(_in_gui_words(p) for p in smtp_problems(smtp))
         return smtp, password, problems
 
     def build(self) -> tuple[SmtpSettings, str | None]:

@@ -132,6 +132,24 @@ def test_a_keyring_nobody_unlocks_does_not_hold_up_the_shutdown(
     svc.close()
 
 
+def test_an_unusable_outbox_is_reported_once_and_other_tasks_go_on(
+    automail_home: Path, smtp_server: SmtpServer, second_server: SmtpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    _two_companies(automail_home, smtp_server, second_server).close()
+    Path(Service(automail_home).definitions.company("Druha").outbox_path).write_bytes(b"not a database" * 100)
+    svc = Service(automail_home)  # a fresh process's view: opens the outboxes again
+    with caplog.at_level("INFO"):
+        svc.start_engine()
+        try:
+            smtp_server.wait_for(3, timeout=5)
+            time.sleep(6)  # the engine tries the other task again every 5 s
+        finally:
+            svc.stop_engine()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith("task Slow cannot run: ") and "Druha" in errors[0], errors
+    assert "Task exception was never retrieved" not in caplog.text
+
+
 # ---- shutdown (defect 10) -------------------------------------------------------------------------------
 def test_close_stops_a_stuck_send_within_the_budget_and_gives_the_message_back(
     automail_home: Path, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch

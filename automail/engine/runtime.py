@@ -112,7 +112,8 @@ class Engine:
         self._buckets: dict[str, Throttle] = {}
         self._data_versions: dict[str, int] = {}
         self._defs_mtime = -1.0
-        self._locked: dict[str, float] = {}  # task run by another process -> when to try again
+        self._locked: dict[str, float] = {}  # task run by another process (or unstartable) -> when to try again
+        self._cannot_start: dict[str, str] = {}  # task -> why it could not run (logged once)
         self._started = threading.Event()
         self._io: ThreadPoolExecutor | None = None
 
@@ -269,7 +270,10 @@ class Engine:
             company = companies.get(task.company.lower())
             if not task.enabled or company is None:
                 continue
-            record = self.hooks.outbox_for(company).task_state(task.name)
+            try:
+                record = self.hooks.outbox_for(company).task_state(task.name)
+            except AutomailError:
+                record = None  # one unusable outbox must not stop the others: the task's start says why
             if (
                 record is not None
                 and record.state is TaskState.ERROR
@@ -307,8 +311,13 @@ class Engine:
         """
         # Every outbox once (tasks of one company share a file), restored in one sorted pass so
         # the hourly and daily windows stay ordered.
-        boxes = [self.hooks.outbox_for(c) for c in companies]
-        return [t for box in boxes for t in box.send_times(account, now - DAY)]
+        sends: list[float] = []
+        for company in companies:
+            try:
+                sends += self.hooks.outbox_for(company).send_times(account, now - DAY)
+            except AutomailError:
+                pass  # an unusable outbox: its tasks cannot start, and say why themselves
+        return sends
 
     def _launch(self, task: Task, company: Company) -> None:
         run = _Running(self.hooks.lock_for(task.name), task.fingerprint)
@@ -318,11 +327,14 @@ class Engine:
 
     async def _run_task(self, run: _Running, task: Task, company: Company) -> None:
         """Take the task's lock and password (in threads), then run its worker until it stops."""
-        outbox = await self._in_io(self.hooks.outbox_for, company)
         try:
+            outbox = await self._in_io(self.hooks.outbox_for, company)
             await asyncio.to_thread(run.lock.acquire)
         except TaskLockedError as exc:
             self._standby(task, company, exc)
+            return
+        except AutomailError as exc:  # e.g. the outbox cannot be opened
+            self._unstartable(task, exc)
             return
         self._locked.pop(task.name, None)
         password: str | None = None
@@ -341,7 +353,19 @@ class Engine:
         if run.stopping:
             worker.stop()  # stopped while its password was read (a restart after an edit)
         log.info("task %s started (%s, %s)", task.name, company.name, task.cadence_text)
-        await worker.run()
+        try:
+            await worker.run()
+        except AutomailError as exc:  # its outbox failed before or after the sending loop
+            self._unstartable(task, exc)
+        else:
+            self._cannot_start.pop(task.name, None)
+
+    def _unstartable(self, task: Task, error: AutomailError) -> None:
+        """The task could not run: say so once, and try again every few seconds."""
+        if self._cannot_start.get(task.name) != str(error):
+            log.error("task %s cannot run: %s", task.name, error)
+        self._cannot_start[task.name] = str(error)
+        self._locked[task.name] = self.clock.now() + LOCK_RETRY_S
 
     def _password(self, task: Task) -> str | None:
         if not task.smtp.username:

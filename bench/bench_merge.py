@@ -1,0 +1,244 @@
+"""Mailings (issue 12), measured from the command line as a user runs them (whole processes):
+
+(a) `automail merge` of 50,000 rows, each with its own attachment by path (target < 60 s);
+(b) `automail enqueue` of 30,000 ready .eml files in batches of 1,000 (target < 10 s);
+(c) end to end against mailmerge, same smtp-sink: 10,000 personalised messages from one template and
+    one CSV — AutoMail `merge` then `run --until-empty` (unthrottled task, every state change durable)
+    vs mailmerge's whole command (target: AutoMail ≥ 2× faster).
+
+Only 127.0.0.1 is used; every run is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_throughput import mailmerge_exe
+from common import HOST, SENDER, Result, SmtpSink, machine, remove, temp_dir, timed
+
+COMPANY = "Bench"
+MAX_RUN_S = 900
+TEMPLATE = (
+    "Subject: Faktúra {{ cislo }} pre {{ meno }}\n\n"
+    "Dobrý deň {{ meno }},\n\nv prílohe posielame faktúru {{ cislo }} na sumu {{ suma }} €.\n"
+    "Splatnosť: {{ splatnost }}.\n\nS pozdravom\nFirma s.r.o.\n"
+)
+
+
+def automail(home: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "AUTOMAIL_HOME": str(home)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "automail", *args], input=stdin, capture_output=True, timeout=MAX_RUN_S, env=env
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"automail {args[0]} failed ({proc.returncode}): {proc.stderr.decode()[-800:]}")
+    return proc
+
+
+def new_home(port: int) -> Path:
+    home = temp_dir("merge-bench-home-")
+    automail(home, "company", "add", COMPANY)
+    task = ["task", "add", "Bench", "--company", COMPANY, "--host", HOST, "--port", str(port)]
+    automail(home, *task, "--security", "none", "--sender", SENDER, "--unlimited")
+    return home
+
+
+def write_data(
+    folder: Path, n: int, *, attachments: bool, encoding: str = "cp1250", delimiter: str = ";"
+) -> tuple[Path, Path]:
+    """customers.csv (cp1250, ';', as Excel writes it) and the template; a ~2 KB PDF per row if asked."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if attachments:
+        (folder / "pdf").mkdir(exist_ok=True)
+    data = folder / "customers.csv"
+    with data.open("w", encoding=encoding, newline="") as fh:
+        w = csv.writer(fh, delimiter=delimiter)
+        w.writerow(["email", "meno", "cislo", "suma", "splatnost", "faktura"])
+        for i in range(n):
+            pdf = ""
+            if attachments:
+                pdf = f"pdf/faktúra-{i:06d}.pdf"
+                (folder / pdf).write_bytes(b"%PDF-1.4\n" + f"invoice {i}\n".encode() * 150)
+            w.writerow(
+                [f"zakaznik{i}@example.sk", f"Zákazník Čislo {i}", f"2026/{i:06d}", f"{i % 997},50", "15.12.2026", pdf]
+            )
+    template = folder / "faktura.txt"
+    template.write_text(TEMPLATE, encoding="utf-8")
+    return data, template
+
+
+def bench_merge(n: int, sink_port: int) -> dict[str, float]:
+    folder = temp_dir("merge-bench-data-")
+    home = new_home(sink_port)
+    try:
+        data, template = write_data(folder, n, attachments=True)
+        with timed() as t:
+            out = automail(
+                home,
+                "merge",
+                "--company",
+                COMPANY,
+                "--data",
+                str(data),
+                "--template",
+                str(template),
+                "--name-column",
+                "meno",
+                "--attach-column",
+                "faktura",
+                "--name",
+                "Bench",
+            )
+        queued = int(re.search(rb"Queued ([\d,]+)", out.stdout).group(1).replace(b",", b""))  # type: ignore[union-attr]
+        if queued != n:
+            raise RuntimeError(f"merge queued {queued} of {n}")
+        size = sum(p.stat().st_size for p in (home / "outbox").glob("*.sqlite3*"))
+        return {"elapsed": t["s"], "rate": n / t["s"], "outbox_mb": size / 2**20}
+    finally:
+        remove(folder)
+        remove(home)
+
+
+def bench_enqueue(n: int, sink_port: int, batch: int = 1000) -> dict[str, float]:
+    folder = temp_dir("enqueue-bench-")
+    home = new_home(sink_port)
+    try:
+        files = []
+        for i in range(n):
+            p = folder / f"m{i:06d}.eml"
+            p.write_bytes(
+                f"From: Firma <info@firma.sk>\r\nTo: Zákazník <c{i}@example.sk>\r\nSubject: Faktúra {i}\r\n"
+                f"Message-ID: <{i}.bench@firma.sk>\r\nDate: Mon, 30 Nov 2026 08:00:00 +0100\r\n"
+                "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+                f"\r\nDobrý deň, faktúra {i} je v prílohe.\r\n".encode()
+            )
+            files.append(str(p))
+        with timed() as t:
+            for start in range(0, n, batch):
+                automail(home, "enqueue", "--company", COMPANY, *files[start : start + batch])
+        return {"elapsed": t["s"], "rate": n / t["s"]}
+    finally:
+        remove(folder)
+        remove(home)
+
+
+def bench_end_to_end(n: int, sink: SmtpSink) -> dict[str, float]:
+    folder = temp_dir("e2e-bench-")
+    home = new_home(sink.port)
+    try:
+        data, template = write_data(folder, n, attachments=False)
+        automail(home, "task", "start", "Bench")
+        with timed() as t:
+            automail(home, "merge", "--company", COMPANY, "--data", str(data), "--template", str(template))
+            automail(home, "run", "--until-empty")
+        return {"elapsed": t["s"], "rate": n / t["s"]}
+    finally:
+        remove(folder)
+        remove(home)
+
+
+def bench_mailmerge(n: int, sink: SmtpSink) -> dict[str, float]:
+    folder = temp_dir("e2e-mailmerge-")
+    try:
+        utf8, _template = write_data(folder, n, attachments=False, encoding="utf-8", delimiter=",")  # UTF-8 only
+        body = TEMPLATE.split("\n\n", 1)[1]
+        headers = "TO: {{meno}} <{{email}}>\nSUBJECT: Faktúra {{cislo}} pre {{meno}}\n"
+        (folder / "mm.txt").write_text(f"{headers}FROM: {SENDER}\n\n{body}", encoding="utf-8")
+        (folder / "server.conf").write_text(
+            f"[smtp_server]\nhost = {HOST}\nport = {sink.port}\nsecurity = Never\n", encoding="utf-8"
+        )
+        cmd = [mailmerge_exe(), "--template", str(folder / "mm.txt"), "--database", str(utf8)]
+        cmd += ["--config", str(folder / "server.conf"), "--no-limit", "--no-dry-run", "--output-format", "text"]
+        with timed() as t:
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=MAX_RUN_S)
+        if proc.returncode != 0:
+            raise RuntimeError(f"mailmerge failed: {proc.stderr.decode(errors='replace')[-500:]}")
+        sent = len(re.findall(rb"^>>> message \d+ sent$", proc.stdout, re.M))
+        if sent != n:
+            raise RuntimeError(f"mailmerge reported {sent} sent of {n}")
+        return {"elapsed": t["s"], "rate": n / t["s"]}
+    finally:
+        remove(folder)
+
+
+def bench(merge_rows: int = 50_000, emls: int = 30_000, e2e: int = 10_000, rounds: int = 2) -> Result:
+    res = Result("Mailings: merge, enqueue and end to end against mailmerge (whole processes)")
+    with SmtpSink() as sink:
+        merge = bench_merge(merge_rows, sink.port)
+        print(f"  merge {merge_rows:,}: {merge['elapsed']:.1f} s", flush=True)
+        enqueue = bench_enqueue(emls, sink.port)
+        print(f"  enqueue {emls:,}: {enqueue['elapsed']:.1f} s", flush=True)
+        runs: dict[str, list[dict[str, float]]] = {"automail": [], "mailmerge": []}
+        for r in range(rounds):
+            runs["automail"].append(bench_end_to_end(e2e, sink))
+            runs["mailmerge"].append(bench_mailmerge(e2e, sink))
+            print(
+                f"  round {r + 1}: automail {runs['automail'][-1]['elapsed']:.1f} s, "
+                f"mailmerge {runs['mailmerge'][-1]['elapsed']:.1f} s",
+                flush=True,
+            )
+    best = {k: min(v, key=lambda x: x["elapsed"]) for k, v in runs.items()}
+    res.table = [
+        ["run", "messages", "wall time", "rate"],
+        [
+            "`automail merge` (one PDF per row, cp1250 CSV)",
+            f"{merge_rows:,}",
+            f"{merge['elapsed']:.1f} s",
+            f"{merge['rate']:,.0f} rows/s",
+        ],
+        [
+            "`automail enqueue` .eml files, batches of 1,000",
+            f"{emls:,}",
+            f"{enqueue['elapsed']:.1f} s",
+            f"{enqueue['rate']:,.0f} files/s",
+        ],
+        [
+            "AutoMail `merge` + `run --until-empty` (best round)",
+            f"{e2e:,}",
+            f"{best['automail']['elapsed']:.1f} s",
+            f"{best['automail']['rate']:,.0f} msgs/s",
+        ],
+        [
+            "mailmerge whole command (best round)",
+            f"{e2e:,}",
+            f"{best['mailmerge']['elapsed']:.1f} s",
+            f"{best['mailmerge']['rate']:,.0f} msgs/s",
+        ],
+    ]
+    ratio = best["mailmerge"]["elapsed"] / best["automail"]["elapsed"]
+    res.lines.append(f"outbox after the merge: {merge['outbox_mb']:,.0f} MB; {machine()}")
+    res.lines.append(
+        "end to end rounds: automail "
+        + ", ".join(f"{r['elapsed']:.1f} s" for r in runs["automail"])
+        + "; mailmerge "
+        + ", ".join(f"{r['elapsed']:.1f} s" for r in runs["mailmerge"])
+    )
+    res.check(
+        f"merge of {merge_rows:,} rows with a per-row attachment in under 60 s ({merge['elapsed']:.1f} s)",
+        merge["elapsed"] < 60,
+    )
+    res.check(f"enqueue of {emls:,} .eml files in under 10 s ({enqueue['elapsed']:.1f} s)", enqueue["elapsed"] < 10)
+    res.check(f"end to end at least 2× faster than mailmerge ({ratio:.2f}×)", ratio >= 2)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--merge-rows", type=int, default=50_000)
+    ap.add_argument("--emls", type=int, default=30_000)
+    ap.add_argument("--e2e", type=int, default=10_000)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    bench(args.merge_rows, args.emls, args.e2e, args.rounds).print()
+
+
+if __name__ == "__main__":
+    main()

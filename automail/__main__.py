@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from automail import __version__
+from automail.clock import parse_when
 from automail.display import has_display
 from automail.errors import AutomailError, FaultKind, InputError, OutboxExistsError
 from automail.models import (
     DEFAULT_RATE,
     EngineEvent,
     EventKind,
+    Mailing,
+    MailingAction,
     MessageStatus,
     Security,
     SmtpSettings,
@@ -206,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("enqueue", help="queue .eml files")
     p.add_argument("--company", required=True)
     p.add_argument("--tag", default="")
+    p.add_argument("--mailing", metavar="NAME", help="queue the files as a new mailing of this name")
+    p.add_argument("--not-before", metavar="TIME", help='hold the messages until then, e.g. "2026-12-01 08:00"')
     p.add_argument("files", nargs="+", help=".eml files, or - for standard input")
 
     p = sub.add_parser("send", help="compose and queue one message")
@@ -263,6 +268,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", help="cancel queued messages")
     p.add_argument("--company", required=True)
     p.add_argument("ids", nargs="+", type=int)
+
+    mailing = sub.add_parser("mailing", help="mailings: progress, pause, resume, cancel").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    p = mailing.add_parser("list", help="every mailing with its progress")
+    p.add_argument("--company", help="only this company's mailings")
+    p.add_argument("--json", action="store_true")
+    p = mailing.add_parser("show", help="one mailing: counts per status and its failed messages")
+    p.add_argument("name")
+    p.add_argument("--company", help="the company, when several have a mailing of that name")
+    p.add_argument("--json", action="store_true")
+    for action in MailingAction:
+        p = mailing.add_parser(action.value, help=_MAILING_HELP[action])
+        p.add_argument("name")
+        p.add_argument("--company", help="the company, when several have a mailing of that name")
 
     p = sub.add_parser("status", help="state of every task")
     p.add_argument("--json", action="store_true")
@@ -486,8 +506,10 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                 items.append((name, path.read_bytes()))
             except OSError as exc:
                 raise InputError(name, f"cannot be read: {exc.strerror}", fix="check the path") from exc
-    ids = svc.enqueue_raw(args.company, items, args.tag)
-    _out(f"Queued {len(ids)} message(s) in {svc.definitions.company(args.company).name}: ids {_id_ranges(ids)}")
+    not_before = parse_when(args.not_before) if args.not_before else None
+    ids = svc.enqueue_raw(args.company, items, args.tag, mailing=args.mailing, not_before=not_before)
+    into = f" as mailing {args.mailing.strip()!r}" if args.mailing else ""
+    _out(f"Queued {len(ids)} message(s) in {svc.definitions.company(args.company).name}{into}: ids {_id_ranges(ids)}")
     return EXIT_OK
 
 
@@ -683,6 +705,83 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_MAILING_HELP = {
+    MailingAction.PAUSE: "stop sending its messages (other mailings go on)",
+    MailingAction.RESUME: "send a paused mailing's messages again",
+    MailingAction.CANCEL: "cancel every message of it that has not been sent",
+    MailingAction.RETRY_FAILED: "queue its failed messages again",
+}
+_MAILING_DONE = {
+    MailingAction.PAUSE: "{n:,} waiting message(s) held",
+    MailingAction.RESUME: "{n:,} message(s) released",
+    MailingAction.CANCEL: "{n:,} message(s) cancelled",
+    MailingAction.RETRY_FAILED: "{n:,} failed message(s) queued again",
+}
+
+
+def _when(ts: float | None) -> str:
+    return "" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def cmd_mailing(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        mailings = _service(read_only=True).mailings(args.company)
+        if args.json:
+            _out(json.dumps([m.to_json() for m in mailings], indent=2, ensure_ascii=False))
+            return EXIT_OK
+        rows = [
+            (m.name, m.company, m.state, m.total, m.queued + m.sending, m.sent, m.deferred, m.failed, m.cancelled,
+             _when(m.created_at))
+            for m in mailings
+        ]  # fmt: skip
+        header = ("MAILING", "COMPANY", "STATE", "TOTAL", "QUEUED", "SENT", "DEFERRED", "FAILED", "CANCELLED")
+        _print_table(rows, (*header, "CREATED"))
+        return EXIT_OK
+    if args.action == "show":
+        svc = _service(read_only=True)
+        m = svc.find_mailing(args.name, args.company)
+        failures = svc.mailing_failures(m)
+        if args.json:
+            _out(json.dumps({**m.to_json(), "failures": [f.to_json() for f in failures]}, indent=2, ensure_ascii=False))
+            return EXIT_OK
+        lines = [
+            ("Mailing", m.name),
+            ("Company", m.company),
+            ("State", m.state),
+            ("Created", _when(m.created_at)),
+            ("Sources", ", ".join(m.sources) or "-"),
+            ("Not before", _when(m.not_before) or "-"),
+            ("First sent", _when(m.first_sent_at) or "-"),
+            ("Last sent", _when(m.last_sent_at) or "-"),
+            ("Messages", f"{m.total:,}"),
+        ] + [(label, f"{n:,}") for label, n in _status_counts(m)]
+        for label, value in lines:
+            _out(f"{label + ':':<12} {value}")
+        if failures:
+            _out("")
+            _out(f"Failed messages ({m.failed:,}{', first 100' if m.failed > len(failures) else ''}):")
+            _print_table(
+                [(f.id, ", ".join(f.recipients)[:40], f.to_json()["last_error"] or "") for f in failures],
+                ("ID", "TO", "ERROR"),
+            )
+        return EXIT_OK
+    action = MailingAction(args.action)
+    changed, n = _service().change_mailing(action, args.name, args.company)
+    _out(f"Mailing {changed.name!r} ({changed.company}): {_MAILING_DONE[action].format(n=n)}; now {changed.state}.")
+    return EXIT_OK
+
+
+def _status_counts(m: Mailing) -> list[tuple[str, int]]:
+    return [
+        ("  queued", m.queued),
+        ("  sending", m.sending),
+        ("  sent", m.sent),
+        ("  deferred", m.deferred),
+        ("  failed", m.failed),
+        ("  cancelled", m.cancelled),
+    ]
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     statuses = _service(read_only=True).status()  # never waits for a sending engine's write lock
     if args.json:
@@ -747,7 +846,8 @@ def run_engine(svc: Service, until_empty: bool, on_event: Callable[[EngineEvent]
                     _err(f"Task {s.task!r} stopped: {s.last_error}")
                 code = EXIT_FAILED
                 break
-            if sum(s.queued + s.deferred for s in statuses) == 0:  # queued, sending or deferred
+            # queued, sending or deferred; a paused mailing's messages wait for a resume, not for this run
+            if sum(s.queued + s.deferred for s in statuses) == svc.held(local):
                 code = EXIT_FAILED if failed else EXIT_OK
                 break
     svc.stop_engine()
@@ -837,6 +937,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "outbox": cmd_outbox,
     "retry": cmd_retry,
     "cancel": cmd_cancel,
+    "mailing": cmd_mailing,
     "status": cmd_status,
     "run": cmd_run,
     "demo": cmd_demo,

@@ -449,6 +449,15 @@ class StoredMessage:
 _QUEUED = RecipientState()
 
 
+class MailingAction(StrEnum):
+    """What a user can do to a whole mailing."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+    RETRY_FAILED = "retry-failed"
+
+
 @dataclass(frozen=True)
 class Mailing:
     """A named batch of messages queued together (a merge, a set of files), with its progress."""

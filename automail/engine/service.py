@@ -12,13 +12,15 @@ from pathlib import Path
 
 from automail import secrets
 from automail.clock import Clock, SystemClock, hour_start
-from automail.errors import AutomailError, FaultKind, InputError, OutboxExistsError, SmtpError
+from automail.errors import AutomailError, FaultKind, InputError, NotFoundError, OutboxExistsError, SmtpError
 from automail.message import compose, max_message_bytes, prepare_raw, with_sender_headers
 from automail.models import (
     Company,
     EngineEvent,
     EventKind,
     EventSink,
+    Mailing,
+    MailingAction,
     MessageStatus,
     SendingHistory,
     StoredMessage,
@@ -361,12 +363,23 @@ class Service:
         self._poke()
         return ids
 
-    def enqueue_raw(self, company: str, items: Iterable[tuple[str, bytes]], tag: str = "") -> list[int]:
+    def enqueue_raw(
+        self,
+        company: str,
+        items: Iterable[tuple[str, bytes]],
+        tag: str = "",
+        *,
+        mailing: str | None = None,
+        not_before: float | None = None,
+    ) -> list[int]:
         """Validate every (source name, MIME bytes) pair, then queue all or nothing."""
         self.definitions.company(company)
         limit, now, sender = max_message_bytes(), self.clock.now(), self.sender_for(company, tag)
-        prepared = [prepare_raw(raw, source, tag, limit, now=now, default_sender=sender) for source, raw in items]
-        return self.enqueue(company, prepared)
+        prepared, sources = [], []
+        for source, raw in items:
+            prepared.append(prepare_raw(raw, source, tag, limit, now=now, default_sender=sender))
+            sources.append(source)
+        return self.enqueue(company, prepared, mailing=mailing, sources=sources, not_before=not_before)
 
     def send(
         self,
@@ -433,6 +446,46 @@ class Service:
 
     def cancel(self, company: str, ids: Sequence[int]) -> int:
         return self.outbox(company).cancel(ids, self.clock.now())
+
+    # ---- mailings ------------------------------------------------------------------------
+    def mailings(self, company: str | None = None) -> list[Mailing]:
+        """The mailings of one company, or of every company (oldest first within each)."""
+        comps = [self.definitions.company(company)] if company else self.definitions.companies()
+        return [m for comp in comps for m in self._outbox_of(comp).mailings()]
+
+    def find_mailing(self, name: str, company: str | None = None) -> Mailing:
+        """A mailing by name; without ``company`` the name must be unique across the companies."""
+        if company:
+            return self.outbox(company).mailing(name)
+        found = [m for m in self.mailings() if m.name.casefold() == name.strip().casefold()]
+        if not found:
+            raise NotFoundError("mailing", f"there is no mailing named {name!r}", fix="see `automail mailing list`")
+        if len(found) > 1:
+            raise InputError(
+                "mailing",
+                f"companies {', '.join(repr(m.company) for m in found)} each have a mailing named {name!r}",
+                fix="say which one with --company",
+            )
+        return found[0]
+
+    def mailing_failures(self, mailing: Mailing, limit: int = 100) -> list[StoredMessage]:
+        """The failed messages of a mailing, oldest first."""
+        return self.outbox(mailing.company).mailing_messages(mailing.name, MessageStatus.FAILED, limit)
+
+    def change_mailing(self, action: MailingAction, name: str, company: str | None = None) -> tuple[Mailing, int]:
+        """Pause, resume, cancel or retry the failed messages of a mailing; the mailing after it and how many
+        messages the action changed.  Other mailings are not touched."""
+        found = self.find_mailing(name, company)
+        box, now = self.outbox(found.company), self.clock.now()
+        change = {
+            MailingAction.PAUSE: box.pause_mailing,
+            MailingAction.RESUME: box.resume_mailing,
+            MailingAction.CANCEL: box.cancel_mailing,
+            MailingAction.RETRY_FAILED: box.retry_mailing,
+        }[action]
+        count = change(found.name, now)
+        self._poke()
+        return box.mailing(found.name), count
 
     # ---- status --------------------------------------------------------------------------
     def status(self, company: str | None = None, tasks: Sequence[Task] | None = None) -> list[TaskStatus]:
@@ -504,6 +557,10 @@ class Service:
             counts = self.outbox(task.company).counts(task.tags)
             total += counts[MessageStatus.QUEUED] + counts[MessageStatus.SENDING] + counts[MessageStatus.DEFERRED]
         return total
+
+    def held(self, tasks: Sequence[Task]) -> int:
+        """Messages in the scope of the given tasks that a paused mailing holds (not sent until resumed)."""
+        return sum(self.outbox(task.company).held_count(task.tags) for task in tasks)
 
     def local_tasks(self) -> list[Task]:
         """Tasks assigned to this computer (and this OS user, where they name one)."""

@@ -817,6 +817,30 @@ class Outbox:
         rows = conn.execute(f"SELECT {_MAILING_COLUMNS} FROM mailings ORDER BY id").fetchall()
         return [self._mailing_from(conn, r) for r in rows]
 
+    def mailing_messages(self, name: str, status: MessageStatus, limit: int = 100) -> list[StoredMessage]:
+        """Up to ``limit`` messages of a mailing in one status, oldest first (``mailing show``'s failures)."""
+        conn = self._conn()
+        mailing_id = self._mailing_row(conn, name)[0]
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE mailing=? AND status=? ORDER BY id LIMIT ?",
+            (mailing_id, str(status), limit),
+        ).fetchall()
+        return [_row_to_message(r) for r in rows]
+
+    def held_count(self, tags: Sequence[str] = ()) -> int:
+        """Waiting messages held by a paused mailing (restricted to tags when given): not due until resumed."""
+        clause, args = _tag_clause(tags)
+        row = (
+            self._conn()
+            .execute(
+                "SELECT count(*) FROM messages WHERE mailing IN (SELECT id FROM mailings WHERE paused=1)"
+                f" AND held_at IS NOT NULL{clause}",
+                args,
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
     def mailing_name(self, mailing_id: int) -> str:
         """The name of a mailing by its id ('' if there is none)."""
         row = self._conn().execute("SELECT name FROM mailings WHERE id=?", (mailing_id,)).fetchone()

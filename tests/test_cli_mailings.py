@@ -1,0 +1,94 @@
+"""`automail mailing …` and `enqueue --mailing/--not-before` driven as other programs do: real processes and SMTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.helpers import cli, eml, setup_task
+from tests.smtpd import SmtpServer
+
+
+def write(folder: Path, start: int, count: int, prefix: str) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(start, start + count):
+        p = folder / f"{prefix}{i}.eml"
+        p.write_bytes(eml(i, subject=f"{prefix} {i}"))
+        paths.append(str(p))
+    return paths
+
+
+def recipients(server: SmtpServer) -> list[str]:
+    return sorted(r for m in server.messages for r in m.rcpt_tos)
+
+
+def mailing_json(name: str) -> dict[str, object]:
+    result: dict[str, object] = json.loads(cli("mailing", "show", name, "--json").stdout)
+    return result
+
+
+def test_pause_resume_cancel_and_retry_change_only_their_mailing(tmp_path: Path, smtp_server: SmtpServer) -> None:
+    setup_task(smtp_server.port, "--unlimited")
+    cli("task", "start", "Mailing")
+    out = cli("enqueue", "--company", "Firma", "--mailing", "Faktúry 11/2026", *write(tmp_path, 0, 3, "inv")).stdout
+    assert "as mailing 'Faktúry 11/2026'" in out
+    cli("enqueue", "--company", "Firma", "--mailing", "Newsletter", *write(tmp_path, 10, 2, "news"))
+    dup = cli("enqueue", "--company", "Firma", "--mailing", "NEWSLETTER", *write(tmp_path, 20, 1, "x"), check=2)
+    assert "already has a mailing named 'Newsletter'" in dup.stderr
+
+    assert "3 waiting message(s) held; now paused" in cli("mailing", "pause", "faktúry 11/2026").stdout
+    cli("run", "--until-empty")  # a paused mailing is not "left to send": the run ends
+    assert recipients(smtp_server) == ["customer10@example.com", "customer11@example.com"]
+    listed = {m["name"]: m for m in json.loads(cli("mailing", "list", "--json").stdout)}
+    assert listed["Faktúry 11/2026"]["state"] == "paused" and listed["Faktúry 11/2026"]["queued"] == 3
+    assert listed["Newsletter"]["state"] == "finished" and listed["Newsletter"]["sent"] == 2
+    assert listed["Newsletter"]["sources"] == [str(tmp_path / "news10.eml"), str(tmp_path / "news11.eml")]
+
+    cli("mailing", "resume", "Faktúry 11/2026")
+    smtp_server.rcpt_replies = {"customer1@example.com": "550 5.1.1 no such user"}
+    cli("run", "--until-empty", check=1)  # one failed
+    shown = mailing_json("Faktúry 11/2026")
+    assert (shown["sent"], shown["failed"], shown["state"]) == (2, 1, "finished")
+    assert shown["first_sent_at"] is not None and shown["last_sent_at"] is not None
+    failures = shown["failures"]
+    assert isinstance(failures, list) and failures[0]["to"] == ["customer1@example.com"]
+    text = cli("mailing", "show", "Faktúry 11/2026").stdout
+    assert "550 5.1.1 no such user" in text and "failed:" in text
+
+    smtp_server.rcpt_replies = {}
+    assert "1 failed message(s) queued again" in cli("mailing", "retry-failed", "Faktúry 11/2026").stdout
+    cli("run", "--until-empty")
+    assert mailing_json("Faktúry 11/2026")["sent"] == 3
+    assert mailing_json("Newsletter")["sent"] == 2  # untouched
+
+    cli(
+        "enqueue",
+        "--company",
+        "Firma",
+        "--mailing",
+        "Later",
+        "--not-before",
+        "2099-01-01 08:00",
+        *write(tmp_path, 30, 2, "l"),
+    )
+    assert mailing_json("Later")["state"] == "scheduled"
+    assert mailing_json("Later")["queued"] == 2
+    assert "2 message(s) cancelled" in cli("mailing", "cancel", "Later").stdout
+    assert mailing_json("Later")["cancelled"] == 2 and len(smtp_server.messages) == 5  # 2 + 3, none of Later
+
+
+def test_mailing_errors_are_input_errors(tmp_path: Path, smtp_server: SmtpServer) -> None:
+    setup_task(smtp_server.port)
+    cli("company", "add", "Other")
+    cli("enqueue", "--company", "Firma", "--mailing", "Same", *write(tmp_path, 0, 1, "a"))
+    cli("enqueue", "--company", "Other", "--mailing", "Same", *write(tmp_path, 1, 1, "b"))
+    ambiguous = cli("mailing", "pause", "Same", check=2)
+    assert "each have a mailing named 'Same'" in ambiguous.stderr and "--company" in ambiguous.stderr
+    cli("mailing", "pause", "Same", "--company", "Other")
+    assert [m["state"] for m in json.loads(cli("mailing", "list", "--json").stdout)] == ["sending", "paused"]
+    assert "no mailing named 'Nope'" in cli("mailing", "show", "Nope", check=2).stderr
+    bad = cli("enqueue", "--company", "Firma", "--not-before", "soon", *write(tmp_path, 2, 1, "c"), check=2)
+    assert "'soon' is not a date and time" in bad.stderr
+    table = cli("mailing", "list").stdout
+    assert "Same" in table and "Firma" in table and "Other" in table

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from automail import __version__
-from automail.clock import parse_when
 from automail.display import has_display
 from automail.errors import AutomailError, FaultKind, InputError, OutboxExistsError
 from automail.models import (
@@ -506,7 +505,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                 items.append((name, path.read_bytes()))
             except OSError as exc:
                 raise InputError(name, f"cannot be read: {exc.strerror}", fix="check the path") from exc
-    not_before = parse_when(args.not_before) if args.not_before else None
+    from automail.api import parse_time
+
+    not_before = parse_time(args.not_before) if args.not_before else None
     ids = svc.enqueue_raw(args.company, items, args.tag, mailing=args.mailing, not_before=not_before)
     into = f" as mailing {args.mailing.strip()!r}" if args.mailing else ""
     _out(f"Queued {len(ids)} message(s) in {svc.definitions.company(args.company).name}{into}: ids {_id_ranges(ids)}")

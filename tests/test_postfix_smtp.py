@@ -4,7 +4,9 @@ side), 2, 3, 6, 11, 12, 13 and 16 as a strict real server shows them. Postfix's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import socket
 import time
 import uuid
 from email import policy
@@ -112,6 +114,46 @@ def test_all_refused_recipients_cost_no_data_command(postfix: Postfix) -> None:
     # one DATA (the accepted message's), the refused one ended with RSET
     assert "data=1 " in stats and "rset=1" in stats and "rcpt=1/3" in stats, stats
     assert not [w for w in PROTOCOL_WARNINGS if w in postfix.log(since=mark)]
+
+
+def _replies(sock: socket.socket, count: int) -> list[bytes]:
+    """Read ``count`` complete replies (their last lines)."""
+    buffer, found = b"", []
+    while len(found) < count:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\r\n")
+        found += [line for line in lines if line[3:4] == b" "]
+    return found
+
+
+@pytest.mark.parametrize("pipelined_data", [True, False], ids=["DATA-pipelined", "RSET-after-replies"])
+def test_why_data_waits_for_the_rcpt_replies(postfix: Postfix, pipelined_data: bool) -> None:
+    """The evidence for transaction.py's choice: Postfix counts a DATA after all-refused RCPTs as a
+    client error (smtpd_hard_error_limit, 20 by default, then "421 too many errors" and the
+    connection is gone), while the same refusals ended with RSET leave the session usable."""
+    mark = postfix.log_mark()
+    replies: list[bytes] = []
+    with socket.create_connection((postfix.host, postfix.plain_port), timeout=10) as sock:
+        _replies(sock, 1)
+        sock.sendall(b"EHLO [127.0.0.1]\r\n")
+        _replies(sock, 1)
+        envelope = b"MAIL FROM:<info@firma.sk>\r\nRCPT TO:<reject-why@example.sk>\r\n"
+        with contextlib.suppress(ConnectionError):
+            for _ in range(10):  # ten messages whose only recipient is refused
+                sock.sendall(envelope + b"DATA\r\n" if pipelined_data else envelope)
+                replies += _replies(sock, 3 if pipelined_data else 2)
+                sock.sendall(b"RSET\r\n")  # a refused DATA leaves the transaction open, too
+                replies += _replies(sock, 1)
+            sock.sendall(b"QUIT\r\n")
+            replies += _replies(sock, 1)
+    if pipelined_data:
+        assert any(r.startswith(b"421") and b"too many errors" in r for r in replies), replies
+        assert "too many errors" in postfix.wait_for_log("disconnect from", since=mark)
+    else:
+        assert replies[-1].startswith(b"221") and len(replies) == 10 * 3 + 1, replies
 
 
 def test_partly_refused_recipients_are_listed_with_their_codes(postfix: Postfix) -> None:

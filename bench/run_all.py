@@ -36,10 +36,12 @@ smtp-sink) during the sessions of 2026-11-26.
 - Current engine (`automail/engine/smtp/transaction.py`): AutoMail runs the mail transaction itself on
   the connection aiosmtplib opened (aiosmtplib still connects, does STARTTLS/TLS and AUTH):
   * **PIPELINING** (RFC 2920) when the server offers it, as Postfix, Exchange and Gmail do: MAIL
-    FROM, RCPT TO… and DATA leave in one write, the body and its final dot in a second — 2 round
-    trips per message instead of 4. Every reply is still checked in order (sender refused, some or
-    all recipients refused, DATA refused), and a server that does not offer PIPELINING gets one
-    command at a time.
+    FROM and every RCPT TO leave in one write; DATA waits for their replies (a DATA after
+    all-refused RCPTs is a client error to Postfix: ten such messages end in "421 too many
+    errors", see tests/test_postfix_smtp.py), the body and its final dot go in a third write —
+    3 round trips per message instead of 4 (an earlier version pipelined DATA too: 2). Every
+    reply is still checked in order, and a server that does not offer PIPELINING (or a task with
+    `--no-pipelining`) gets one command at a time.
   * **The previous result is committed while this envelope is on the wire**: right after the
     envelope is written, the worker commits message N's result (`mark_sent` + send-log row, one
     `synchronous=FULL` WAL fsync, ~0.2–0.5 ms here) while the server works on message N+1's
@@ -48,7 +50,8 @@ smtp-sink) during the sessions of 2026-11-26.
     duplicates at most one (kill -9 tests, with and without PIPELINING).
   * No database thread: the commit runs on the loop thread, which has nothing else to do at that
     moment; the thread hand-off (executor → future → self-pipe wake-up) cost more than it hid.
-  * Replies are read without `asyncio.wait_for` per command (one `asyncio.timeout` per message).
+  * Each reply has its own timeout (RFC 5321 §4.5.3.2 scaled down; 10 minutes for the final
+    dot); a timer is armed only while a reply is actually awaited.
 - Against a server without PIPELINING the engine does the same 4 round trips as the bare loop plus
   the commit: see the diagnostic row above — the figure a customer gets from such a server.
 - Still not done, on purpose: group commit (several results per fsync) and `synchronous=NORMAL`:

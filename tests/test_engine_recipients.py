@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 from automail.clock import FakeClock
 from automail.engine.outcome import classify
 from automail.engine.service import Service
+from automail.engine.smtp import SmtpSession
+from automail.engine.smtp.timeouts import Timeouts
 from automail.errors import FaultKind, Reply, SmtpError
 from automail.models import EventKind, MessageStatus, RecipientState, RecipientStatus
 from tests.helpers import cli, eml, make_service, make_task, run_engine_until, setup_task, wait_until
@@ -163,6 +166,29 @@ def test_engine_events_say_deferred_for_a_partly_delivered_message(automail_home
     assert "defer@example.com: 450" in event.detail and "delivered to ok@example.com" in event.detail
     assert wait_until(lambda: svc.outbox("Firma").get(1).status is MessageStatus.DEFERRED, 2)
     svc.close()
+
+
+def test_no_answer_to_the_final_dot_is_recorded_as_an_unknown_outcome(automail_home: Path) -> None:
+    server = SmtpServer().start()
+    try:
+        server.stall_seconds = 3  # the server sits on the final dot
+        timeouts = replace(Timeouts.for_timeout(0.5), final_dot=1.0)
+        svc = make_service(
+            automail_home,
+            make_task(port=server.port, timeout=0.5),
+            session_factory=lambda t, p: SmtpSession(t.smtp, p, timeouts=timeouts),
+        )
+        svc.enqueue_raw("Firma", [("m", eml(1, to=OK))])
+        run_engine_until(svc, lambda: svc.outbox("Firma").get(1).status is MessageStatus.DEFERRED)
+        msg = svc.outbox("Firma").get(1)
+        assert msg.last_error.startswith("outcome unknown: it may have been delivered")
+        assert msg.recipient_state(OK).status is RecipientStatus.UNKNOWN  # not an ordinary deferral
+        assert msg.next_attempt_at is not None  # sent again on its schedule: a duplicate, never a loss
+        assert MessageStatus.DEFERRED.value == msg.to_json()["status"]
+        assert msg.to_json()["recipients"][OK]["state"] == "unknown"
+        svc.close()
+    finally:
+        server.close()
 
 
 # ---- the classify step alone --------------------------------------------------------------------

@@ -171,6 +171,26 @@ def test_close_stops_a_stuck_send_within_the_budget_and_gives_the_message_back(
     assert Service(automail_home).messages("Firma")[0].status is MessageStatus.QUEUED
 
 
+def test_close_keeps_the_connections_an_outbox_write_still_uses(
+    automail_home: Path, smtp_server: SmtpServer, second_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime, "SHUTDOWN_BUDGET_S", 4.0)
+    svc = _two_companies(automail_home, smtp_server, second_server)
+    druha = svc.outbox("Druha")
+    holder = sqlite3.connect(druha.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # Druha's task waits for this lock (up to 30 s) in its outbox thread
+    try:
+        svc.start_engine()
+        smtp_server.wait_for(3, timeout=5)
+        assert not svc.stop_engine()  # the engine is done, but a write of Druha's task still runs
+        svc.close()
+        assert druha._connections  # so nothing was closed under it
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert wait_until(lambda: svc.status()[1].state is TaskState.STOPPED, 10)  # and the write went through
+
+
 # ---- Date and Message-ID (defect 4) ------------------------------------------------------------------------
 def test_every_message_gets_a_date_and_a_message_id_in_the_senders_domain(
     automail_home: Path, smtp_server: SmtpServer

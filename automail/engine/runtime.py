@@ -116,6 +116,7 @@ class Engine:
         self._cannot_start: dict[str, str] = {}  # task -> why it could not run (logged once)
         self._started = threading.Event()
         self._io: ThreadPoolExecutor | None = None
+        self.io_busy = False  # a worker's outbox call outlived the shutdown: its connections are in use
 
     # ---- control from any thread --------------------------------------------------
     @property
@@ -132,7 +133,8 @@ class Engine:
         self._started.wait(10)
 
     def stop(self) -> bool:
-        """Finish the messages in flight and stop within the shutdown budget; True if the thread ended."""
+        """Finish the messages in flight and stop within the shutdown budget; True if the engine ended
+        and none of its outbox calls still runs (only then may the outboxes be closed)."""
         thread, loop, stop_event = self._thread, self._loop, self._stop_event
         if thread is None or loop is None or stop_event is None:
             return True
@@ -141,7 +143,7 @@ class Engine:
         except RuntimeError:  # loop already closed
             pass
         thread.join(SHUTDOWN_BUDGET_S + 2.0)  # the engine keeps the budget itself; this is a backstop
-        return not thread.is_alive()
+        return not thread.is_alive() and not self.io_busy
 
     def poke(self) -> None:
         """Look at definitions and outboxes now (after a change made in this process)."""
@@ -212,6 +214,8 @@ class Engine:
             if run.worker is None and run.job is not None:
                 run.job.cancel()  # still taking its lock or password: nothing is in flight
         jobs = [r.job for r in self._running.values() if r.job is not None]
+        workers = [r.worker for r in self._running.values() if r.worker is not None]
+        deadline = asyncio.get_running_loop().time() + SHUTDOWN_BUDGET_S
         if jobs:
             _done, late = await asyncio.wait(jobs, timeout=SHUTDOWN_BUDGET_S - _CANCEL_GRACE_S)
             if late:
@@ -219,6 +223,12 @@ class Engine:
                 for job in late:
                     job.cancel()
                 await asyncio.wait(late, timeout=_CANCEL_GRACE_S)
+        # A cancelled worker's outbox call may still run in its thread: its connection is in use.
+        while any(w.io_busy for w in workers) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        self.io_busy = any(w.io_busy for w in workers)
+        if self.io_busy:
+            log.warning("an outbox write is still running after the shutdown budget")
         for name in list(self._running):
             self._forget(name)
 

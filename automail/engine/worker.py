@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from collections import deque
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from automail.clock import Clock
 from automail.errors import AutomailError, FaultKind, SmtpError
@@ -93,6 +94,7 @@ class Worker:
         self.stopping = False
         self.finished = False  # stopped itself (sticky task error)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"automail-io-{task.name[:20]}")
+        self._inflight: set[concurrent.futures.Future[Any]] = set()
         self._had_work = False
         self._last_send = 0.0
         self._unreachable = 0
@@ -108,8 +110,18 @@ class Worker:
     # ---- the outbox, off the event loop --------------------------------------------
     async def _db(self, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
         """Run an outbox call in this worker's I/O thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._io, partial(fn, *args, **kwargs))
+        return await self._in_io(partial(fn, *args, **kwargs))
+
+    def _in_io(self, call: Callable[[], _R]) -> asyncio.Future[_R]:
+        future = self._io.submit(call)
+        self._inflight.add(future)
+        future.add_done_callback(self._inflight.discard)
+        return asyncio.wrap_future(future)
+
+    @property
+    def io_busy(self) -> bool:
+        """Whether an outbox call is still running in the I/O thread (even if nobody awaits it now)."""
+        return any(not f.done() for f in list(self._inflight))
 
     # ---- state -----------------------------------------------------------------
     async def _set_state(
@@ -199,7 +211,7 @@ class Worker:
         if pending is None:
             return None
         if pending.future is None:
-            pending.future = asyncio.get_running_loop().run_in_executor(self._io, pending.commit)
+            pending.future = self._in_io(pending.commit)
         return pending.future
 
     async def flush(self) -> None:

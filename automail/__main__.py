@@ -397,6 +397,16 @@ def _warn_overlap(svc: Any, task: Task) -> None:
         )
 
 
+def _ask(question: str) -> str:
+    """The first letter of a typed answer, lower case; "" when nobody can answer (no terminal)."""
+    if sys.stdin is None or not sys.stdin.isatty() or sys.stdout is None:
+        return ""
+    try:
+        return input(question).strip()[:1].lower()
+    except EOFError:
+        return ""
+
+
 # ---- commands ----------------------------------------------------------------------------------
 def cmd_company(args: argparse.Namespace) -> int:
     svc = _service()
@@ -405,9 +415,14 @@ def cmd_company(args: argparse.Namespace) -> int:
         try:
             c = svc.add_company(args.name, args.outbox, reuse)
         except OutboxExistsError as exc:
-            raise InputError(
-                "outbox", exc.message.removeprefix("outbox: "), fix="add --reuse-outbox to use it, or --new-outbox"
-            ) from None
+            found = exc.message.removeprefix("outbox: ")
+            answer = _ask(
+                f"{found[:1].upper()}{found[1:]}.\nReuse it with its messages (r), start empty (n), or cancel (c)? "
+            )
+            if answer not in ("r", "n"):
+                raise InputError("outbox", found, fix="add --reuse-outbox to use it, or --new-outbox") from None
+            reuse = answer == "r"
+            c = svc.add_company(args.name, args.outbox, reuse)
         _out(f"Company {c.name!r} added; outbox: {c.outbox_path}" + (" (reused)" if reuse else ""))
     elif args.action == "list":
         companies = svc.companies()
@@ -417,9 +432,9 @@ def cmd_company(args: argparse.Namespace) -> int:
             _print_table([(c.name, c.outbox_path) for c in companies], ("COMPANY", "OUTBOX"))
     else:
         pending, tasks, _running = svc.company_load(args.name)
-        if (pending or tasks) and not args.yes:
-            what = [f"{pending:,} message(s) still to send"] if pending else []
-            what += [f"task(s) {', '.join(tasks)}"] if tasks else []
+        what = [f"{pending:,} message(s) still to send"] if pending else []
+        what += [f"task(s) {', '.join(tasks)}"] if tasks else []
+        if what and not args.yes and _ask(f"{args.name!r} has {' and '.join(what)}. Remove it (y/N)? ") != "y":
             raise InputError(
                 "company",
                 f"{args.name!r} has {' and '.join(what)}; removing it drops them (the messages are not sent)",

@@ -110,3 +110,51 @@ def test_cli_remove_and_re_add(automail_home: Path) -> None:
     assert "exists already" in asked.stderr and "--reuse-outbox" in asked.stderr and "2 still to send" in asked.stderr
     assert "(reused)" in cli("company", "add", "Firma", "--reuse-outbox").stdout
     assert '"status": "queued"' in cli("outbox", "--company", "Firma", "--json").stdout
+
+
+def run_in_terminal(args: list[str], answer: str, timeout: float = 60) -> tuple[int, str]:
+    """Run the CLI on a pseudo-terminal (as a person would), type ``answer`` at its question."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    main, child = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "automail", *args], stdin=child, stdout=child, stderr=child)
+    os.close(child)
+    out, answered, deadline = b"", False, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _w, _x = select.select([main], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+            if not answered and b"? " in out:
+                os.write(main, answer.encode() + b"\n")
+                answered = True
+        elif proc.poll() is not None:
+            break
+    code = proc.wait(timeout=10)
+    os.close(main)
+    return code, out.decode(errors="replace")
+
+
+def test_cli_asks_on_a_terminal(automail_home: Path) -> None:
+    cli("company", "add", "Firma")
+    svc = Service(home=automail_home)
+    svc.outbox("Firma").enqueue([new_message(1)], time.time())
+    path = Path(svc.definitions.company("Firma").outbox_path)
+    svc.close()
+    code, out = run_in_terminal(["company", "remove", "Firma"], "n")
+    assert code == 2 and "'Firma' has 1 message(s) still to send. Remove it (y/N)?" in out
+    code, out = run_in_terminal(["company", "remove", "Firma"], "y")
+    assert code == 0 and "removed" in out
+    path.with_name(f"Firma.removed-{TODAY}.sqlite3").rename(path)
+    code, out = run_in_terminal(["company", "add", "Firma"], "r")
+    assert "exists already" in out and "Reuse it with its messages (r), start empty (n), or cancel (c)?" in out
+    assert code == 0 and "(reused)" in out

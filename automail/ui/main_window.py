@@ -16,6 +16,8 @@ from automail.paths import log_dir, outbox_dir, safe_filename
 from automail.ui import tray
 from automail.ui.chart import SendingChart
 from automail.ui.error_panel import ErrorPanel, explain
+from automail.ui.mailing_window import MailingWindow
+from automail.ui.mailings_window import MailingsWindow
 from automail.ui.outbox_window import OutboxWindow
 from automail.ui.settings_dialog import SettingsDialog
 from automail.ui.task_dialog import TaskDialog
@@ -172,6 +174,8 @@ class MainWindow:
         self.company_dialog: CompanyDialog | None = None
         self.confirm: ConfirmDialog | None = None
         self.outbox_window: OutboxWindow | None = None
+        self.mailing_window: MailingWindow | None = None
+        self.mailings_window: MailingsWindow | None = None
         self.jobs = Background(root)
         self._tick_job: str | None = None
         self._event_job: str | None = None
@@ -213,6 +217,10 @@ class MainWindow:
         self.remove_company_button.pack(side="left", padx=(8, 0))
         self.outbox_button = ctk.CTkButton(bar, text="Outbox…", width=110, command=lambda: self.open_outbox())
         self.outbox_button.pack(side="right")
+        self.mailings_button = ctk.CTkButton(bar, text="Mailings…", width=110, command=self.open_mailings)
+        self.mailings_button.pack(side="right", padx=(0, 8))
+        self.new_mailing_button = ctk.CTkButton(bar, text="New mailing…", width=120, command=self.new_mailing)
+        self.new_mailing_button.pack(side="right", padx=(0, 8))
         self.summary = ctk.CTkLabel(bar, text="", text_color=MUTED_COLOR)
         self.summary.pack(side="right", padx=(0, 14))
 
@@ -422,7 +430,8 @@ class MainWindow:
         task = self.tasks.get(self.selected_task() or "")
         set_enabled(self.add_button, has_company)
         set_enabled(self.remove_company_button, has_company)
-        set_enabled(self.outbox_button, has_company)
+        for b in (self.outbox_button, self.new_mailing_button, self.mailings_button):
+            set_enabled(b, has_company)
         for b in (self.edit_button, self.remove_button, self.settings_button):
             set_enabled(b, task is not None)
         st = self.statuses.get(task.name) if task else None
@@ -518,6 +527,27 @@ class MainWindow:
         if win is not None and win.winfo_exists():
             win.destroy()
         self.outbox_window = OutboxWindow(self.root, self.service, self.company)
+
+    def new_mailing(self) -> None:
+        """Open the New mailing window for the chosen company; the Mailings list opens once it is queued."""
+        if self.company is None:
+            self._say("Add a company first.", ok=False)
+            return
+        self.mailing_window = MailingWindow(self.root, self.service, self.company, lambda _name: self.open_mailings())
+
+    def open_mailings(self) -> None:
+        """Open (or raise and re-read) the Mailings list of the chosen company."""
+        if self.company is None:
+            self._say("Add a company first.", ok=False)
+            return
+        win = self.mailings_window
+        if win is not None and win.winfo_exists() and win.company == self.company:
+            win.reload()
+            win.lift()
+            return
+        if win is not None and win.winfo_exists():
+            win.destroy()
+        self.mailings_window = MailingsWindow(self.root, self.service, self.company)
 
     def problem_settings(self, company: str, task: str) -> None:
         """The Problems panel's Settings…: show that task's company, select the task, open its settings."""

@@ -102,13 +102,21 @@ def message_text(msg: StoredMessage, raw: bytes | None, task: Task | None = None
     if raw is None:
         lines.append("(the message body is not available)")
         return "\n".join(lines)
+    return "\n".join(lines + recipient_view(raw, task))
+
+
+def recipient_view(raw: bytes, task: Task | None = None) -> list[str]:
+    """The headers, text and attachments (with sizes) of MIME bytes, as the recipients see them.
+
+    ``task``: its sender and Reply-To are added to a message without From or Reply-To, as at send time.
+    """
     before = BytesParser(policy=policy.default).parsebytes(raw, headersonly=True)
     if task is not None:
         raw = with_sender_headers(raw, task.smtp.sender, task.smtp.reply_to)
     parsed = BytesParser(policy=policy.default).parsebytes(raw)
     assert isinstance(parsed, EmailMessage)
     added = {n for n in ("from", "reply-to") if before.get(n) is None and parsed.get(n) is not None}
-    lines += ["— Headers, as the recipients see them —", *_header_lines(parsed, added, task), "", "— Text —"]
+    lines = ["— Headers, as the recipients see them —", *_header_lines(parsed, added, task), "", "— Text —"]
     body = parsed.get_body(preferencelist=("plain", "html"))
     try:
         lines.append(normalise_lines(str(body.get_content())).rstrip("\n") if body is not None else "(no text part)")
@@ -121,7 +129,7 @@ def message_text(msg: StoredMessage, raw: bytes | None, task: Task | None = None
             data = part.get_payload(decode=True)
             size = len(data) if isinstance(data, bytes) else 0
             lines.append(f"  {part.get_filename() or '(no name)'} — {size_text(size)}")
-    return "\n".join(lines)
+    return lines
 
 
 class MessageView(AppToplevel):

@@ -138,6 +138,14 @@ class LaterMixin:
             self._later_ids = []
         self._later_ids.append(self.after(ms, func))  # type: ignore[attr-defined]
 
+    def cancel_after(self, job: str | None) -> None:
+        """Cancel one after() job (None or already run: nothing happens)."""
+        if job is not None:
+            try:
+                self.after_cancel(job)  # type: ignore[attr-defined]
+            except tk.TclError:
+                pass
+
     def cancel_later(self) -> None:
         for job in getattr(self, "_later_ids", []):
             try:
@@ -153,6 +161,36 @@ class AppToplevel(LaterMixin, ctk.CTkToplevel):  # type: ignore[misc]
     def __init__(self, master: Any, **kw: Any) -> None:
         super().__init__(master, **kw)
         win32.set_toplevel_icon(self, self.later)
+
+    def place_window(self, master: Any, title: str, size: str, minimum: tuple[int, int]) -> None:
+        """Title, size and minimum size; transient to the main window only while that one is shown.
+
+        A transient inherits a withdrawn master's state (Tk docs): opened from the tray while the main
+        window is hidden, the window must stand alone or it would never appear.
+        """
+        self.title(title)
+        self.geometry(size)
+        self.minsize(*minimum)
+        if master.winfo_toplevel().state() == "normal":
+            self.transient(master.winfo_toplevel())
+
+
+def secondary_button(parent: Any, text: str, command: Callable[[], Any], width: int = 100) -> ctk.CTkButton:
+    """An outlined button for the less important choice (Close, Cancel) beside a filled one."""
+    return ctk.CTkButton(
+        parent,
+        text=text,
+        width=width,
+        command=command,
+        fg_color="transparent",
+        border_width=1,
+        text_color=("gray10", "gray90"),
+    )
+
+
+def hint(parent: Any, text: str) -> ctk.CTkLabel:
+    """A small grey explanation under or beside a field."""
+    return ctk.CTkLabel(parent, text=text, text_color=MUTED_COLOR, font=font(12), anchor="w", justify="left")
 
 
 class Dialog(AppToplevel):

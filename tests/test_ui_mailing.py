@@ -1,0 +1,199 @@
+"""GUI tests of New mailing and the Mailings list: real windows on Xvfb, real files, a real SMTP server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from automail.engine.service import Service
+from automail.models import MessageStatus
+from tests.helpers import make_task, new_message
+from tests.smtpd import SmtpServer
+from tests.ui_support import COMPANY, pump
+
+ctk = pytest.importorskip("customtkinter")
+
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("collect_tk_garbage")]
+
+TEMPLATE = "Dobrý deň {{ meno }},\n\nv prílohe posielame faktúru {{ cislo }}.\n"
+GOOD = (
+    "email;meno;cislo;priloha\njan@example.sk;Ján Novák;2026/0042;f42.pdf\neva@example.sk;Eva Malá;2026/0043;f43.pdf\n"
+)
+BAD = GOOD.replace("eva@example.sk", "eva(at)example.sk")
+
+
+def type_into(entry: Any, text: str) -> None:
+    """Replace an entry's text as a user typing it would."""
+    entry.delete(0, "end")
+    entry.insert(0, text)
+
+
+def files(tmp_path: Path, data: str) -> tuple[Path, Path]:
+    (tmp_path / "f42.pdf").write_bytes(b"%PDF-1.4 invoice 42\n" + b"x" * 2000)
+    (tmp_path / "f43.pdf").write_bytes(b"%PDF-1.4 invoice 43\n" + b"y" * 3000)
+    template = tmp_path / "faktura.txt"
+    template.write_text(TEMPLATE, encoding="utf-8")
+    csv = tmp_path / "zakaznici.csv"
+    csv.write_text(data, encoding="utf-8")
+    return template, csv
+
+
+def idle(root: Any, window: Any, timeout: float = 20.0) -> None:
+    pump(root, lambda: window.busy == 0, timeout=timeout)
+
+
+def open_filled(win: Any, root: Any, template: Path, csv: Path) -> Any:
+    win.new_mailing_button.invoke()
+    mw = win.mailing_window
+    pump(root, lambda: mw.winfo_viewable())
+    type_into(mw.template.entry, str(template))
+    type_into(mw.data.entry, str(csv))
+    pump(root, lambda: mw.columns == ["email", "meno", "cislo", "priloha"] and mw.busy == 0)
+    type_into(mw.subject.entry, "Faktúra {{ cislo }}")
+    return mw
+
+
+def test_bad_row_is_reported_nothing_queued_then_fixed_previewed_and_queued(
+    win: Any, service: Service, root: Any, tmp_path: Path
+) -> None:
+    template, csv = files(tmp_path, BAD)
+    mw = open_filled(win, root, template, csv)
+    # The column drop-downs were filled from the data file, with guesses a user can change.
+    assert mw.to.menu.cget("values") == ["email", "meno", "cislo", "priloha"]
+    assert mw.to.get() == "email" and mw.name_column.get() == "meno"
+    mw.attach_column.menu.set("priloha")
+
+    mw.queue_button.invoke()
+    idle(root, mw)
+    rows = mw.problem_rows()
+    assert len(rows) == 1
+    where, column, reason = rows[0]
+    assert where == "line 3" and column == "email" and "eva(at)example.sk" in reason
+    assert "Nothing was queued" in mw.status_line.cget("text")
+    assert service.outbox(COMPANY).count(None) == 0
+
+    csv.write_text(GOOD, encoding="utf-8")
+    type_into(mw.name.entry, "Faktúry 11/2026")
+    type_into(mw.not_before.entry, "2030-01-02 08:00")
+    mw.check_button.invoke()
+    idle(root, mw)
+    assert mw.problem_rows() == []
+    assert mw.tabs.get() == "Preview"
+    text = mw.preview_text
+    assert "To: Ján Novák <jan@example.sk>" in text
+    assert "Subject: Faktúra 2026/0042" in text
+    assert "Dobrý deň Ján Novák," in text
+    assert "f42.pdf — 2.0 KB" in text  # 2,020 bytes
+    mw.next_button.invoke()
+    assert "Eva Malá <eva@example.sk>" in mw.preview_text and "f43.pdf — 2.9 KB" in mw.preview_text
+    assert service.outbox(COMPANY).count(None) == 0  # checking and previewing queue nothing
+
+    mw.queue_button.invoke()
+    idle(root, mw)
+    assert "Queued 2 message(s) as mailing Faktúry 11/2026" in mw.status_line.cget("text")
+    box = service.outbox(COMPANY)
+    (mailing,) = box.mailings()
+    assert mailing.name == "Faktúry 11/2026" and mailing.total == 2 and mailing.queued == 2
+    assert mailing.not_before == time.mktime(time.strptime("2030-01-02 08:00", "%Y-%m-%d %H:%M"))
+    assert {m.recipients[0] for m in box.page(None, "", limit=10)} == {"jan@example.sk", "eva@example.sk"}
+    # Queuing opened the Mailings list, which shows the new mailing.
+    mailings = win.mailings_window
+    pump(root, lambda: mailings is not None and "Faktúry 11/2026" in mailings.rows)
+    assert mailings.rows["Faktúry 11/2026"].state.cget("text").startswith("Scheduled for 2030-01-02 08:00")
+
+
+def test_missing_fields_and_bad_time_are_shown_next_to_the_fields(
+    win: Any, service: Service, root: Any, tmp_path: Path
+) -> None:
+    win.new_mailing_button.invoke()
+    mw = win.mailing_window
+    mw.queue_button.invoke()
+    assert "data file" in mw.data.error_text and "template" in mw.template.error_text
+    template, csv = files(tmp_path, GOOD)
+    type_into(mw.template.entry, str(template))
+    type_into(mw.data.entry, str(csv))
+    pump(root, lambda: bool(mw.columns) and mw.busy == 0)
+    mw.queue_button.invoke()
+    idle(root, mw)
+    # The merge's own check, in the window's words (not the command line's --subject).
+    assert mw.subject.error_text == (
+        "The mailing has no subject — fill in Subject, or a 'Subject:' line at the top of the template."
+    )
+    type_into(mw.subject.entry, "Faktúra")
+    type_into(mw.not_before.entry, "next Tuesday")
+    mw.queue_button.invoke()
+    idle(root, mw)
+    assert "is not a date and time" in mw.not_before.error_text
+    assert service.outbox(COMPANY).count(None) == 0
+
+
+def test_send_test_message_goes_to_the_address_only(
+    win: Any, service: Service, root: Any, tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    service.add_task(make_task("Faktúry", COMPANY, port=smtp_server.port))
+    template, csv = files(tmp_path, GOOD)
+    mw = open_filled(win, root, template, csv)
+    mw.attach_column.menu.set("priloha")
+    type_into(mw.test_to, "tester@firma.sk")
+    mw.test_button.invoke()
+    idle(root, mw)
+    assert "Test message sent to tester@firma.sk through task Faktúry" in mw.status_line.cget("text")
+    (sent,) = smtp_server.messages
+    assert sent.rcpt_tos == ["tester@firma.sk"]
+    assert b"Subject: =?utf-8?" in sent.data or "Faktúra 2026/0042" in sent.data.decode("utf-8", "replace")
+    assert service.outbox(COMPANY).count(None) == 0  # a test message is not queued
+
+
+def test_pause_and_resume_in_the_mailings_list_change_only_that_mailing(win: Any, service: Service, root: Any) -> None:
+    service.enqueue(COMPANY, [new_message(n) for n in range(1, 4)], mailing="Faktúry")
+    service.enqueue(COMPANY, [new_message(n) for n in range(4, 6)], mailing="Newsletter")
+    box = service.outbox(COMPANY)
+    box.cancel([3], time.time())
+    win.mailings_button.invoke()
+    ml = win.mailings_window
+    pump(root, lambda: set(ml.rows) == {"Faktúry", "Newsletter"})
+    assert list(ml.rows) == ["Newsletter", "Faktúry"]  # newest first
+    row = ml.rows["Faktúry"]
+    assert row.counts.cget("text") == "0 of 3 sent · 1 cancelled"
+    assert abs(row.bar.get() - 1 / 3) < 0.01
+
+    row.pause_button.invoke()
+    pump(root, lambda: row.pause_button.cget("text") == "Resume", timeout=10)
+    states = {m.name: m.paused for m in box.mailings()}
+    assert states == {"Faktúry": True, "Newsletter": False}
+    assert row.state.cget("text") == "Paused" and ml.rows["Newsletter"].state.cget("text") == "Sending"
+    claimed = box.claim_batch("t", time.time() + 10, limit=10)
+    assert {c.message.mailing_id for c in claimed} == {box.mailings()[1].id}  # only Newsletter is claimable
+    row.pause_button.invoke()
+    pump(root, lambda: row.pause_button.cget("text") == "Pause", timeout=10)
+    assert {m.name: m.paused for m in box.mailings()} == {"Faktúry": False, "Newsletter": False}
+
+
+def test_cancel_and_retry_failed_and_live_refresh(win: Any, service: Service, root: Any) -> None:
+    ids = service.enqueue(COMPANY, [new_message(n) for n in range(1, 5)], mailing="Upomienky")
+    box = service.outbox(COMPANY)
+    win.open_mailings()
+    ml = win.mailings_window
+    pump(root, lambda: "Upomienky" in ml.rows)
+    row = ml.rows["Upomienky"]
+    assert row.retry_button.cget("state") == "disabled"
+    # The engine (here: the outbox directly) sends one and fails one; the list follows without a click.
+    claimed = box.claim_batch("t", time.time() + 1, limit=2)
+    box.mark_sent(claimed[0].message.id, time.time(), "250 OK", {}, "info@firma.sk", "t")
+    box.mark_failed(claimed[1].message.id, time.time(), 550, "no such user", "info@firma.sk", "t")
+    pump(root, lambda: row.counts.cget("text") == "1 of 4 sent · 1 failed", timeout=10)
+    assert row.retry_button.cget("state") == "normal"
+
+    row.retry_button.invoke()
+    pump(root, lambda: "1 failed message(s) queued again" in ml.status_line.cget("text"), timeout=10)
+    assert box.get(claimed[1].message.id).status is MessageStatus.QUEUED
+
+    row.cancel_button.invoke()
+    ml.confirm.ok_button.invoke()
+    pump(root, lambda: "3 message(s) cancelled" in ml.status_line.cget("text"), timeout=10)
+    assert [box.get(i).status for i in ids].count(MessageStatus.CANCELLED) == 3
+    pump(root, lambda: row.state.cget("text") == "Finished", timeout=10)
+    assert row.pause_button.cget("state") == "disabled"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -18,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 from automail import __version__
 from automail.display import has_display
 from automail.errors import AutomailError, FaultKind, InputError, OutboxExistsError
+from automail.message import max_message_bytes, read_limited
 from automail.models import (
     DEFAULT_RATE,
+    MAX_MESSAGE_ID,
     EngineEvent,
     EventKind,
     Mailing,
@@ -30,6 +34,7 @@ from automail.models import (
     StoredMessage,
     Task,
     TaskState,
+    check_message_ids,
     overlap_warning,
     unique_tags,
 )
@@ -109,6 +114,23 @@ def _ca_file(text: str) -> str:
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"ca-file: {text!r} is not a file (give a PEM file of CA certificates)")
     return str(path.resolve())
+
+
+def _message_id(text: str) -> int:
+    try:
+        return check_message_ids([int(text)])[0]
+    except (ValueError, InputError):
+        raise argparse.ArgumentTypeError(f"id: {text!r} is not a message id (see `automail outbox`)") from None
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not -1 <= value <= MAX_MESSAGE_ID or value == 0:
+        raise argparse.ArgumentTypeError(f"limit: {text!r} is not a number of messages (or -1 for all)")
+    return value
 
 
 def _delays(text: str) -> tuple[int, ...]:
@@ -210,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", default="")
     p.add_argument("--mailing", metavar="NAME", help="queue the files as a new mailing of this name")
     p.add_argument("--not-before", metavar="TIME", help='hold the messages until then, e.g. "2026-12-01 08:00"')
+    p.add_argument(
+        "--allow-duplicate-id", action="store_true", help="queue a message whose Message-ID the outbox holds already"
+    )
     p.add_argument("files", nargs="+", help=".eml files, or - for standard input")
 
     p = sub.add_parser("send", help="compose and queue one message")
@@ -253,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", default="")
     shown = p.add_mutually_exclusive_group()
     shown.add_argument(
-        "--limit", type=int, default=OUTBOX_LIMIT, help=f"show the newest N messages (default {OUTBOX_LIMIT:,})"
+        "--limit", type=_limit, default=OUTBOX_LIMIT, help=f"show the newest N messages (default {OUTBOX_LIMIT:,})"
     )
     shown.add_argument("--all", action="store_true", help="every matching message, oldest first, streamed")
     p.add_argument("--json", action="store_true")
@@ -262,11 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--company", required=True)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--failed", action="store_true", help="every failed message")
-    g.add_argument("ids", nargs="*", type=int, default=[])
+    g.add_argument("ids", nargs="*", type=_message_id, default=[])
 
     p = sub.add_parser("cancel", help="cancel queued messages")
     p.add_argument("--company", required=True)
-    p.add_argument("ids", nargs="+", type=int)
+    p.add_argument("ids", nargs="+", type=_message_id)
 
     mailing = sub.add_parser("mailing", help="mailings: progress, pause, resume, cancel").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -370,8 +395,13 @@ def _apply_task_options(task: Task, args: argparse.Namespace) -> Task:
     return replace(task, **changes)
 
 
+def _printable(text: str) -> str:
+    """Control characters (ANSI escape sequences, line breaks) shown as \\x1b etc., never sent to the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _print_table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> None:
-    cells = [list(map(str, header))] + [["" if c is None else str(c) for c in r] for r in rows]
+    cells = [list(map(str, header))] + [["" if c is None else _printable(str(c)) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     for r in cells:
         _out("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -510,20 +540,19 @@ def cmd_task(args: argparse.Namespace) -> int:
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
     svc = _service()
-    items: list[tuple[str, bytes]] = []
-    for name in args.files:
-        if name == "-":
-            items.append(("stdin", sys.stdin.buffer.read()))
-        else:
-            path = Path(name)
-            try:
-                items.append((name, path.read_bytes()))
-            except OSError as exc:
-                raise InputError(name, f"cannot be read: {exc.strerror}", fix="check the path") from exc
+    limit = max_message_bytes()
+    items = [("stdin" if name == "-" else name, read_limited(name, "file", limit)) for name in args.files]
     from automail.api import parse_time
 
     not_before = parse_time(args.not_before) if args.not_before else None
-    ids = svc.enqueue_raw(args.company, items, args.tag, mailing=args.mailing, not_before=not_before)
+    ids = svc.enqueue_raw(
+        args.company,
+        items,
+        args.tag,
+        mailing=args.mailing,
+        not_before=not_before,
+        allow_duplicate_id=args.allow_duplicate_id,
+    )
     into = f" as mailing {args.mailing.strip()!r}" if args.mailing else ""
     _out(f"Queued {len(ids)} message(s) in {svc.definitions.company(args.company).name}{into}: ids {_id_ranges(ids)}")
     return EXIT_OK
@@ -536,10 +565,11 @@ def _id_ranges(ids: Sequence[int]) -> str:
 def _read_text(path: Path | None, field: str) -> str | None:
     if path is None:
         return None
+    data = read_limited(path, field, max_message_bytes())
     try:
-        return path.read_text(encoding="utf-8-sig")  # Notepad saves UTF-8 with a BOM
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(field, f"cannot read {path}: {exc}", fix="give a readable UTF-8 text file") from exc
+        return data.decode("utf-8-sig")  # Notepad saves UTF-8 with a BOM
+    except UnicodeDecodeError as exc:
+        raise InputError(field, f"{path} is not UTF-8 text ({exc})", fix="give a UTF-8 text file") from exc
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -847,26 +877,28 @@ def run_engine(svc: Service, until_empty: bool, on_event: Callable[[EngineEvent]
         )
         return EXIT_FAILED if until_empty else EXIT_OK
     code = EXIT_OK
-    with _StopSignal() as stop:  # before saying "Ctrl+C stops it", so a stop right after it is graceful
-        _out(f"AutoMail engine running {len(local)} task(s) on {svc.computer}. Ctrl+C stops it.")
-        svc.start_engine()
-        time.sleep(0.2)
-        while not stop.event.wait(0.5):
-            if not until_empty:
-                continue
-            local = [t for t in svc.local_tasks() if t.enabled]
-            statuses = svc.status(tasks=local)
-            stuck = [s for s in statuses if s.fault is FaultKind.TASK_FATAL]
-            if local and len(stuck) == len(local):
-                for s in stuck:
-                    _err(f"Task {s.task!r} stopped: {s.last_error}")
-                code = EXIT_FAILED
-                break
-            # queued, sending or deferred; a paused mailing's messages wait for a resume, not for this run
-            if sum(s.queued + s.deferred for s in statuses) == svc.held(local):
-                code = EXIT_FAILED if failed else EXIT_OK
-                break
-    svc.stop_engine()
+    try:  # the engine is stopped also when reading the status fails (a damaged outbox)
+        with _StopSignal() as stop:  # before saying "Ctrl+C stops it", so a stop right after it is graceful
+            _out(f"AutoMail engine running {len(local)} task(s) on {svc.computer}. Ctrl+C stops it.")
+            svc.start_engine()
+            time.sleep(0.2)
+            while not stop.event.wait(0.5):
+                if not until_empty:
+                    continue
+                local = [t for t in svc.local_tasks() if t.enabled]
+                statuses = svc.status(tasks=local)
+                stuck = [s for s in statuses if s.fault is FaultKind.TASK_FATAL]
+                if local and len(stuck) == len(local):
+                    for s in stuck:
+                        _err(f"Task {s.task!r} stopped: {s.last_error}")
+                    code = EXIT_FAILED
+                    break
+                # queued, sending or deferred; a paused mailing's messages wait for a resume, not for this run
+                if sum(s.queued + s.deferred for s in statuses) == svc.held(local):
+                    code = EXIT_FAILED if failed else EXIT_OK
+                    break
+    finally:
+        svc.stop_engine()
     if until_empty and stop.event.is_set():
         # Stopped by Ctrl+C or SIGTERM before the queue was empty: a script must not take it for done.
         left = svc.pending([t for t in svc.local_tasks() if t.enabled])
@@ -975,18 +1007,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from automail.logsetup import setup_logging
-    from automail.paths import data_dir
+    from automail.paths import data_dir, prepare_data_dir
 
     command = args.command or "gui"
     utf8_output()
     try:
         with _data_folder_for(command):
-            setup_logging(data_dir(), verbose=args.verbose)
+            setup_logging(prepare_data_dir(data_dir()), verbose=args.verbose)
             return COMMANDS[command](args)
     except AutomailError as exc:  # exit_code: 2 for bad input (InputError), else 1
         _err(f"automail: {'bad input: ' if isinstance(exc, InputError) else ''}{exc}")
         return exc.exit_code
     except KeyboardInterrupt:
+        return EXIT_FAILED
+    except (OSError, sqlite3.Error) as exc:  # the last net: a file problem nobody wrapped yet, not a traceback
+        logging.getLogger(__name__).exception("unexpected file error")
+        _err(f"automail: {exc} — check that the data folder ({data_dir()}) and its files are readable and writable")
         return EXIT_FAILED
 
 

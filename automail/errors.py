@@ -36,6 +36,10 @@ class NotFoundError(InputError):
     """A named company, task or message does not exist."""
 
 
+class DataFolderError(AutomailError):
+    """The data folder (or a file in it: log, lock) cannot be created or written."""
+
+
 class DefinitionsError(AutomailError):
     """automail.json cannot be read or written."""
 

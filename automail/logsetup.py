@@ -25,7 +25,7 @@ def setup_logging(
     *,
     max_bytes: int = MAX_BYTES,
     backup_count: int = BACKUP_COUNT,
-) -> Path:
+) -> Path | None:
     """Send AutoMail's log to ``logs/automail.log`` (1 MB × 5 files); returns the file path.
 
     The app and any CLI command (`automail run`, `status` …) write to the same file at once. The
@@ -33,21 +33,32 @@ def setup_logging(
     cannot be renamed, so past 1 MB every line is lost with "--- Logging error ---"; elsewhere each
     process rotates on its own and overwrites the other's lines. ConcurrentRotatingFileHandler
     takes a lock file around each write and rotation, and on Windows keeps the log closed between writes.
+
+    A log that cannot be written is not a reason to refuse work: AutoMail then says so
+    once on stderr, logs nowhere, and returns None.
     """
     folder = log_dir(home)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "automail.log"
+    path: Path | None = folder / "automail.log"
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_automail", False):
             root.removeHandler(handler)
             handler.close()
-    file_handler = ConcurrentRotatingFileHandler(
-        str(path), maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
-    )
-    file_handler.setFormatter(logging.Formatter(_FORMAT))
-    file_handler._automail = True  # type: ignore[attr-defined]
-    root.addHandler(file_handler)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "automail.log", "a", encoding="utf-8"):
+            pass  # the handler opens the file only when it writes: find out now that it cannot
+        file_handler = ConcurrentRotatingFileHandler(
+            str(path), maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
+        )
+    except OSError as exc:
+        if sys.stderr is not None:
+            print(f"automail: warning: cannot write the log {path}: {exc.strerror}", file=sys.stderr)
+        path = None
+    else:
+        file_handler.setFormatter(logging.Formatter(_FORMAT))
+        file_handler._automail = True  # type: ignore[attr-defined]
+        root.addHandler(file_handler)
     # A windowed (frozen) app has no stderr at all.
     if to_stderr and sys.stderr is not None:
         stream = logging.StreamHandler(sys.stderr)

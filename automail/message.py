@@ -3,27 +3,45 @@
 from __future__ import annotations
 
 import functools
+import math
 import mimetypes
 import os
+import re
+import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from email.utils import formatdate, getaddresses, make_msgid
+from email.utils import formatdate, make_msgid
 from pathlib import Path
 
 from automail.errors import InputError
 from automail.models import (
     DEFAULT_MAX_MESSAGE_BYTES,
     check_address,
-    check_no_newline,
+    check_ascii_local,
+    check_mailbox,
+    check_text,
     mailbox_address,
+    parse_mailboxes,
+    single_mailbox,
 )
 from automail.store.outbox import NewMessage
 
 _PARSER = BytesParser(policy=policy.default)
-_RECIPIENT_HEADERS = ("to", "cc", "bcc")
+MAX_LIMIT_MB = 2048
+MAX_LINE_OCTETS = 998  # RFC 5322 2.1.1: servers answer "500 Line too long" beyond it
+_BOM = b"\xef\xbb\xbf"
+# RFC 5322 field name, then optional white space before the colon (obsolete syntax, section 4.5).
+_FIELD_RE = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+_CONTROL_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_ORIGINATORS = {"from": True, "sender": True, "reply-to": False, "resent-from": True, "resent-sender": True}
+_RECIPIENTS = ("to", "cc", "bcc")
+_RESENT_RECIPIENTS = ("resent-to", "resent-cc", "resent-bcc")
+_HIDDEN = frozenset({"bcc", "resent-bcc"})  # go into the envelope only, never on the wire
+_ADDRESS_KEYS = frozenset([*_ORIGINATORS, *_RECIPIENTS, *_RESENT_RECIPIENTS])
 
 
 def _msgid_domain(*senders: str) -> str:
@@ -49,6 +67,149 @@ def _check_size(raw: bytes, source: str, max_bytes: int) -> None:
         )
 
 
+@dataclass
+class _Field:
+    """One header field as read: its name, the line it starts on, and its physical lines."""
+
+    name: str
+    line: int
+    lines: list[bytes]  # the first without "Name:", continuations as they are (no line ends)
+
+    @property
+    def key(self) -> str:
+        return self.name.lower()
+
+    @property
+    def value(self) -> str:
+        """The unfolded value (RFC 5322 3.2.2), decoded (UTF-8 was checked when reading)."""
+        return "".join(line.decode("utf-8") for line in self.lines).strip()
+
+    def to_bytes(self) -> bytes:
+        return b"\r\n".join([self.name.encode("ascii") + b":" + self.lines[0], *self.lines[1:]])
+
+
+def _line_error(source: str, number: int, line: bytes, problem: str, fix: str) -> InputError:
+    shown = line[:60].decode("utf-8", "backslashreplace") + ("…" if len(line) > 60 else "")
+    return InputError(f"{source}: line {number}", f"{problem}: {shown!r}", fix=fix)
+
+
+def _check_header_line(source: str, number: int, line: bytes) -> None:
+    if len(line) > MAX_LINE_OCTETS:
+        raise _line_error(
+            source,
+            number,
+            line,
+            f"the header line is {len(line)} octets long, over the limit of {MAX_LINE_OCTETS}",
+            "fold the header over several lines, each continuation starting with a space",
+        )
+    control = _CONTROL_RE.search(line)
+    if control:
+        raise _line_error(
+            source,
+            number,
+            line,
+            f"the header holds the control character 0x{control.group()[0]:02X}",
+            "remove NUL, bare CR and other control characters from the headers",
+        )
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _line_error(
+            source,
+            number,
+            line,
+            f"the header has a byte that is not UTF-8 (0x{line[exc.start]:02X})",
+            "save the file as UTF-8, or encode non-ASCII header text as RFC 2047 encoded-words",
+        ) from None
+    check_text(f"{source}: line {number}", text)
+
+
+def _read_header(raw: bytes, source: str) -> tuple[list[_Field], bytes, int]:
+    """Split ``raw`` into header fields and the body; returns (fields, body, body's first line number).
+
+    Refuses what a receiving parser could read differently from us: a line that is neither
+    a field nor a continuation, non-UTF-8 bytes, control characters, over-long lines.
+    """
+    pos = len(_BOM) if raw.startswith(_BOM) else 0
+    fields: list[_Field] = []
+    number = 0
+    while pos < len(raw):
+        end = raw.find(b"\n", pos)
+        stop = len(raw) if end < 0 else end
+        line = raw[pos : stop - 1] if stop > pos and raw[stop - 1 : stop] == b"\r" else raw[pos:stop]
+        pos = len(raw) if end < 0 else end + 1
+        number += 1
+        if not line:
+            return fields, raw[pos:], number + 1
+        if number == 1 and line.startswith(b"From ") and not _FIELD_RE.match(line):
+            continue  # an mbox separator line: not part of the message
+        _check_header_line(source, number, line)
+        if line[:1] in (b" ", b"\t"):
+            if not fields:
+                raise _line_error(
+                    source, number, line, "the message starts with a continuation line", "remove the leading space"
+                )
+            fields[-1].lines.append(line)
+            continue
+        match = _FIELD_RE.match(line)
+        if match is None:
+            raise _line_error(
+                source,
+                number,
+                line,
+                "the line is not a header (Name: value) and no empty line separates it from the headers",
+                "put an empty line between the headers and the body, or fix the header",
+            )
+        fields.append(_Field(match.group(1).decode("ascii"), number, [line[match.end() :]]))
+    return fields, b"", number + 1
+
+
+def _check_body(body: bytes, source: str, first_line: int) -> None:
+    nul = body.find(b"\x00")
+    if nul >= 0:
+        line = first_line + body.count(b"\n", 0, nul)
+        raise InputError(
+            f"{source}: line {line}",
+            "the body holds a NUL byte",
+            fix="remove NUL bytes, or attach binary data as a base64-encoded MIME part",
+        )
+    if len(body) <= MAX_LINE_OCTETS:
+        return
+    lines = body.split(b"\n")
+    longest = max(range(len(lines)), key=lambda i: len(lines[i]))
+    length = len(lines[longest].rstrip(b"\r"))
+    if length > MAX_LINE_OCTETS:
+        raise InputError(
+            f"{source}: line {first_line + longest}",
+            f"the body line is {length} octets long, over the limit of {MAX_LINE_OCTETS} that SMTP servers enforce",
+            fix="encode the part as quoted-printable or base64 (Content-Transfer-Encoding), or wrap the lines",
+        )
+
+
+def _field_text(source: str, field: _Field) -> str:
+    """The decoded value (RFC 2047 encoded-words too), refused if it hides control characters."""
+    where = f"{source}: {field.name} (line {field.line})"
+    if "=?" not in field.value:  # nothing encoded: the lines were checked when read
+        return field.value
+    try:
+        text = str(policy.default.header_factory(field.name, field.value))
+    except Exception as exc:  # the email package raises assorted errors on garbage
+        raise InputError(where, f"cannot be read ({exc!r})", fix="correct the header") from None
+    return check_text(where, text)
+
+
+def _check_duplicates(source: str, fields: list[_Field]) -> None:
+    # RFC 5322 3.6: these occur at most once; two From or two To headers are read differently by receivers.
+    for key in ("from", "sender", "reply-to", "to", "cc", "bcc", "subject", "message-id"):
+        found = [f for f in fields if f.key == key]
+        if len(found) > 1:
+            raise InputError(
+                f"{source}: line {found[1].line}",
+                f"the header {found[1].name} appears {len(found)} times",
+                fix=f"merge them into one {found[0].name} header",
+            )
+
+
 def prepare_raw(
     raw: bytes,
     source: str,
@@ -58,60 +219,59 @@ def prepare_raw(
     now: float | None = None,
     default_sender: str = "",
 ) -> NewMessage:
-    """Validate a MIME message (e.g. an .eml file) and make it ready to queue.
+    """Check a MIME message and make it ready to queue: the one gate every way in passes.
 
-    Recipients come from To/Cc/Bcc; Bcc is removed from what is sent.  A
-    Message-ID (in the domain of From, else of ``default_sender``: the task's sender) is
-    added when missing so every attempt carries the same one, and a Date (``now``) too.
+    The CLI's ``enqueue`` and ``send`` (through ``compose``) call it, and so must the mail
+    merge, the pickup folder and the Python API.  Headers are read with obsolete syntax
+    recognised; anything another parser could read differently is refused, naming the line.
+    Recipients come from To/Cc/Bcc (Resent-To/Cc/Bcc for a resent message); Bcc and
+    Resent-Bcc go into the envelope only.  The headers queued are the ones read (written
+    back in ``Name: value`` form); a Message-ID (in the domain of From, else of
+    ``default_sender``: the task's sender) is added when missing so every attempt carries
+    the same one, and a Date (``now``) too.
     """
     _check_size(raw, source, max_bytes)
-    check_no_newline("tag", tag)
+    check_text("tag", tag)
     if not raw.strip():
         raise InputError(source, "is empty", fix="give a complete MIME message (.eml)")
-    try:
-        msg = _PARSER.parsebytes(raw)
-    except Exception as exc:  # the email package raises assorted errors on garbage
-        raise InputError(source, f"is not a readable e-mail message ({exc})", fix="give a MIME message (.eml)") from exc
-    if not any(msg.get(h) for h in ("from", "to", "cc", "bcc", "subject")):
+    fields, body, body_line = _read_header(raw, source)
+    if not fields:
         raise InputError(source, "has no e-mail headers", fix="give a MIME message with From/To/Subject headers")
-    for name, value in msg.items():
-        check_no_newline(f"{source}: header {name}", str(value))
-    recipients: list[str] = []
-    for header in _RECIPIENT_HEADERS:
-        for _name, addr in getaddresses([str(v) for v in msg.get_all(header, [])]):
-            if addr:
-                recipients.append(check_address(f"{source}: {header.capitalize()}", addr))
-            elif _name:
-                raise InputError(
-                    f"{source}: {header.capitalize()}",
-                    f"{_name!r} is not an e-mail address",
-                    fix="write it as name@example.com",
-                )
+    _check_body(body, source, body_line)
+    _check_duplicates(source, fields)
+    texts: dict[str, str] = {}
+    addresses: list[tuple[str, list[tuple[str, str]]]] = []  # (header key, its mailboxes), every one checked
+    for f in fields:
+        if f.key not in _ADDRESS_KEYS:
+            texts[f.key] = _field_text(source, f)
+            continue
+        where = f"{source}: {f.name} (line {f.line})"
+        mailboxes = parse_mailboxes(where, f.value)
+        single = _ORIGINATORS.get(f.key)
+        if single:
+            single_mailbox(where, f.value, mailboxes, ascii_only=True)
+        elif single is not None:
+            for _name, addr in mailboxes:
+                check_ascii_local(where, addr)
+        addresses.append((f.key, mailboxes))
+    from_header = next((f.value for f in fields if f.key == "from"), "")
+    resent = any(f.key in _RESENT_RECIPIENTS for f in fields)
+    wanted = _RESENT_RECIPIENTS if resent else _RECIPIENTS
+    recipients = [addr for key, mailboxes in addresses if key in wanted for _name, addr in mailboxes]
     if not recipients:
         raise InputError(source, "has no recipients", fix="add a To, Cc or Bcc header")
-    from_header = str(msg.get("from", ""))
-    if from_header:
-        for _name, addr in getaddresses([from_header]):
-            check_address(f"{source}: From", addr)
-    changed = False
-    if msg.get("bcc") is not None:
-        del msg["bcc"]
-        changed = True
-    message_id = str(msg.get("message-id", "")).strip()
+    kept = [f.to_bytes() for f in fields if f.key not in _HIDDEN]
+    message_id = texts.get("message-id", "").strip()
     if not message_id:
         message_id = make_msgid(domain=_msgid_domain(from_header, default_sender))
-        msg["Message-ID"] = message_id
-        changed = True
-    if msg.get("date") is None:  # RFC 5322 requires it; spam filters score its absence
-        msg["Date"] = _date(now)
-        changed = True
-    if changed:
-        raw = msg.as_bytes(policy=policy.SMTP)
+        kept.append(b"Message-ID: " + message_id.encode("ascii"))
+    if "date" not in texts:  # RFC 5322 requires it; spam filters score its absence
+        kept.append(b"Date: " + _date(now).encode("ascii"))
     return NewMessage(
-        raw=raw,
+        raw=b"\r\n".join(kept) + b"\r\n\r\n" + body,
         recipients=tuple(dict.fromkeys(recipients)),
         from_header=from_header,
-        subject=str(msg.get("subject", "")),
+        subject=texts.get("subject", ""),
         message_id=message_id,
         tag=tag,
     )
@@ -135,43 +295,51 @@ def compose(
     """Build a message from parts (the `send` command); From is filled in at send time if empty.
 
     The Message-ID is in the domain of ``sender``, else of ``default_sender`` (the task's sender).
+
+    The result then passes ``prepare_raw`` like any .eml, so both ways in hold the same rules.
     """
-    check_no_newline("subject", subject)
+    check_text("subject", subject)
+    check_text("tag", tag)
     to_list = [check_address("to", a) for a in to]
     cc_list = [check_address("cc", a) for a in cc]
     bcc_list = [check_address("bcc", a) for a in bcc]
     if not (to_list or cc_list or bcc_list):
         raise InputError("to", "no recipients given", fix="add --to ADDRESS")
-    msg = EmailMessage(policy=policy.SMTP)
-    if sender:
-        msg["From"] = sender
-    if to_list:
-        msg["To"] = ", ".join(to_list)
-    if cc_list:
-        msg["Cc"] = ", ".join(cc_list)
+    from_header = check_mailbox("from", sender, ascii_only=True) if sender else ""
+    # A non-ASCII local part cannot be written as an encoded-word (RFC 2047 5): such a
+    # message is written in UTF-8 (RFC 6532) and needs a server offering SMTPUTF8.
+    utf8 = not all(a.isascii() for a in to_list + cc_list + bcc_list)
+    msg = EmailMessage(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
+    if from_header:
+        msg["From"] = from_header
+    for name, addresses in (("To", to_list), ("Cc", cc_list), ("Bcc", bcc_list)):
+        if addresses:
+            msg[name] = ", ".join(addresses)
     msg["Subject"] = subject
     msg["Date"] = _date(now)
-    msg["Message-ID"] = make_msgid(domain=_msgid_domain(sender, default_sender))
+    msg["Message-ID"] = make_msgid(domain=_msgid_domain(from_header, default_sender))
     msg.set_content(text if text is not None else "")
     if html is not None:
         msg.add_alternative(html, subtype="html")
     for path in attachments:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise InputError("attach", f"cannot read {path}: {exc.strerror}", fix="check the path") from exc
+        data = read_limited(path, "attach", max_bytes)
         maintype, subtype = attachment_type(path.name).split("/", 1)
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=path.name)
-    raw = msg.as_bytes()
-    _check_size(raw, "message", max_bytes)
-    return NewMessage(
-        raw=raw,
-        recipients=tuple(dict.fromkeys(to_list + cc_list + bcc_list)),
-        from_header=sender,
-        subject=subject,
-        message_id=str(msg["Message-ID"]),
-        tag=tag,
-    )
+    return prepare_raw(msg.as_bytes(), "message", tag, max_bytes)
+
+
+def read_limited(path: Path | str, field: str, max_bytes: int) -> bytes:
+    """Read a file (or "-" for standard input), at most ``max_bytes`` + 1 bytes: /dev/zero cannot fill memory."""
+    try:
+        if str(path) == "-":
+            data = sys.stdin.buffer.read(max_bytes + 1)
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise InputError(field, f"cannot read {path}: {exc.strerror}", fix="check the path") from exc
+    _check_size(data, f"{field} {path}", max_bytes)
+    return data
 
 
 # Types Python's built-in table lacks (3.11), for files offices attach.
@@ -237,11 +405,18 @@ def _header_bytes(name: str, value: str) -> bytes:
 
 
 def max_message_bytes() -> int:
-    """The size limit: AUTOMAIL_MAX_MESSAGE_MB or 25 MB."""
+    """The size limit: AUTOMAIL_MAX_MESSAGE_MB (a positive number of MB, at most 2048) or 25 MB."""
     value = os.environ.get("AUTOMAIL_MAX_MESSAGE_MB")
     if not value:
         return DEFAULT_MAX_MESSAGE_BYTES
     try:
-        return int(float(value) * 1024 * 1024)
+        megabytes = float(value)
     except ValueError:
-        raise InputError("AUTOMAIL_MAX_MESSAGE_MB", f"{value!r} is not a number", fix="set it to e.g. 25") from None
+        megabytes = math.nan
+    if not 0 < megabytes <= MAX_LIMIT_MB:  # also refuses nan and inf
+        raise InputError(
+            "AUTOMAIL_MAX_MESSAGE_MB",
+            f"{value!r} is not a size from 0 to {MAX_LIMIT_MB} MB",
+            fix="set it to e.g. 25, or unset it",
+        )
+    return int(megabytes * 1024 * 1024)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import ntpath
 import os
 import re
 import sys
 import time
+import unicodedata
 from pathlib import Path, PureWindowsPath
 
 import platformdirs
 
 from automail import APP_NAME
-from automail.errors import InputError
+from automail.errors import DataFolderError, InputError
 
 MOUNTS_FILE = "/proc/self/mounts"
 # File systems where SQLite's write-ahead log (shared memory, byte-range locks) is not safe.
@@ -34,6 +36,23 @@ def data_dir() -> Path:
     env = os.environ.get("AUTOMAIL_HOME")
     base = Path(env).expanduser() if env else Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
     return base
+
+
+def prepare_data_dir(home: Path) -> Path:
+    """Create the data folder if needed; DataFolderError when it is a file or cannot be created."""
+    if home.exists() and not home.is_dir():
+        raise DataFolderError(
+            f"the data folder {home} is a file, not a folder",
+            fix="point AUTOMAIL_HOME at a folder, or unset it",
+        )
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataFolderError(
+            f"cannot create the data folder {home}: {exc.strerror}",
+            fix="point AUTOMAIL_HOME at a folder this user can write to",
+        ) from exc
+    return home
 
 
 def definitions_file(home: Path) -> Path:
@@ -58,10 +77,30 @@ def resource_path(*parts: str) -> Path:
     return base.joinpath(*parts)
 
 
+# Names Windows reserves in every folder, whatever the extension (CON.sqlite3 is the console).
+_WINDOWS_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+    + [f"{dev}{n}" for dev in ("COM", "LPT") for n in [*"123456789", "\u00b9", "\u00b2", "\u00b3"]]
+)
+MAX_FILENAME_BYTES = 120  # well under the 255 bytes of common file systems, leaving room for suffixes
+
+
 def safe_filename(name: str) -> str:
-    """A file-system-safe version of a company name (keeps letters of any script)."""
-    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name.strip())
-    return cleaned.strip("._") or "company"
+    """A file-system-safe stem for a company name on any OS (keeps letters of any script).
+
+    NFC-normalised; a Windows reserved device name (CON, COM1, …) gets a "_" after it; names longer than
+    MAX_FILENAME_BYTES in UTF-8 are cut and keep a short hash, so two long names stay apart.
+    """
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in unicodedata.normalize("NFC", name).strip())
+    cleaned = cleaned.strip("._") or "company"
+    stem, dot, rest = cleaned.partition(".")
+    if stem.upper() in _WINDOWS_RESERVED:  # "AUX.firma" is the device too: the stem itself must change
+        cleaned = f"{stem}_{dot}{rest}"
+    if len(cleaned.encode("utf-8")) > MAX_FILENAME_BYTES:
+        digest = hashlib.sha1(cleaned.encode("utf-8")).hexdigest()[:8]
+        cut = cleaned.encode("utf-8")[: MAX_FILENAME_BYTES - 9].decode("utf-8", "ignore")
+        cleaned = f"{cut}-{digest}"
+    return cleaned
 
 
 def replace_file(src: str | Path, dst: str | Path, attempts: int = 10) -> None:

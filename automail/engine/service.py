@@ -27,10 +27,12 @@ from automail.models import (
     Task,
     TaskState,
     TaskStatus,
+    check_message_ids,
+    check_name,
     current_user,
     this_computer,
 )
-from automail.paths import data_dir, definitions_file, lock_dir
+from automail.paths import data_dir, definitions_file, lock_dir, prepare_data_dir
 from automail.store.definitions import Definitions
 from automail.store.outbox import NewMessage, Outbox, QueryObserver, set_aside
 
@@ -59,9 +61,8 @@ class Service:
     ) -> None:
         """``read_only``: open outboxes for reading only (``automail status``, listings): such a
         service never waits for the write lock of an engine that is sending."""
-        self.home = home or data_dir()
+        self.home = prepare_data_dir(home or data_dir())
         self.read_only = read_only
-        self.home.mkdir(parents=True, exist_ok=True)
         self.clock: Clock = clock or SystemClock()
         self.computer = computer or this_computer()
         self.user = current_user() if user is None else user
@@ -97,18 +98,25 @@ class Service:
         An outbox file already at that place (a company of that name was removed, or the data folder was
         restored) is not silently reattached: ``reuse=None`` raises OutboxExistsError saying what it holds,
         ``True`` takes it with its messages, ``False`` sets it aside (renamed with today's date) and starts empty.
+        A refused add leaves no file behind.
         """
-        path = Path(outbox_path or self.definitions.default_outbox_path(name))
+        name = check_name("company", name)
+        path = Path(outbox_path).expanduser().absolute() if outbox_path else self.definitions.default_outbox_path(name)
         if path.exists() and not any(Path(c.outbox_path) == path for c in self.companies()):
             if reuse is None:
                 raise OutboxExistsError(name.strip(), path, *_outbox_counts(path))
             if not reuse:
                 set_aside(path, time.strftime("%Y-%m-%d", time.localtime(self.clock.now())))
         company = self.definitions.add_company(name, outbox_path)
+        path = Path(company.outbox_path)
+        existed = path.exists()
         try:
             self.outbox(company.name)
         except AutomailError:
             self.definitions.remove_company(company.name)
+            if not existed:  # only a file this call created
+                for leftover in (path, *(Path(f"{path}{s}") for s in ("-wal", "-shm", "-journal"))):
+                    leftover.unlink(missing_ok=True)
             raise
         return company
 
@@ -371,15 +379,42 @@ class Service:
         *,
         mailing: str | None = None,
         not_before: float | None = None,
+        allow_duplicate_id: bool = False,
     ) -> list[int]:
-        """Validate every (source name, MIME bytes) pair, then queue all or nothing."""
-        self.definitions.company(company)
+        """Validate every (source name, MIME bytes) pair, then queue all or nothing.
+
+        A Message-ID already in the outbox or twice in the batch is refused unless
+        ``allow_duplicate_id``: receivers drop or thread a second message with the same ID.
+        """
+        box = self.outbox(company)
         limit, now, sender = max_message_bytes(), self.clock.now(), self.sender_for(company, tag)
         prepared, sources = [], []
         for source, raw in items:
             prepared.append(prepare_raw(raw, source, tag, limit, now=now, default_sender=sender))
             sources.append(source)
+        if not allow_duplicate_id:
+            self._refuse_duplicate_ids(box, sources, prepared)
         return self.enqueue(company, prepared, mailing=mailing, sources=sources, not_before=not_before)
+
+    @staticmethod
+    def _refuse_duplicate_ids(box: Outbox, sources: Sequence[str], messages: Sequence[NewMessage]) -> None:
+        seen: dict[str, str] = {}
+        for source, msg in zip(sources, messages, strict=True):
+            if msg.message_id in seen:
+                raise InputError(
+                    source,
+                    f"has the same Message-ID {msg.message_id} as {seen[msg.message_id]}",
+                    fix="give each message its own Message-ID (or remove it), or pass --allow-duplicate-id",
+                )
+            seen[msg.message_id] = source
+        known = box.known_message_ids(list(seen))
+        for source, msg in zip(sources, messages, strict=True):
+            if msg.message_id in known:
+                raise InputError(
+                    source,
+                    f"its Message-ID {msg.message_id} is already in the outbox of {box.company}",
+                    fix="give the message a new Message-ID (or remove it), or pass --allow-duplicate-id",
+                )
 
     def send(
         self,
@@ -440,12 +475,13 @@ class Service:
 
     def retry(self, company: str, ids: Sequence[int] | None) -> int:
         """Queue failed messages again (all failed ones when ids is None)."""
-        count = self.outbox(company).retry(ids, self.clock.now())
+        count = self.outbox(company).retry(None if ids is None else check_message_ids(ids), self.clock.now())
         self._poke()
         return count
 
     def cancel(self, company: str, ids: Sequence[int]) -> int:
-        return self.outbox(company).cancel(ids, self.clock.now())
+        """Cancel queued or deferred messages; an id given twice counts once."""
+        return self.outbox(company).cancel(check_message_ids(ids), self.clock.now())
 
     # ---- mailings ------------------------------------------------------------------------
     def mailings(self, company: str | None = None) -> list[Mailing]:

@@ -11,7 +11,11 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from automail.errors import TaskLockedError
+from automail.errors import DataFolderError, TaskLockedError
+
+
+def _unwritable(path: Path, exc: OSError) -> DataFolderError:
+    return DataFolderError(f"cannot write the lock file {path}: {exc.strerror}", fix="make the data folder writable")
 
 
 class TaskLock:
@@ -19,7 +23,10 @@ class TaskLock:
 
     def __init__(self, lock_dir: Path, task_name: str) -> None:
         digest = hashlib.sha1(task_name.lower().encode()).hexdigest()[:16]
-        lock_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            lock_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _unwritable(lock_dir, exc) from exc
         self.task_name = task_name
         self._lock = FileLock(str(lock_dir / f"task-{digest}.lock"), timeout=0, thread_local=False)
         self._owner = lock_dir / f"task-{digest}.owner"
@@ -33,10 +40,16 @@ class TaskLock:
                 f"task {self.task_name!r} is already being run by {self.holder()}",
                 fix="stop that AutoMail first, or let it do the sending",
             ) from None
-        self._owner.write_text(
-            json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "cmd": " ".join(sys.argv[:3])}),
-            encoding="utf-8",
-        )
+        except OSError as exc:
+            raise _unwritable(Path(self._lock.lock_file), exc) from exc
+        try:
+            self._owner.write_text(
+                json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "cmd": " ".join(sys.argv[:3])}),
+                encoding="utf-8",
+            )
+        except OSError as exc:
+            self._lock.release()
+            raise _unwritable(self._owner, exc) from exc
 
     def release(self) -> None:
         if self._lock.is_locked:
@@ -50,6 +63,8 @@ class TaskLock:
             self._lock.acquire()
         except Timeout:
             return True
+        except OSError as exc:
+            raise _unwritable(Path(self._lock.lock_file), exc) from exc
         self._lock.release()
         return False
 

@@ -6,11 +6,11 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Collection, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from filelock import FileLock, Timeout
 from tinydb import Query, TinyDB
@@ -18,7 +18,7 @@ from tinydb.storages import Storage
 from tinydb.table import Document, Table
 
 from automail.errors import DefinitionsError, InputError, NotFoundError
-from automail.models import Company, Task
+from automail.models import Company, Task, check_name, name_key
 from automail.paths import check_outbox_location, outbox_dir, replace_file, safe_filename
 
 _Named = TypeVar("_Named", Company, Task)
@@ -37,29 +37,25 @@ class AtomicJSONStorage(Storage):
 
     def read(self) -> dict[str, dict[str, Any]] | None:
         try:
-            text = self.path.read_text(encoding="utf-8-sig")  # Notepad saves UTF-8 with a BOM
+            blob = self.path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise DefinitionsError(
                 f"cannot read {self.path}: {exc.strerror}",
-                fix="check the file's permissions",
+                fix="check the file's permissions (and that it is a file)",
             ) from exc
-        if not text.strip():
+        if not blob.strip():
             return None
         try:
-            data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+            data = json.loads(blob.decode("utf-8-sig"))  # Notepad saves UTF-8 with a BOM
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
             raise DefinitionsError(
                 f"{self.path} is damaged and cannot be read ({exc})",
                 fix="restore it from a backup or move it away; AutoMail will not overwrite it",
             ) from exc
-        if not isinstance(data, dict):
-            raise DefinitionsError(
-                f"{self.path} does not hold AutoMail definitions",
-                fix="restore it from a backup or move it away",
-            )
-        return data
+        _check_layout(self.path, data)
+        return cast(dict[str, dict[str, Any]], data)
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +72,26 @@ class AtomicJSONStorage(Storage):
 
     def close(self) -> None:
         pass
+
+
+def _check_layout(path: Path, data: object) -> None:
+    """TinyDB's layout: {table: {document id: {field: value}}}; anything else is not ours."""
+    problem = ""
+    if not isinstance(data, dict):
+        problem = "its top level is not an object"
+    else:
+        for table, docs in data.items():
+            if not isinstance(docs, dict):
+                problem = f"{table!r} is not a table of entries"
+            elif not all(isinstance(doc, dict) and str(key).isdigit() for key, doc in docs.items()):
+                problem = f"{table!r} holds something other than numbered entries"
+            if problem:
+                break
+    if problem:
+        raise DefinitionsError(
+            f"{path} does not hold AutoMail definitions ({problem})",
+            fix="restore it from a backup or move it away; AutoMail will not overwrite it",
+        )
 
 
 class Definitions:
@@ -108,49 +124,64 @@ class Definitions:
     def _locked(self) -> Iterator[None]:
         with self._thread_lock:
             try:
-                with self._lock:
-                    yield
+                self._lock.acquire()
             except Timeout as exc:
                 raise DefinitionsError(
                     f"{self.path} is locked by another AutoMail process for more than 30 s",
                     fix="close other AutoMail windows or commands and try again",
                 ) from exc
+            except OSError as exc:
+                raise DefinitionsError(
+                    f"cannot create the lock file {self._lock.lock_file}: {exc.strerror}",
+                    fix="make the data folder and its files writable for this user",
+                ) from exc
+            try:
+                yield
+            finally:
+                self._lock.release()
 
     # ---- companies -------------------------------------------------------------
     def companies(self) -> list[Company]:
         """All companies, sorted by name."""
         docs = self._db.table("companies").all()
-        return sorted((Company.from_doc(d) for d in docs), key=lambda c: c.name.lower())
+        return sorted(_decode(self.path, "company", Company.from_doc, docs), key=lambda c: c.name.lower())
 
     def company(self, name: str) -> Company:
         """The company of that name (case-insensitive) or NotFoundError."""
         return _named(self.companies(), "company", name, fix="add it with `automail company add NAME`")
 
     def add_company(self, name: str, outbox_path: str | None = None) -> Company:
-        """Create a company with its outbox path (default: data folder/outbox/NAME.sqlite3)."""
-        name = name.strip()
-        if not name or "\n" in name or "\r" in name:
-            raise InputError("company", "the name is empty or has a line break", fix="give a one-line name")
-        path = outbox_path or self.default_outbox_path(name)
-        check_outbox_location(path)  # not on a network drive or in OneDrive (SQLite WAL)
+        """Create a company with its outbox path (default: data folder/outbox/NAME.sqlite3).
+
+        Names are NFC-normalised and compared case-insensitively; the outbox path is stored
+        absolute, and compared case-insensitively (as Windows and macOS file systems do).
+        """
+        name = check_name("company", name)
+        given = Path(outbox_path).expanduser().absolute() if outbox_path else None
+        if given is not None and given.is_dir():
+            raise InputError("outbox", f"{given} is a folder", fix="give a file path, e.g. firma.sqlite3")
+        check_outbox_location(given or self.default_outbox_path(name))  # not on a network drive or in OneDrive
         with self._locked():
-            table = self._db.table("companies")
-            for doc in table.all():
-                if doc["name"].lower() == name.lower():
-                    raise InputError("company", f"{name!r} exists already", fix="choose another name")
-                if Path(doc["outbox_path"]) == Path(path):
-                    raise InputError(
-                        "outbox",
-                        f"{path} is already the outbox of {doc['name']!r}",
-                        fix="choose another location",
-                    )
-            company = Company(name=name, outbox_path=path)
-            _insert(table, company.to_doc())
+            companies = self.companies()
+            if any(name_key(c.name) == name_key(name) for c in companies):
+                raise InputError("company", f"{name!r} exists already", fix="choose another name")
+            taken = {name_key(c.outbox_path): c.name for c in companies}
+            if given is not None and name_key(str(given)) in taken:
+                raise InputError(
+                    "outbox",
+                    f"{given} is already the outbox of {taken[name_key(str(given))]!r}",
+                    fix="choose another location",
+                )
+            path = given or self.default_outbox_path(name)
+            company = Company(name=name, outbox_path=str(path))
+            _insert(self._db.table("companies"), company.to_doc())
         return company
 
-    def default_outbox_path(self, name: str) -> str:
-        """Where a company's outbox goes unless told otherwise: data folder/outbox/NAME.sqlite3."""
-        return str(outbox_dir(self.home) / f"{safe_filename(name.strip())}.sqlite3")
+    def default_outbox_path(self, name: str) -> Path:
+        """Where a company's outbox goes unless told otherwise: data folder/outbox/NAME.sqlite3,
+        NAME-2 … when another company's outbox has that file name (compared without regard to case)."""
+        taken = {name_key(c.outbox_path) for c in self.companies()}
+        return _free_path(outbox_dir(self.home).absolute(), safe_filename(name), taken)
 
     def remove_company(self, name: str) -> Company:
         """Remove a company that no task uses; its outbox file is kept."""
@@ -170,7 +201,7 @@ class Definitions:
     def tasks(self) -> list[Task]:
         """All tasks, sorted by name."""
         docs = self._db.table("tasks").all()
-        return sorted((Task.from_doc(d) for d in docs), key=lambda t: t.name.lower())
+        return sorted(_decode(self.path, "task", Task.from_doc, docs), key=lambda t: t.name.lower())
 
     def task(self, name: str) -> Task:
         """The task of that name (case-insensitive) or NotFoundError."""
@@ -224,11 +255,35 @@ class Definitions:
             ]
 
 
+def _free_path(folder: Path, stem: str, taken: Collection[str]) -> Path:
+    """folder/stem.sqlite3, or stem-2, stem-3 … when another company's outbox has that name."""
+    path, n = folder / f"{stem}.sqlite3", 1
+    while name_key(str(path)) in taken:
+        n += 1
+        path = folder / f"{stem}-{n}.sqlite3"
+    return path
+
+
+def _decode(path: Path, kind: str, from_doc: Callable[[Document], _Named], docs: list[Document]) -> list[_Named]:
+    """Documents as models; a damaged entry is an error naming it (never a traceback, never overwritten)."""
+    result = []
+    for doc in docs:
+        try:
+            result.append(from_doc(doc))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            problem = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise DefinitionsError(
+                f"{path}: {kind} entry {doc.doc_id} ({doc.get('name', 'without a name')!r}) is damaged: {problem}",
+                fix="correct or remove that entry in the file, or restore it from a backup",
+            ) from exc
+    return result
+
+
 def _named(items: Sequence[_Named], kind: str, name: str, fix: str) -> _Named:
     """The item called ``name`` (case-insensitive), or NotFoundError listing the known names."""
-    key = name.strip().lower()
+    key = name_key(name)
     for item in items:
-        if item.name.lower() == key:
+        if name_key(item.name) == key:
             return item
     known = ", ".join(item.name for item in items) or "none yet"
     raise NotFoundError(kind, f"no {kind} named {name!r} (known: {known})", fix=fix)

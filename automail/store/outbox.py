@@ -29,6 +29,7 @@ from automail.models import Mailing, MessageStatus, RecipientState, RecipientSta
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 6
+APPLICATION_ID = 0x41754D6C  # "AuMl" in PRAGMA application_id: marks a file as an AutoMail outbox
 
 _SCHEMA_V1 = """
 CREATE TABLE messages (
@@ -299,12 +300,28 @@ class TaskStateRecord:
     updated_at: float
 
 
-def _row_to_message(row: Sequence[Any]) -> StoredMessage:
+def _row_to_message(row: Sequence[Any], where: Path | str = "the outbox") -> StoredMessage:
+    field = "status"
+    try:
+        status = MessageStatus(row[1])
+        field = "recipients"
+        recipients = json.loads(row[3])
+        if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
+            raise ValueError("not a list of addresses")
+        field = "refused recipients"
+        refused = json.loads(row[11]) if row[11] else {}
+        field = "recipient states"
+        states = _decode_states(row[17])
+    except (ValueError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        raise OutboxError(
+            f"message {row[0]} in {where} is damaged: its {field} cannot be read ({exc})",
+            fix="the file was changed by another program: cancel or correct that message, or restore a backup",
+        ) from exc
     return StoredMessage(
         id=row[0],
-        status=MessageStatus(row[1]),
+        status=status,
         mail_from=row[2],
-        recipients=tuple(json.loads(row[3])),
+        recipients=tuple(recipients),
         from_header=row[4],
         subject=row[5],
         tag=row[6],
@@ -312,13 +329,13 @@ def _row_to_message(row: Sequence[Any]) -> StoredMessage:
         attempts=row[8],
         last_error_code=row[9],
         last_error=row[10],
-        refused=json.loads(row[11]) if row[11] else {},
+        refused=refused,
         server_reply=row[12],
         task=row[13],
         created_at=row[14],
         next_attempt_at=row[15],
         sent_at=row[16],
-        recipient_states=_decode_states(row[17]),
+        recipient_states=states,
         mailing_id=row[18],
     )
 
@@ -464,6 +481,52 @@ def _store_errors(cls: type[_T]) -> type[_T]:
     return cls
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_ours(path: Path) -> None:
+    """Refuse a file another program made before anything writes to it (even switching it to WAL).
+
+    Ours: empty or missing (new), marked with APPLICATION_ID, or an unmarked outbox of an
+    earlier AutoMail (its tables and a schema version).
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(100)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutboxError(
+            f"cannot read the outbox {path}: {exc.strerror}", fix="check the path and its permissions"
+        ) from exc
+    if not head:
+        return
+    foreign = OutboxError(
+        f"{path} is not an AutoMail outbox (another program's file, or damaged)",
+        fix="choose another outbox path; AutoMail never writes to a file it did not create",
+    )
+    if not head.startswith(_SQLITE_MAGIC):
+        raise foreign
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise OutboxError(
+            f"{path} cannot be read as an AutoMail outbox ({exc})",
+            fix="check the file's permissions; restore it from a backup if it is damaged",
+        ) from exc
+    if app_id == APPLICATION_ID or (app_id == 0 and not tables):
+        return
+    if app_id == 0 and version >= 1 and tables >= {"messages", "bodies", "send_log", "task_state"}:
+        return
+    raise foreign
+
+
 @_store_errors
 class Outbox:
     """The outbox database of one company.  Safe to share between threads:
@@ -479,7 +542,14 @@ class Outbox:
         self._connections: list[_Connection] = []
         self._conn_lock = threading.Lock()
         self._watch: tuple[int, QueryObserver] | None = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutboxError(
+                f"cannot create the folder of the outbox {self.path}: {exc.strerror}",
+                fix="check the path and that its folder is writable",
+            ) from exc
+        check_ours(self.path)  # before anything opens it for writing (even the switch to WAL)
         self._migrate()
         self.search_indexed = self._table_exists(self._conn(), "messages_fts")
 
@@ -625,6 +695,8 @@ class Outbox:
                                     raise
                 if version < SCHEMA_VERSION:
                     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+                    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 if _has_fts5() and not self._table_exists(conn, "messages_fts"):
                     started = time.perf_counter()
                     for stmt in _statements(_SEARCH_INDEX):
@@ -825,7 +897,7 @@ class Outbox:
             f"SELECT {_COLUMNS} FROM messages WHERE mailing=? AND status=? ORDER BY id LIMIT ?",
             (mailing_id, str(status), limit),
         ).fetchall()
-        return [_row_to_message(r) for r in rows]
+        return [_row_to_message(r, self.path) for r in rows]
 
     def held_count(self, tags: Sequence[str] = ()) -> int:
         """Waiting messages held by a paused mailing (restricted to tags when given): not due until resumed."""
@@ -888,6 +960,19 @@ class Outbox:
             self._requeue(conn, ids, now)
             return len(ids)
 
+    def known_message_ids(self, message_ids: Sequence[str]) -> set[str]:
+        """Which of these Message-IDs the outbox already holds."""
+        found: set[str] = set()
+        for i in range(0, len(message_ids), 500):
+            chunk = list(message_ids[i : i + 500])
+            rows = (
+                self._conn()
+                .execute(f"SELECT message_id FROM messages WHERE message_id IN ({','.join('?' * len(chunk))})", chunk)
+                .fetchall()
+            )
+            found.update(r[0] for r in rows)
+        return found
+
     # ---- consuming -----------------------------------------------------------
     def next_due(self, tags: Sequence[str] = ()) -> float | None:
         """When the earliest queued or deferred message becomes due (None: nothing waiting)."""
@@ -923,8 +1008,25 @@ class Outbox:
                 bodies = dict(
                     conn.execute(f"SELECT id, raw FROM bodies WHERE id IN ({','.join('?' * len(ids))})", ids).fetchall()
                 )
-        rows.sort(key=lambda r: r[0])
-        return [ClaimedMessage(_row_to_message(r), bytes(bodies[r[0]]), float(r[-1])) for r in rows]
+            claimed = [c for r in rows if (c := self._decode_claimed(conn, r, bodies, now)) is not None]
+        claimed.sort(key=lambda c: c.message.id)
+        return claimed
+
+    def _decode_claimed(
+        self, conn: sqlite3.Connection, row: Sequence[Any], bodies: dict[int, bytes], now: float
+    ) -> ClaimedMessage | None:
+        """A claimed row as a message; a damaged row (no body, unreadable fields) fails instead of looping."""
+        try:
+            if row[0] not in bodies:
+                raise OutboxError(f"message {row[0]} in {self.path} has no body", fix="queue it again")
+            return ClaimedMessage(_row_to_message(row, self.path), bytes(bodies[row[0]]), float(row[-1]))
+        except OutboxError as exc:
+            log.error("%s", exc)
+            conn.execute(
+                "UPDATE messages SET status='failed', next_attempt_at=NULL, last_error=?, updated_at=? WHERE id=?",
+                (f"damaged in the outbox: {exc.message}", now, row[0]),
+            )
+            return None
 
     def mark_sent(
         self,
@@ -1089,7 +1191,7 @@ class Outbox:
                 f"message {msg_id} is not in the outbox of {self.company}",
                 fix="see `automail outbox`",
             )
-        return _row_to_message(row)
+        return _row_to_message(row, self.path)
 
     def raw(self, msg_id: int) -> bytes:
         """The MIME bytes of a message."""
@@ -1133,7 +1235,7 @@ class Outbox:
         """Messages, optionally filtered by status and a search text, oldest first."""
         source, key, args = self._filter(status, search)
         sql = f"SELECT {_M_COLUMNS} FROM {source} ORDER BY {key} LIMIT ? OFFSET ?"
-        return [_row_to_message(r) for r in self._conn().execute(sql, [*args, limit, offset]).fetchall()]
+        return [_row_to_message(r, self.path) for r in self._conn().execute(sql, [*args, limit, offset]).fetchall()]
 
     def page(
         self,
@@ -1159,7 +1261,7 @@ class Outbox:
         rows = self._conn().execute(sql, args).fetchall()
         if after is not None:
             rows.reverse()
-        return [_row_to_message(r) for r in rows]
+        return [_row_to_message(r, self.path) for r in rows]
 
     def iter_messages(self, status: MessageStatus | None = None, search: str = "") -> Iterator[StoredMessage]:
         """Every matching message, oldest first, read in chunks (constant memory at any size)."""
@@ -1191,7 +1293,14 @@ class Outbox:
             .fetchall()
         )
         result = {s: 0 for s in MessageStatus}
-        result.update({MessageStatus(r[0]): int(r[1]) for r in rows})
+        for status, count in rows:
+            if status not in result:
+                raise OutboxError(
+                    f"the outbox {self.path} has {count} message(s) with the unknown status {status!r}",
+                    fix=f"the file was changed by another program: set their status to one of "
+                    f"{', '.join(MessageStatus)}, or restore a backup",
+                )
+            result[MessageStatus(status)] = int(count)
         return result
 
     def sent_count(self, task: str, since: float) -> int:

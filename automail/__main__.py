@@ -127,9 +127,9 @@ def _limit(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if not -1 <= value <= MAX_MESSAGE_ID or value == 0:
-        raise argparse.ArgumentTypeError(f"limit: {text!r} is not a number of messages (or -1 for all)")
+        raise argparse.ArgumentTypeError(f"limit: {text!r} is not a whole number") from None
+    if value > MAX_MESSAGE_ID:  # SQLite cannot take it; below 1 is refused by the command itself
+        raise argparse.ArgumentTypeError(f"limit: {text} is more messages than an outbox can hold")
     return value
 
 

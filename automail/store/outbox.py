@@ -481,32 +481,20 @@ def _store_errors(cls: type[_T]) -> type[_T]:
     return cls
 
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
 def check_ours(path: Path) -> None:
     """Refuse a file another program made before anything writes to it (even switching it to WAL).
 
     Ours: empty or missing (new), marked with APPLICATION_ID, or an unmarked outbox of an
-    earlier AutoMail (its tables and a schema version).
+    earlier AutoMail (its tables and a schema version).  The file is read through a read-only
+    SQLite connection only: closing a plain file handle on it would drop the POSIX locks this
+    process's other connections hold (SQLite's documented pitfall, "How To Corrupt" 2.2).
     """
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(100)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise OutboxError(
-            f"cannot read the outbox {path}: {exc.strerror}", fix="check the path and its permissions"
-        ) from exc
-    if not head:
+    if not path.exists():
         return
     foreign = OutboxError(
         f"{path} is not an AutoMail outbox (another program's file, or damaged)",
         fix="choose another outbox path; AutoMail never writes to a file it did not create",
     )
-    if not head.startswith(_SQLITE_MAGIC):
-        raise foreign
     try:
         conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
         try:
@@ -515,7 +503,9 @@ def check_ours(path: Path) -> None:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         finally:
             conn.close()
-    except sqlite3.Error as exc:
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorcode", 0) == sqlite3.SQLITE_NOTADB:
+            raise foreign from exc
         raise OutboxError(
             f"{path} cannot be read as an AutoMail outbox ({exc})",
             fix="check the file's permissions; restore it from a backup if it is damaged",

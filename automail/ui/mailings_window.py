@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import customtkinter as ctk
 
-from automail.models import Mailing
+from automail.models import Mailing, MailingAction
 from automail.ui.widgets import (
     ERROR_COLOR,
     MUTED_COLOR,
@@ -145,7 +145,7 @@ class MailingsWindow(AppToplevel):
         self._refresh_job = None
         service, company = self.service, self.company
         self.busy += 1
-        self.jobs.run(lambda: service.outbox(company).mailings(), self._loaded, self._load_failed)
+        self.jobs.run(lambda: service.mailings(company), self._loaded, self._load_failed)
 
     def _schedule(self) -> None:
         if self._refresh_job is None and self.busy == 0:
@@ -190,13 +190,14 @@ class MailingsWindow(AppToplevel):
     def _say(self, text: str, ok: bool = True) -> None:
         self.status_line.configure(text=text, text_color=OK_COLOR if ok else ERROR_COLOR)
 
-    def _change(self, name: str, action: Callable[[str, float], int], said: Callable[[int], str]) -> None:
-        service = self.service
+    def _change(self, action: MailingAction, name: str, said: Callable[[int], str]) -> None:
+        """Run ``Service.change_mailing`` in the background (it changes only this mailing), then re-read."""
+        service, company = self.service, self.company
         self.busy += 1
 
-        def done(count: int) -> None:
+        def done(result: tuple[Mailing, int]) -> None:
             self.busy -= 1
-            self._say(said(count))
+            self._say(said(result[1]))
             self.reload()
 
         def failed(exc: BaseException) -> None:
@@ -204,32 +205,30 @@ class MailingsWindow(AppToplevel):
             self._say(str(exc), ok=False)
             self.reload()
 
-        self.jobs.run(lambda: action(name, service.clock.now()), done, failed)
+        self.jobs.run(lambda: service.change_mailing(action, name, company), done, failed)
 
     def pause(self, name: str) -> None:
         """Hold the mailing's waiting messages; other mailings go on."""
-        box = self.service.outbox(self.company)
-        self._change(name, box.pause_mailing, lambda n: f"Mailing {name} paused: {n:,} message(s) held.")
+        self._change(MailingAction.PAUSE, name, lambda n: f"Mailing {name} paused: {n:,} message(s) held.")
 
     def resume(self, name: str) -> None:
-        box = self.service.outbox(self.company)
-        self._change(name, box.resume_mailing, lambda n: f"Mailing {name} resumed: {n:,} message(s) to send.")
+        self._change(MailingAction.RESUME, name, lambda n: f"Mailing {name} resumed: {n:,} message(s) to send.")
 
     def retry_failed(self, name: str) -> None:
-        box = self.service.outbox(self.company)
-        self._change(name, box.retry_mailing, lambda n: f"Mailing {name}: {n:,} failed message(s) queued again.")
+        self._change(
+            MailingAction.RETRY_FAILED, name, lambda n: f"Mailing {name}: {n:,} failed message(s) queued again."
+        )
 
     def cancel(self, name: str) -> None:
         """Cancel what has not left yet, after a confirmation."""
         m = self.mailing(name)
         left = m.pending if m is not None else 0
-        box = self.service.outbox(self.company)
         self.confirm = ConfirmDialog(
             self,
             "Cancel mailing",
             f"Cancel the mailing {name}?\n{left:,} message(s) not sent yet will not be sent; "
             "messages already sent stay sent.",
-            lambda: self._change(name, box.cancel_mailing, lambda n: f"Mailing {name}: {n:,} message(s) cancelled."),
+            lambda: self._change(MailingAction.CANCEL, name, lambda n: f"Mailing {name}: {n:,} message(s) cancelled."),
             yes_text="Cancel mailing",
             no_text="Keep it",
         )

@@ -133,10 +133,14 @@ def test_missing_fields_and_bad_time_are_shown_next_to_the_fields(
 def test_send_test_message_goes_to_the_address_only(
     win: Any, service: Service, root: Any, tmp_path: Path, smtp_server: SmtpServer
 ) -> None:
-    service.add_task(make_task("Faktúry", COMPANY, port=smtp_server.port))
+    service.add_task(make_task("Newsletter", COMPANY, port=smtp_server.port, tags=("news",)))
+    service.add_task(make_task("Faktúry", COMPANY, port=smtp_server.port, tags=("faktury", "ine")))
     template, csv = files(tmp_path, GOOD)
     mw = open_filled(win, root, template, csv)
     mw.attach_column.menu.set("priloha")
+    assert mw.task_menu.cget("values") == ["Faktúry (tag faktury)", "Newsletter (tag news)"]
+    mw.task_menu.set("Newsletter (tag news)")
+    mw.task_menu.set("Faktúry (tag faktury)")
     type_into(mw.test_to, "tester@firma.sk")
     mw.test_button.invoke()
     idle(root, mw)
@@ -145,6 +149,14 @@ def test_send_test_message_goes_to_the_address_only(
     assert sent.rcpt_tos == ["tester@firma.sk"]
     assert b"Subject: =?utf-8?" in sent.data or "Faktúra 2026/0042" in sent.data.decode("utf-8", "replace")
     assert service.outbox(COMPANY).count(None) == 0  # a test message is not queued
+
+    # The preview shows the sender the chosen task adds; the queued messages carry its tag, so it sends them.
+    mw.check_button.invoke()
+    idle(root, mw)
+    assert 'From: "Firma s.r.o." <info@firma.sk>    (added at send time from task Faktúry)' in mw.preview_text
+    mw.queue_button.invoke()
+    idle(root, mw)
+    assert {m.tag for m in service.outbox(COMPANY).page(None, "", limit=10)} == {"faktury"}
 
 
 def test_pause_and_resume_in_the_mailings_list_change_only_that_mailing(win: Any, service: Service, root: Any) -> None:

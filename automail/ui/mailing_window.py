@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 NONE = "(none)"
 NO_DATA = "(choose a data file)"
+NO_TASK = "(no task yet: add one in the main window)"
 PREVIEW_COUNT = 5  # messages the preview steps through
 PROGRESS_MS = 100  # progress bar update interval while a job runs
 PROBLEM_COLUMNS = [("where", "Where", 120, "w"), ("column", "Column", 150, "w"), ("reason", "Problem", 520, "w")]
@@ -87,6 +88,8 @@ class Inputs:
     to_column: str
     name_column: str
     attach_column: str
+    task: str  # the task that sends it ("" when the company has none yet)
+    tag: str  # the tag that task serves: the messages carry it so that this task claims them
     name: str
     not_before: str
 
@@ -113,6 +116,7 @@ def plan(service: Service, inputs: Inputs, progress: Progress, limit: int | None
         to_column=inputs.to_column,
         name_column=inputs.name_column or None,
         attach_column=inputs.attach_column or None,
+        tag=inputs.tag,
         name=inputs.name or None,
         not_before=inputs.not_before or None,
         limit=limit,
@@ -121,16 +125,20 @@ def plan(service: Service, inputs: Inputs, progress: Progress, limit: int | None
     )
 
 
-def sending_task(service: Service, company: str, tag: str = "") -> Task | None:
-    """The task that would send the mailing's messages (the first of the company serving its tag)."""
-    return next((t for t in service.tasks(company) if not t.tags or tag in t.tags), None)
+def task_choice(task: Task) -> str:
+    """How a task is offered in the Send through list: its name, and the tag its messages get."""
+    return f"{task.name} (tag {task.tags[0]})" if task.tags else task.name
 
 
-def send_test(service: Service, mailing: api.MergePlan, address: str) -> str:
-    """Send the first message of the mailing, now, to ``address`` only (background thread)."""
+def sending_task(service: Service, name: str) -> Task | None:
+    """The chosen task, read again (background thread); None when the company has no task yet."""
+    return service.task(name) if name else None
+
+
+def send_test(service: Service, mailing: api.MergePlan, task: Task | None, address: str) -> str:
+    """Send the first message of the mailing, now, through ``task`` to ``address`` only (background thread)."""
     if not mailing.messages:
         raise InputError("data", "the first row has a problem, so there is no message to send", fix="correct it first")
-    task = sending_task(service, mailing.company, mailing.tag)
     if task is None:
         raise InputError(
             "test-to", f"{mailing.company} has no task to send through", fix="add a task in the main window first"
@@ -257,12 +265,18 @@ class MailingWindow(AppToplevel):
         self.attach_column = ColumnField(form, 12, "Attachment column", optional=True)
         for menu in (self.to, self.name_column, self.attach_column):
             menu.menu.configure(command=lambda _v: self._changed())
-        self.name = Field(form, 14, "Mailing name", width=420, on_change=self._changed)
-        self.not_before = Field(form, 16, "Send not before", width=200, on_change=self._changed)
+        self.tasks = {task_choice(t): t for t in service.tasks(company)}
+        ctk.CTkLabel(form, text="Send through", anchor="w").grid(row=14, column=0, sticky="w", pady=(6, 0))
+        self.task_menu = OptionMenu(
+            form, values=list(self.tasks) or [NO_TASK], width=240, command=lambda _v: self._changed()
+        )
+        self.task_menu.grid(row=14, column=1, sticky="w", pady=(6, 0))
+        self.name = Field(form, 16, "Mailing name", width=420, on_change=self._changed)
+        self.not_before = Field(form, 18, "Send not before", width=200, on_change=self._changed)
         when = hint(form, "e.g. 2026-12-01 08:00; empty: as soon as possible")
-        when.grid(row=16, column=1, sticky="w", padx=(212, 0), pady=(6, 0))
+        when.grid(row=18, column=1, sticky="w", padx=(212, 0), pady=(6, 0))
         columns = hint(form, 'In a template, write a column as {{ first_name }} or {{ row["Meno zákazníka"] }}.')
-        columns.grid(row=18, column=1, columnspan=2, sticky="w", pady=(4, 0))
+        columns.grid(row=20, column=1, columnspan=2, sticky="w", pady=(4, 0))
 
         check_row = ctk.CTkFrame(self, fg_color="transparent")
         check_row.pack(fill="x", padx=PAD, pady=(10, 6))
@@ -312,6 +326,7 @@ class MailingWindow(AppToplevel):
 
     # ---- form ---------------------------------------------------------------------------
     def inputs(self) -> Inputs:
+        task = self.tasks.get(str(self.task_menu.get()))
         return Inputs(
             self.company,
             self.data.get().strip(),
@@ -321,6 +336,8 @@ class MailingWindow(AppToplevel):
             self.to.get(),
             self.name_column.get(),
             self.attach_column.get(),
+            task.name if task else "",
+            task.tags[0] if task and task.tags else "",
             self.name.get().strip(),
             self.not_before.get().strip(),
         )
@@ -463,7 +480,7 @@ class MailingWindow(AppToplevel):
         service, progress = self.service, self.progress
         self._run(
             "Reading the data file…",
-            lambda: (plan(service, inputs, progress), sending_task(service, inputs.company)),
+            lambda: (plan(service, inputs, progress), sending_task(service, inputs.task)),
             lambda result: self._checked(inputs, *result),
         )
 
@@ -535,7 +552,7 @@ class MailingWindow(AppToplevel):
 
         def work() -> str:
             mailing = current or plan(service, inputs, progress, limit=1)
-            return send_test(service, mailing, address)
+            return send_test(service, mailing, sending_task(service, inputs.task), address)
 
         self._run(f"Sending a test message to {address}…", work, lambda reply: self._say(reply))
 

@@ -139,6 +139,76 @@ def send_history(box, now: float, account: str) -> None:  # type: ignore[no-unty
                 box.mark_sent(c.message.id, at, "250 2.0.0 OK queued as 4F2A", {}, account, "Invoices")
 
 
+def sample_mailing_files(tmp: Path) -> Path:
+    """A template, a workbook of customers with a PDF each: what the New mailing screenshot shows."""
+    import openpyxl
+
+    folder = tmp / "Faktury 11-2026"
+    folder.mkdir()
+    (folder / "invoice.txt").write_text(
+        "Dobrý deň {{ oslovenie }},\n\nv prílohe Vám posielame faktúru č. {{ cislo }} na sumu {{ suma }} EUR "
+        "so splatnosťou {{ splatnost }}.\n\nS pozdravom\nFirma s.r.o.\n",
+        encoding="utf-8",
+    )
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["E-mail", "Meno zákazníka", "oslovenie", "cislo", "suma", "splatnost", "Príloha"])
+    people = [
+        ("jan.novak@example.sk", "Ján Novák", "pán Novák"),
+        ("eva.mala@example.sk", "Eva Malá", "pani Malá"),
+        ("peter.horvath@example.sk", "Peter Horváth", "pán Horváth"),
+        ("zuzana.kralova@example.sk", "Zuzana Kráľová", "pani Kráľová"),
+    ]
+    for n, (address, name, greeting) in enumerate(people, 42):
+        pdf = f"faktúra 2026-{n:04d}.pdf"
+        (folder / pdf).write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * (60 + n))
+        sheet.append([address, name, greeting, f"2026/{n:04d}", f"{n * 13.5:.2f}", "15. 12. 2026", pdf])
+    book.save(folder / "customers.xlsx")
+    return folder
+
+
+def sample_mailings(service) -> None:  # type: ignore[no-untyped-def]
+    """Four mailings of Firma s.r.o.: one sending, one paused, one finished with failures, one scheduled."""
+    from automail.store.outbox import NewMessage
+
+    box = service.outbox("Firma s.r.o.")
+    now = time.time()
+
+    def messages(prefix: str, count: int) -> list[NewMessage]:
+        raw = b"From: faktury@firma.sk\r\nSubject: x\r\n\r\nx\r\n"
+        return [
+            NewMessage(raw, (f"{prefix}{i}@example.com",), "faktury@firma.sk", "x", f"<{prefix}{i}@firma.sk>", prefix)
+            for i in range(count)
+        ]
+
+    def send(tag: str, count: int, failed: int = 0) -> None:
+        claimed = box.claim_batch("Invoices", now + 10**6, (tag,), "faktury@firma.sk", count)
+        for i, c in enumerate(claimed):
+            if i < failed:
+                box.mark_failed(c.message.id, now, 550, "5.1.1 mailbox unavailable", "faktury@firma.sk", "Invoices")
+            else:
+                box.mark_sent(c.message.id, now, "250 OK", {}, "faktury@firma.sk", "Invoices")
+
+    box.enqueue(messages("upomienky", 310), now - 7200, mailing="Upomienky október")
+    send("upomienky", 310, failed=4)
+    box.enqueue(messages("newsletter", 5200), now - 3600, mailing="Newsletter november")
+    send("newsletter", 1870)
+    box.pause_mailing("Newsletter november", now)
+    box.enqueue(messages("faktury", 1240), now - 600, mailing="Faktúry 11/2026")
+    send("faktury", 730, failed=2)
+    box.enqueue(messages("vianoce", 860), now, mailing="Vianočný pozdrav", not_before=now + 20 * 86400)
+
+
+def wait(root, done) -> None:  # type: ignore[no-untyped-def]
+    """Let Tk run until ``done()`` (work runs in background threads), at most 20 s."""
+    for _ in range(1000):
+        root.update()
+        if done():
+            return
+        time.sleep(0.02)
+    raise RuntimeError("the window did not finish its work in 20 s")
+
+
 def capture(window, name: str) -> None:  # type: ignore[no-untyped-def]
     """Save a window (with its frame when a window manager draws one) as docs/screenshots/NAME.png."""
     for _ in range(30):
@@ -205,6 +275,34 @@ def main() -> int:
     win.outbox_window.tree.selection_set(win.outbox_window.tree.get_children()[4])
     capture(win.outbox_window, "outbox")
     win.outbox_window.destroy()
+
+    mailing = sample_mailing_files(tmp)
+    win.new_mailing()
+    mw = win.mailing_window
+    assert mw is not None
+    mw.template.set(str(mailing / "invoice.txt"))
+    mw.data.set(str(mailing / "customers.xlsx"))
+    mw.subject.set("Faktúra {{ cislo }}")
+    mw.task_menu.set("Invoices (tag invoices)")
+    mw.name.set("Faktúry 11/2026")
+    mw.not_before.set("2026-12-01 08:00")
+    wait(root, lambda: bool(mw.columns) and mw.busy == 0)
+    mw.attach_column.menu.set("Príloha")
+    mw.test_to.insert(0, "jana@firma.sk")
+    mw.check()
+    wait(root, lambda: mw.busy == 0)
+    for field in (mw.template, mw.data):
+        field.entry.xview_moveto(1.0)  # the file name, not the temporary folder, as after Browse…
+    capture(mw, "mailing_window")
+    mw.destroy()
+
+    sample_mailings(service)
+    win.open_mailings()
+    assert win.mailings_window is not None
+    ml = win.mailings_window
+    wait(root, lambda: len(ml.rows) == 4)
+    capture(ml, "mailings")
+    ml.destroy()
     root.destroy()
     service.close()
     shutil.rmtree(tmp, ignore_errors=True)

@@ -149,9 +149,7 @@ def send_test(service: Service, mailing: api.MergePlan, task: Task | None, addre
 
 def preview_text(mailing: api.MergePlan, index: int, task: Task | None) -> str:
     """Message ``index`` of the mailing as its recipient will see it."""
-    msg, row = mailing.messages[index], mailing.result.rows[index]
-    head = [f"Message {index + 1} of {len(mailing.messages):,} — from {row.where}", ""]
-    return "\n".join(head + recipient_view(msg.raw, task))
+    return "\n".join(recipient_view(mailing.messages[index].raw, task, all_headers=False))
 
 
 def column_guess(columns: list[str], *words: str) -> str | None:
@@ -237,7 +235,7 @@ class MailingWindow(AppToplevel):
         self.service = service
         self.company = company
         self.on_queued = on_queued
-        self.place_window(master, f"New mailing — {company}", "980x820", (860, 700))
+        self.place_window(master, f"New mailing — {company}", "980x780", (860, 680))
         self.jobs = Background(self)
         self.busy = 0
         self.progress = Progress()
@@ -274,6 +272,7 @@ class MailingWindow(AppToplevel):
         self.name = Field(form, 16, "Mailing name", width=420, on_change=self._changed)
         self.not_before = Field(form, 18, "Send not before", width=200, on_change=self._changed)
         when = hint(form, "e.g. 2026-12-01 08:00; empty: as soon as possible")
+        self.not_before.entry.grid_configure(sticky="w")
         when.grid(row=18, column=1, sticky="w", padx=(212, 0), pady=(6, 0))
         columns = hint(form, 'In a template, write a column as {{ first_name }} or {{ row["Meno zákazníka"] }}.')
         columns.grid(row=20, column=1, columnspan=2, sticky="w", pady=(4, 0))
@@ -288,13 +287,11 @@ class MailingWindow(AppToplevel):
         self.status_line = ctk.CTkLabel(check_row, text="", anchor="w", justify="left", wraplength=560)
         self.status_line.pack(side="left", fill="x", expand=True, padx=(12, 0))
 
-        self.tabs = ctk.CTkTabview(self, height=260)
-        self.tabs.pack(fill="both", expand=True, padx=PAD)
+        self.tabs = ctk.CTkTabview(self, height=240)
         problems_tab = self.tabs.add("Problems")
         preview_tab = self.tabs.add("Preview")
         self.problems, table = table_with_scrollbar(problems_tab, PROBLEM_COLUMNS)
         table.pack(fill="both", expand=True)
-        self.problems.tag_configure("error", foreground=ERROR_COLOR[0])
         nav = ctk.CTkFrame(preview_tab, fg_color="transparent")
         nav.pack(fill="x")
         self.prev_button = ctk.CTkButton(nav, text="◀ Previous", width=100, command=lambda: self.show_preview(-1))
@@ -308,7 +305,7 @@ class MailingWindow(AppToplevel):
         self.preview.configure(state="disabled")
 
         test_row = ctk.CTkFrame(self, fg_color="transparent")
-        test_row.pack(fill="x", padx=PAD, pady=(10, 0))
+        test_row.pack(side="bottom", fill="x", padx=PAD, pady=(10, 0))
         ctk.CTkLabel(test_row, text="Send the first message to").pack(side="left")
         self.test_to = ctk.CTkEntry(test_row, width=260, placeholder_text="you@example.com")
         self.test_to.pack(side="left", padx=(8, 8))
@@ -316,7 +313,9 @@ class MailingWindow(AppToplevel):
         self.test_button.pack(side="left")
 
         bottom = ctk.CTkFrame(self, fg_color="transparent")
-        bottom.pack(fill="x", padx=PAD, pady=(12, PAD))
+        bottom.pack(side="bottom", fill="x", padx=PAD, pady=(12, PAD), before=test_row)
+        # The rows at the bottom take their space first: a small window shrinks the tabs, not the buttons.
+        self.tabs.pack(fill="both", expand=True, padx=PAD)
         secondary_button(bottom, "Close", self.destroy).pack(side="right")
         self.queue_button = ctk.CTkButton(bottom, text="Queue mailing", width=140, command=self.queue)
         self.queue_button.pack(side="right", padx=(0, 10))
@@ -518,7 +517,10 @@ class MailingWindow(AppToplevel):
             last = min(PREVIEW_COUNT, len(self.plan.messages)) - 1
             self.preview_index = max(0, min(last, self.preview_index + step))
             text = preview_text(self.plan, self.preview_index, self.task)
-            label = f"Message {self.preview_index + 1} of the first {last + 1}"
+            count = len(self.plan.messages)
+            of = f"{count:,}" if count <= PREVIEW_COUNT else f"{count:,} (the first {PREVIEW_COUNT} are shown)"
+            row = self.plan.result.rows[self.preview_index]
+            label = f"Message {self.preview_index + 1} of {of}, made from {row.where}"
         elif self.plan is not None:
             text = "(no row became a message: see Problems)"
         self.preview.configure(state="normal")

@@ -87,7 +87,8 @@ class MailingRow:
 
     def show(self, m: Mailing) -> None:
         """Draw the mailing's current state (only what changed is reconfigured)."""
-        configure_changed(self.state, text=state_text(m), text_color=ERROR_COLOR if m.failed else MUTED_COLOR)
+        color = (ERROR_COLOR if m.failed else OK_COLOR) if m.finished else MUTED_COLOR
+        configure_changed(self.state, text=state_text(m), text_color=color)
         configure_changed(self.counts, text=counts_text(m))
         done = (m.sent + m.failed + m.cancelled) / m.total if m.total else 1.0
         if abs(float(self.bar.get()) - done) > 1e-9:

@@ -199,6 +199,11 @@ class MainWindow:
         header = ctk.CTkFrame(r, fg_color="transparent")
         header.pack(fill="x", padx=PAD, pady=(PAD, 10))
         ctk.CTkLabel(header, text="Automatic tasks", font=font(22, "bold")).pack(side="left")
+        # In the header, not the company row: that row is full (its summary is clipped below ~1,200 px).
+        self.new_mailing_button = ctk.CTkButton(header, text="New mailing…", width=120, command=self.new_mailing)
+        self.new_mailing_button.pack(side="left", padx=(24, 8))
+        self.mailings_button = ctk.CTkButton(header, text="Mailings…", width=110, command=self.open_mailings)
+        self.mailings_button.pack(side="left")
         self.server_button = ctk.CTkButton(
             header, text="Start server", width=160, height=38, font=font(14, "bold"), command=self.toggle_server
         )
@@ -217,10 +222,6 @@ class MainWindow:
         self.remove_company_button.pack(side="left", padx=(8, 0))
         self.outbox_button = ctk.CTkButton(bar, text="Outbox…", width=110, command=lambda: self.open_outbox())
         self.outbox_button.pack(side="right")
-        self.mailings_button = ctk.CTkButton(bar, text="Mailings…", width=110, command=self.open_mailings)
-        self.mailings_button.pack(side="right", padx=(0, 8))
-        self.new_mailing_button = ctk.CTkButton(bar, text="New mailing…", width=120, command=self.new_mailing)
-        self.new_mailing_button.pack(side="right", padx=(0, 8))
         self.summary = ctk.CTkLabel(bar, text="", text_color=MUTED_COLOR)
         self.summary.pack(side="right", padx=(0, 14))
 

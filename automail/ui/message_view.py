@@ -68,9 +68,10 @@ def recipient_lines(msg: StoredMessage) -> list[str]:
     return lines
 
 
-def _header_lines(parsed: EmailMessage, added: set[str], task: Task | None) -> list[str]:
+def _header_lines(parsed: EmailMessage, added: set[str], task: Task | None, others: bool = True) -> list[str]:
     names = [n for n in SHOWN_HEADERS if parsed.get(n) is not None]
-    names += [n for n in dict.fromkeys(parsed.keys()) if n.title() not in {h.title() for h in SHOWN_HEADERS}]
+    if others:
+        names += [n for n in dict.fromkeys(parsed.keys()) if n.title() not in {h.title() for h in SHOWN_HEADERS}]
     lines = []
     for name in names:
         for value in parsed.get_all(name, []):
@@ -105,10 +106,11 @@ def message_text(msg: StoredMessage, raw: bytes | None, task: Task | None = None
     return "\n".join(lines + recipient_view(raw, task))
 
 
-def recipient_view(raw: bytes, task: Task | None = None) -> list[str]:
+def recipient_view(raw: bytes, task: Task | None = None, all_headers: bool = True) -> list[str]:
     """The headers, text and attachments (with sizes) of MIME bytes, as the recipients see them.
 
     ``task``: its sender and Reply-To are added to a message without From or Reply-To, as at send time.
+    ``all_headers``: False shows only the headers a mail program shows (SHOWN_HEADERS), not MIME-Version etc.
     """
     before = BytesParser(policy=policy.default).parsebytes(raw, headersonly=True)
     if task is not None:
@@ -116,7 +118,8 @@ def recipient_view(raw: bytes, task: Task | None = None) -> list[str]:
     parsed = BytesParser(policy=policy.default).parsebytes(raw)
     assert isinstance(parsed, EmailMessage)
     added = {n for n in ("from", "reply-to") if before.get(n) is None and parsed.get(n) is not None}
-    lines = ["— Headers, as the recipients see them —", *_header_lines(parsed, added, task), "", "— Text —"]
+    headers = _header_lines(parsed, added, task, all_headers)
+    lines = ["— Headers, as the recipients see them —", *headers, "", "— Text —"]
     body = parsed.get_body(preferencelist=("plain", "html"))
     try:
         lines.append(normalise_lines(str(body.get_content())).rstrip("\n") if body is not None else "(no text part)")

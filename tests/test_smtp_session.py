@@ -390,6 +390,14 @@ def test_a_silent_server_is_no_tls_port_but_unreachable() -> None:
     assert error.kind is FaultKind.TASK_RETRY and "did not answer the greeting within 2 s" in str(error)
 
 
+def test_a_server_that_began_its_greeting_is_never_probed_for_tls() -> None:
+    # Postfix's postscreen sends "220-" and keeps the client waiting: a TLS probe would be a pregreet.
+    with RawServer(b"220-mail.firma.sk ESMTP please wait\r\n") as raw:
+        error = connect_failure(settings(raw.port, security=Security.STARTTLS))
+        assert raw.connections == 1
+    assert error.kind is FaultKind.TASK_RETRY and "did not answer the greeting" in str(error)
+
+
 # ---- defect 16: PIPELINING -------------------------------------------------------------------
 def _pipelined(server: SmtpServer) -> int:
     return sum(b"MAIL FROM:" in p and b"RCPT TO:" in p for p in server.packets)

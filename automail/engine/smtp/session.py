@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import select
 import socket
 import ssl
 from collections.abc import Callable
@@ -80,18 +81,7 @@ class SmtpSession:
         client: aiosmtplib.SMTP | None = None
         try:
             context = await self._context() if security is not Security.NONE else None
-            client = aiosmtplib.SMTP(
-                hostname=s.host,
-                port=s.port,
-                use_tls=security is Security.TLS,
-                # STARTTLS is done below, where "not offered" is an error: never the library's
-                # silent plaintext fallback.
-                start_tls=False,
-                tls_context=context if security is Security.TLS else None,
-                timeout=self.timeouts.command,
-                local_hostname=await _local_fqdn() or "localhost",
-            )
-            greeting = await self._open(client, security)
+            client, greeting = await self._open(security, context)
             await self._hello(client)
             if security is Security.STARTTLS:
                 await self._starttls(client, context)
@@ -120,13 +110,17 @@ class SmtpSession:
                 ) from None
         return self._tls_context
 
-    async def _open(self, client: aiosmtplib.SMTP, security: Security) -> aiosmtplib.SMTPResponse:
+    async def _open(
+        self, security: Security, context: ssl.SSLContext | None
+    ) -> tuple[aiosmtplib.SMTP, aiosmtplib.SMTPResponse]:
         """TCP (and TLS on an SSL/TLS port) and the greeting; a port of the other kind is named fast."""
         s, wait = self.settings, self.timeouts.greeting
-        self._step = "the greeting"
+        name = await _local_fqdn() or "localhost"
         if security is Security.TLS:
+            client = self._new_client(name, context)
+            self._step = "the greeting"
             try:
-                return await client.connect(timeout=wait)
+                return client, await client.connect(timeout=wait)
             except Exception as exc:
                 cause = classify.tls_cause(exc)
                 if (
@@ -137,15 +131,41 @@ class SmtpSession:
                     raise classify.expects_plain_start(self.where) from None
                 raise
         # A plain connection to an SSL/TLS port gets no greeting: the server waits for a TLS
-        # handshake.  After a short silence a second connection tries one, so the user hears
-        # "choose SSL/TLS" in seconds instead of "no answer" after the greeting timeout.
-        connecting = asyncio.ensure_future(client.connect(timeout=wait))
-        done, _ = await asyncio.wait({connecting}, timeout=TLS_PROBE_AFTER_S)
-        if not done and await _answers_tls(s.host, s.port, min(wait, PROBE_TIMEOUT_S)):
-            connecting.cancel()
-            await asyncio.gather(connecting, return_exceptions=True)
-            raise classify.expects_implicit_tls(self.where)
-        return await connecting
+        # handshake.  When not a byte has come after a short while, a second connection tries
+        # one, so the user hears "choose SSL/TLS" in seconds instead of "no answer" after the
+        # greeting timeout.  A server that has begun its greeting (Postfix's postscreen sends
+        # "220-" and makes the client wait) is never probed: a probe would be a pregreet to it.
+        self._step = "connecting"
+        sock = await asyncio.to_thread(socket.create_connection, (s.host, s.port), self.timeouts.command)
+        try:
+            self._step = "the greeting"
+            silent = not await _readable(sock, TLS_PROBE_AFTER_S)
+            if silent and await _answers_tls(s.host, s.port, min(wait, PROBE_TIMEOUT_S)):
+                raise classify.expects_implicit_tls(self.where)
+            sock.setblocking(False)
+            client = self._new_client(name, context, sock)
+        except BaseException:
+            sock.close()
+            raise
+        return client, await client.connect(timeout=wait)
+
+    def _new_client(
+        self, name: str, context: ssl.SSLContext | None, sock: socket.socket | None = None
+    ) -> aiosmtplib.SMTP:
+        s = self.settings
+        tls = Security(s.security) is Security.TLS
+        return aiosmtplib.SMTP(
+            hostname=s.host,
+            port=None if sock is not None else s.port,
+            sock=sock,
+            use_tls=tls,
+            # STARTTLS is done in connect(), where "not offered" is an error: never the library's
+            # silent plaintext fallback.
+            start_tls=False,
+            tls_context=context if tls else None,
+            timeout=self.timeouts.command,
+            local_hostname=name,
+        )
 
     async def _hello(self, client: aiosmtplib.SMTP) -> None:
         self._step = "EHLO"
@@ -313,6 +333,12 @@ async def _ehlo_name(client: aiosmtplib.SMTP) -> str:
         return name
     address = str(client.get_transport_info("sockname")[0])
     return f"[IPv6:{address}]" if ":" in address else f"[{address}]"
+
+
+async def _readable(sock: socket.socket, timeout: float) -> bool:
+    """The server sent something (or closed) within ``timeout`` s; nothing is read from the socket."""
+    readable, _, _ = await asyncio.to_thread(select.select, [sock], [], [], timeout)
+    return bool(readable)
 
 
 async def _answers_tls(host: str, port: int, timeout: float) -> bool:

@@ -202,3 +202,22 @@ def test_data_payload_stuffs_dots_and_normalizes_line_endings() -> None:
     assert data_payload(b"plain\r\n") == b"plain\r\n"
     big = b"line\r\n" * 10000
     assert data_payload(big) is big  # already clean: sent as it is, no copy
+
+
+def test_upload_waits_for_room_and_times_out_only_without_progress() -> None:
+    """The data phase has no total deadline: it waits while the transport is full, up to a block's timeout."""
+
+    async def go() -> None:
+        reader = _ReplyReader(asyncio.Protocol())
+        await reader.drained(0.01)  # room: at once
+        reader.pause_writing()
+        waiting = asyncio.ensure_future(reader.drained(1))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        reader.resume_writing()  # progress: the upload goes on
+        await waiting
+        reader.pause_writing()
+        with pytest.raises(TimeoutError):
+            await reader.drained(0.05)  # no progress for a whole block timeout
+
+    asyncio.run(go())

@@ -209,3 +209,66 @@ def test_cancel_and_retry_failed_and_live_refresh(win: Any, service: Service, ro
     assert [box.get(i).status for i in ids].count(MessageStatus.CANCELLED) == 3
     pump(root, lambda: row.state.cget("text") == "Finished", timeout=10)
     assert row.pause_button.cget("state") == "disabled"
+
+
+def test_large_file_is_checked_in_the_background_with_progress_and_a_capped_problem_list(
+    win: Any, service: Service, root: Any, tmp_path: Path
+) -> None:
+    rows = 12_000
+    lines = [f"c{n}@example.sk;Zákazník {n};{n}" for n in range(rows)]
+    lines[5] = "nie-je-adresa;Zlý;5"
+    template = tmp_path / "t.txt"
+    template.write_text("Dobrý deň {{ meno }}, {{ suma }}\n", encoding="utf-8")
+    csv = tmp_path / "big.csv"
+    csv.write_text("email;meno;cislo\n" + "\n".join(lines) + "\n", encoding="utf-8")  # {{ suma }}: every row fails
+    win.new_mailing_button.invoke()
+    mw = win.mailing_window
+    type_into(mw.template.entry, str(template))
+    type_into(mw.data.entry, str(csv))
+    type_into(mw.subject.entry, "Faktúra")
+    pump(root, lambda: bool(mw.columns) and mw.busy == 0, timeout=20)
+
+    mw.check_button.invoke()
+    seen: list[float] = []
+    longest = 0.0
+    deadline = time.monotonic() + 60
+    while mw.busy and time.monotonic() < deadline:
+        started = time.monotonic()
+        root.update()
+        longest = max(longest, time.monotonic() - started)
+        seen.append(mw.progress_bar.get())
+        time.sleep(0.01)
+    assert not mw.busy
+    # The progress bar moved through intermediate values, and Tk kept processing events meanwhile.
+    assert any(0 < v < 1 for v in seen), sorted(set(seen))[:10]
+    assert longest < 0.5, f"the Tk thread was blocked for {longest:.2f} s"
+    assert mw.check_button.cget("state") == "normal"
+    assert f"{rows:,} problem(s) in {rows:,} row(s)" in mw.status_line.cget("text")
+    listed = mw.problem_rows()
+    assert len(listed) == 1001 and listed[-1][0] == "…" and "11,000 more not listed" in listed[-1][2]
+    assert service.outbox(COMPANY).count(None) == 0
+
+
+def test_xlsx_columns_fill_the_lists_and_duplicates_are_warned(
+    win: Any, service: Service, root: Any, tmp_path: Path
+) -> None:
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["E-mail", "Meno zákazníka"])
+    sheet.append(["jan@example.sk", "Ján Novák"])
+    sheet.append(["JAN@example.sk", "Ján Novák"])
+    book.save(tmp_path / "zakaznici.xlsx")
+    (tmp_path / "t.txt").write_text('Dobrý deň {{ row["Meno zákazníka"] }}\n', encoding="utf-8")
+    win.new_mailing_button.invoke()
+    mw = win.mailing_window
+    type_into(mw.template.entry, str(tmp_path / "t.txt"))
+    type_into(mw.data.entry, str(tmp_path / "zakaznici.xlsx"))
+    type_into(mw.subject.entry, "Ahoj")
+    pump(root, lambda: mw.columns == ["E-mail", "Meno zákazníka"] and mw.busy == 0)
+    assert mw.to.get() == "E-mail" and mw.name_column.get() == "Meno zákazníka" and mw.attach_column.get() == ""
+    mw.check_button.invoke()
+    idle(root, mw)
+    ((where, _column, text),) = mw.problem_rows()
+    assert where == "sheet 'Sheet' row 3" and text.startswith("warning: ") and "also gets the message of" in text
+    assert "Dobrý deň Ján Novák" in mw.preview_text

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 NONE = "(none)"
 NO_DATA = "(choose a data file)"
 NO_TASK = "(no task yet: add one in the main window)"
+PROBLEMS_SHOWN = 1000  # rows of the Problems list (the count in the status line is the full one)
 PREVIEW_COUNT = 5  # messages the preview steps through
 PROGRESS_MS = 100  # progress bar update interval while a job runs
 PROBLEM_COLUMNS = [("where", "Where", 120, "w"), ("column", "Column", 150, "w"), ("reason", "Problem", 520, "w")]
@@ -486,12 +487,15 @@ class MailingWindow(AppToplevel):
     def _checked(self, inputs: Inputs, mailing: api.MergePlan, task: Task | None) -> None:
         self.plan, self.planned, self.task = mailing, inputs, task
         self.problems.delete(*self.problems.get_children())
-        for i, p in enumerate(mailing.problems):
-            self.problems.insert(
-                "", "end", values=(p.where, p.column, gui_text(p.reason)), tags=["error", *(["odd"] if i % 2 else [])]
-            )
-        for warning in mailing.result.warnings:
-            self.problems.insert("", "end", values=("warning", "", warning))
+        lines = [(p.where, p.column, gui_text(p.reason), "error") for p in mailing.problems]
+        for warning in mailing.result.warnings:  # "line 7: jan@example.sk also gets the message of line 2"
+            where, _sep, text = warning.partition(": ")
+            lines.append((where, "", f"warning: {text}", "") if text else ("", "", f"warning: {warning}", ""))
+        for i, (where, column, text, tag) in enumerate(lines[:PROBLEMS_SHOWN]):
+            self.problems.insert("", "end", values=(where, column, text), tags=[t for t in (tag, i % 2 * "odd") if t])
+        if len(lines) > PROBLEMS_SHOWN:  # a Treeview of 50,000 rows would freeze the window while it fills
+            more = f"{len(lines) - PROBLEMS_SHOWN:,} more not listed: correct these first, then check again"
+            self.problems.insert("", "end", values=("…", "", more))
         rows = len(mailing.table.rows)
         if mailing.problems:
             self._say(

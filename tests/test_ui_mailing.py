@@ -75,6 +75,13 @@ def test_bad_row_is_reported_nothing_queued_then_fixed_previewed_and_queued(
     assert "Nothing was queued" in mw.status_line.cget("text")
     assert service.outbox(COMPANY).count(None) == 0
 
+    # The user corrects the file and presses Queue again: the file is read again, not the old check reused.
+    csv.write_text(GOOD.replace("jan@example.sk", "jan(at)example.sk"), encoding="utf-8")
+    mw.queue_button.invoke()
+    idle(root, mw)
+    assert [r[0] for r in mw.problem_rows()] == ["line 2"]
+    assert service.outbox(COMPANY).count(None) == 0
+
     csv.write_text(GOOD, encoding="utf-8")
     type_into(mw.name.entry, "Faktúry 11/2026")
     type_into(mw.not_before.entry, "2030-01-02 08:00")

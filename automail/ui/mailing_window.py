@@ -93,6 +93,8 @@ class Inputs:
     tag: str  # the tag that task serves: the messages carry it so that this task claims them
     name: str
     not_before: str
+    # (size, mtime) of the data file and the templates: a file edited after Check must be read again.
+    stamps: tuple[tuple[int, int] | None, ...] = ()
 
 
 class Progress:
@@ -124,6 +126,15 @@ def plan(service: Service, inputs: Inputs, progress: Progress, limit: int | None
         progress=progress,
         service=service,
     )
+
+
+def stamp(path: str) -> tuple[int, int] | None:
+    """Size and modification time of a file (None if there is none), to notice it changed."""
+    try:
+        st = Path(path).stat() if path else None
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns) if st else None
 
 
 def task_choice(task: Task) -> str:
@@ -340,7 +351,12 @@ class MailingWindow(AppToplevel):
             task.tags[0] if task and task.tags else "",
             self.name.get().strip(),
             self.not_before.get().strip(),
+            tuple(stamp(self._path(f)) for f in (self.data, self.template, self.html)),
         )
+
+    @staticmethod
+    def _path(field: Field) -> str:
+        return field.get().strip()
 
     def _fields(self) -> dict[str, Any]:
         return {

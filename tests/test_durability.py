@@ -84,9 +84,12 @@ def test_sigterm_finishes_the_message_in_flight(tmp_path: Path, smtp_server: Smt
     setup_task(smtp_server.port, "--unlimited")
     cli("task", "start", "Mailing")
     cli("enqueue", "--company", "Firma", "-", stdin=eml(1))
-    smtp_server.stall_seconds = 2.0
+    smtp_server.stall_seconds = 4.0
     proc = engine_process(stdout=subprocess.DEVNULL)
-    assert wait_until(lambda: any(m["status"] == "sending" for m in outbox()), 20)
+    # In flight = the server holds the whole message and has not answered the final dot yet
+    # (watched on the server: a CLI poll of the outbox can take longer than the stall under load).
+    assert wait_until(lambda: b"Hello 1\r\n.\r\n" in b"".join(smtp_server.packets), 30)
+    assert not smtp_server.messages
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
     assert [m["status"] for m in outbox()] == ["sent"]

@@ -106,6 +106,11 @@ def test_bad_row_is_reported_nothing_queued_then_fixed_previewed_and_queued(
     assert mailing.name == "Faktúry 11/2026" and mailing.total == 2 and mailing.queued == 2
     assert mailing.not_before == time.mktime(time.strptime("2030-01-02 08:00", "%Y-%m-%d %H:%M"))
     assert {m.recipients[0] for m in box.page(None, "", limit=10)} == {"jan@example.sk", "eva@example.sk"}
+    # Pressing Queue again does not queue the mailing twice: its name is taken, said under the field.
+    mw.queue_button.invoke()
+    idle(root, mw)
+    assert "already has a mailing named 'Faktúry 11/2026'" in mw.name.error_text
+    assert box.count(None) == 2
     # Queuing opened the Mailings list, which shows the new mailing.
     mailings = win.mailings_window
     pump(root, lambda: mailings is not None and "Faktúry 11/2026" in mailings.rows)

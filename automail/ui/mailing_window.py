@@ -332,7 +332,7 @@ class MailingWindow(AppToplevel):
         self.queue_button = ctk.CTkButton(bottom, text="Queue mailing", width=140, command=self.queue)
         self.queue_button.pack(side="right", padx=(0, 10))
         self._update_buttons()
-        self.bind("<Escape>", lambda _e: self.destroy())
+        # No Esc to close: it would throw away a filled-in form (and Esc closes an open drop-down list).
         self.later(200, self.lift)  # CTkToplevel may open behind its master (customtkinter#2483)
 
     # ---- form ---------------------------------------------------------------------------

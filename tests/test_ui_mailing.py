@@ -284,3 +284,13 @@ def test_xlsx_columns_fill_the_lists_and_duplicates_are_warned(
     ((where, _column, text),) = mw.problem_rows()
     assert where == "sheet 'Sheet' row 3" and text.startswith("warning: ") and "also gets the message of" in text
     assert "Dobrý deň Ján Novák" in mw.preview_text
+
+
+def test_the_list_draws_the_newest_mailings_only(win: Any, service: Service, root: Any) -> None:
+    for n in range(52):
+        service.enqueue(COMPANY, [new_message(n)], mailing=f"Round {n}")
+    win.open_mailings()
+    ml = win.mailings_window
+    pump(root, lambda: ml.refresh_count > 0, timeout=20)
+    assert len(ml.rows) == 50 and next(iter(ml.rows)) == "Round 51" and "Round 1" not in ml.rows
+    assert ml.empty.cget("text") == "2 older mailing(s) not shown." and ml.empty.winfo_manager() == "pack"

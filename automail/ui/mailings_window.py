@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from automail.engine.service import Service
 
 REFRESH_MS = 1000  # the list is re-read this often while the window is open (one indexed query per mailing)
+MAILINGS_SHOWN = 50
+EMPTY_TEXT = "No mailing yet. Make one with New mailing… in the main window."
 STATE_WORDS = {"finished": "Finished", "paused": "Paused", "scheduled": "Scheduled", "sending": "Sending"}
 
 
@@ -126,7 +128,7 @@ class MailingsWindow(AppToplevel):
         self.list.pack(fill="both", expand=True, padx=PAD)
         self.empty = ctk.CTkLabel(
             self.list,
-            text="No mailing yet. Make one with New mailing… in the main window.",
+            text=EMPTY_TEXT,
             text_color=MUTED_COLOR,
             anchor="w",
         )
@@ -160,7 +162,9 @@ class MailingsWindow(AppToplevel):
     def _loaded(self, mailings: list[Mailing]) -> None:
         self.busy -= 1
         self.refresh_count += 1
-        self.mailings = list(reversed(mailings))  # newest first
+        # Newest first; each row is a dozen widgets, so only the newest MAILINGS_SHOWN are drawn.
+        self.mailings = list(reversed(mailings))[:MAILINGS_SHOWN]
+        older = len(mailings) - len(self.mailings)
         names = [m.name for m in self.mailings]
         for gone in set(self.rows) - set(names):
             self.rows.pop(gone).destroy()
@@ -178,10 +182,15 @@ class MailingsWindow(AppToplevel):
             for name in names:
                 self.rows[name].frame.pack(fill="x", pady=(0, 8))
             self.rows = {n: self.rows[n] for n in names}
-        if names:
+        if names and not older:
             self.empty.pack_forget()
         else:
-            self.empty.pack(fill="x")
+            text = f"{older:,} older mailing(s) not shown." if older else EMPTY_TEXT
+            configure_changed(self.empty, text=text)
+            if names:
+                self.empty.pack(fill="x", after=self.rows[names[-1]].frame)
+            else:
+                self.empty.pack(fill="x")
         self._schedule()
 
     def mailing(self, name: str) -> Mailing | None:

@@ -398,23 +398,21 @@ class Service:
 
     @staticmethod
     def _refuse_duplicate_ids(box: Outbox, sources: Sequence[str], messages: Sequence[NewMessage]) -> None:
+        known = box.known_message_ids(list(dict.fromkeys(m.message_id for m in messages)))
         seen: dict[str, str] = {}
         for source, msg in zip(sources, messages, strict=True):
-            if msg.message_id in seen:
-                raise InputError(
-                    source,
-                    f"has the same Message-ID {msg.message_id} as {seen[msg.message_id]}",
-                    fix="give each message its own Message-ID (or remove it), or pass --allow-duplicate-id",
-                )
-            seen[msg.message_id] = source
-        known = box.known_message_ids(list(seen))
-        for source, msg in zip(sources, messages, strict=True):
             if msg.message_id in known:
-                raise InputError(
-                    source,
-                    f"its Message-ID {msg.message_id} is already in the outbox of {box.company}",
-                    fix="give the message a new Message-ID (or remove it), or pass --allow-duplicate-id",
-                )
+                other = f"a message already in the outbox of {box.company}"
+            elif msg.message_id in seen:
+                other = seen[msg.message_id]
+            else:
+                seen[msg.message_id] = source
+                continue
+            raise InputError(
+                source,
+                f"has the same Message-ID {msg.message_id} as {other}",
+                fix="give each message its own Message-ID (or remove it), or pass --allow-duplicate-id",
+            )
 
     def send(
         self,

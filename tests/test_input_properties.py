@@ -5,7 +5,8 @@ accepted is stored in a form every later step can read: recipients that are vali
 no Bcc on the wire, no line over 998 octets, no NUL, a header block Python's parser reads without defects.
 
 The suite runs a few dozen examples per test ("ci" profile, a few seconds). For a longer local run:
-    AUTOMAIL_HYPOTHESIS_PROFILE=thorough python3 -m pytest tests/test_input_properties.py
+    AUTOMAIL_HYPOTHESIS_PROFILE=thorough python3 -m pytest --timeout 0 tests/test_input_properties.py
+(minutes: each example writes to SQLite and TinyDB with fsync).
 """
 
 from __future__ import annotations

@@ -285,3 +285,14 @@ def test_readme_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (mailing,) = Service().outbox("Firma s.r.o.").mailings()
     assert (mailing.name, mailing.queued) == ("Faktúry 11/2026", 1)
     assert str(tmp_path / "zakaznici.csv") in mailing.sources
+
+
+@pytest.mark.parametrize("value", ["Faktúra pre Jána Nováka – " + "č" * 80, "x" * 200, "a b " * 40, "Ján 😀 Novák"])
+def test_mime_headers_round_trip_and_stay_within_78_characters(value: str) -> None:
+    from automail.intake.mime import header, mailbox
+
+    raw = header("Subject", value) + b"To: " + mailbox("Ján Novák", "jan@example.sk").encode("ascii") + b"\r\n\r\nx"
+    assert all(len(line) <= 78 for line in raw.split(b"\r\n")[:-2]) or value == "x" * 200
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    assert msg["Subject"] == " ".join(value.split())
+    assert msg["To"] == "Ján Novák <jan@example.sk>"

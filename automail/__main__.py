@@ -318,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true", help="no windows: print progress")
 
     sub.add_parser("gui", help="start the desktop app (the default with a display)")
+
+    p = sub.add_parser("install", help="install this built AutoMail for you: menu entry, start at login")
+    p.add_argument("--no-autostart", action="store_true", help="do not start AutoMail when you log in")
+    p.add_argument("--no-desktop-icon", action="store_true", help="no shortcut on the desktop")
+    p = sub.add_parser("uninstall", help="remove the installed AutoMail; your data and passwords stay")
+    p.add_argument("--purge", action="store_true", help="also delete the data folder and the stored passwords")
     return parser
 
 
@@ -976,6 +982,61 @@ def cmd_gui(args: argparse.Namespace) -> int:
     return _gui()
 
 
+def cmd_install(args: argparse.Namespace) -> int:
+    from automail.install.common import InstallOptions, install_bundle
+
+    options = InstallOptions(autostart=not args.no_autostart, desktop_icon=not args.no_desktop_icon)
+    report, installer = install_bundle(options, _quit_running_app)
+    for path in report.created:
+        _out(f"created {path}")
+    for note in report.kept:
+        _out(f"kept {note}")
+    _out(f"AutoMail is installed in {installer.app_dir}.")
+    return EXIT_OK
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    from automail.install.common import installer_for
+    from automail.logsetup import stop_logging
+    from automail.paths import data_dir
+
+    home = data_dir()
+    _quit_running_app()
+    tasks: list[str] = []
+    if args.purge:
+        svc = _service(read_only=True)
+        try:
+            tasks = [t.name for t in svc.definitions.tasks()]
+        finally:
+            svc.close()
+    report = installer_for().uninstall()
+    for path in report.removed:
+        _out(f"removed {path}")
+    if args.purge:
+        from automail.install.common import remove_tree
+        from automail.secrets import delete_password
+
+        for name in tasks:
+            delete_password(name)
+        stop_logging()  # the log file is in the data folder (and Windows cannot delete an open file)
+        remove_tree(home, report)
+        _out(f"removed {home} and the stored passwords of {len(tasks)} task(s)")
+    else:
+        _out(f"Your data folder {home} and stored passwords were kept (`uninstall --purge` deletes them).")
+    return EXIT_OK
+
+
+def _quit_running_app() -> bool:
+    """Ask a running AutoMail (same data folder) to quit, over the single-instance channel, and wait for it."""
+    from automail.paths import data_dir
+    from automail.ui.instance import quit_running_instance  # no GUI toolkit: a socket and a file lock
+
+    if quit_running_instance(data_dir()):
+        _out("The running AutoMail was asked to quit and has exited.")
+        return True
+    return False
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "company": cmd_company,
     "task": cmd_task,
@@ -990,6 +1051,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "demo": cmd_demo,
     "gui": cmd_gui,
+    "install": cmd_install,
+    "uninstall": cmd_uninstall,
 }
 
 

@@ -40,10 +40,7 @@ def setup_logging(
     folder = log_dir(home)
     path: Path | None = folder / "automail.log"
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_automail", False):
-            root.removeHandler(handler)
-            handler.close()
+    stop_logging()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "automail.log", "a", encoding="utf-8"):
@@ -70,6 +67,15 @@ def setup_logging(
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     install_excepthooks()
     return path
+
+
+def stop_logging() -> None:
+    """Close AutoMail's log handlers (before the log folder is deleted, or to set them up again)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_automail", False):
+            root.removeHandler(handler)
+            handler.close()
 
 
 def install_excepthooks() -> None:

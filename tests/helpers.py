@@ -126,3 +126,12 @@ def write_emls(folder: Path, count: int) -> list[str]:
         p.write_bytes(eml(i))
         paths.append(str(p))
     return paths
+
+
+def files_under(root: Path) -> set[str]:
+    """Every file and link under ``root`` (relative paths): what an install added or left behind."""
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
+            found.add(str((Path(dirpath) / name).relative_to(root)))
+    return found

@@ -270,7 +270,14 @@ def _run(demo: bool) -> int:
             app.bridge.post(app.show_window)
         shown.set()
 
-    guard = instance.claim(home, on_show)
+    def on_quit() -> None:  # `AutoMail uninstall` or an install over this version
+        app = holder.get("app")
+        if app is not None:
+            app.bridge.post(app.quit)
+        quit_asked.set()
+
+    quit_asked = threading.Event()
+    guard = instance.claim(home, on_show, on_quit=on_quit)
     if guard is None:
         print("AutoMail is already running: its window was brought to the front.")
         return 0
@@ -284,6 +291,8 @@ def _run(demo: bool) -> int:
     holder["app"] = app
     if shown.is_set():
         app.bridge.post(app.show_window)
+    if quit_asked.is_set():
+        app.bridge.post(app.quit)
 
     def on_signal(signum: int, _frame: Any) -> None:
         # Runs between Tk callbacks on the main thread; the bridge's after() loop gives it a chance.

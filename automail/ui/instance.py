@@ -1,4 +1,4 @@
-"""One app per data folder: the first listens on 127.0.0.1; a second launch asks it to show itself."""
+"""One app per data folder: the first listens on 127.0.0.1; later launches ask it to show itself or to quit."""
 
 from __future__ import annotations
 
@@ -15,24 +15,41 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from automail.errors import AutomailError
 from automail.paths import replace_file
 
 from . import win32
 
 log = logging.getLogger(__name__)
 
+
+class InstanceError(AutomailError):
+    """The running app did not answer or did not quit."""
+
+
 FILE_NAME = "app-instance.json"
 LOCK_NAME = "app-instance.lock"
 CONNECT_TIMEOUT_S = 2.0
 
 
-class SingleInstance:
-    """Listen for "show" requests from later launches; the port and a token live in the data folder."""
+SHOW, QUIT = "show", "quit"
+QUIT_WAIT_S = 60.0  # the app finishes the message in flight before it exits
 
-    def __init__(self, home: Path, on_show: Callable[[], None], lock: FileLock | None = None) -> None:
+
+class SingleInstance:
+    """Listen for "show" and "quit" requests from later launches; the port and a token live in the data folder."""
+
+    def __init__(
+        self,
+        home: Path,
+        on_show: Callable[[], None],
+        lock: FileLock | None = None,
+        on_quit: Callable[[], None] | None = None,
+    ) -> None:
         self.file = home / FILE_NAME
         self._lock = lock
         self.on_show = on_show
+        self.on_quit = on_quit
         self.token = secrets.token_hex(16)
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -63,9 +80,10 @@ class SingleInstance:
                 try:
                     conn.settimeout(CONNECT_TIMEOUT_S)
                     data = conn.recv(256).decode("utf-8", "replace").split()
-                    if len(data) == 2 and data[0] == "show" and secrets.compare_digest(data[1], self.token):
+                    handler = {SHOW: self.on_show, QUIT: self.on_quit}.get(data[0]) if len(data) == 2 else None
+                    if handler is not None and secrets.compare_digest(data[1], self.token):
                         conn.sendall(b"ok\n")
-                        self.on_show()
+                        handler()
                     else:
                         conn.sendall(b"denied\n")
                 except OSError:
@@ -86,8 +104,8 @@ class SingleInstance:
             self._lock = None
 
 
-def ask_running_instance(home: Path) -> bool:
-    """True if an app already runs for ``home`` and was asked to show its window.
+def ask_running_instance(home: Path, request: str = SHOW) -> bool:
+    """True if an app already runs for ``home`` and was asked to show its window (or to quit).
 
     A stale file (crashed app, port now closed or owned by someone else) gives False.
     """
@@ -107,13 +125,42 @@ def ask_running_instance(home: Path) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=CONNECT_TIMEOUT_S) as conn:
             conn.settimeout(CONNECT_TIMEOUT_S)
-            conn.sendall(f"show {token}\n".encode())
+            conn.sendall(f"{request} {token}\n".encode())
             return conn.recv(16).startswith(b"ok")
     except OSError:
         return False
 
 
-def claim(home: Path, on_show: Callable[[], None], wait_s: float = 5.0) -> SingleInstance | None:
+def quit_running_instance(home: Path, wait_s: float = QUIT_WAIT_S) -> bool:
+    """Ask the app running for ``home`` to quit and wait until it has exited; True if one was running.
+
+    The app holds the instance lock for its lifetime, so the lock coming free means it is gone.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(home / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        pass
+    else:
+        lock.release()
+        return False  # nobody runs
+    if not ask_running_instance(home, QUIT):
+        log.warning("another AutoMail holds %s but did not answer the quit request", home / LOCK_NAME)
+    try:
+        lock.acquire(timeout=wait_s)
+    except Timeout:
+        raise InstanceError(
+            f"the running AutoMail (data folder {home}) did not quit within {wait_s:.0f} s",
+            fix="quit AutoMail from its tray menu, then try again",
+        ) from None
+    lock.release()
+    return True
+
+
+def claim(
+    home: Path, on_show: Callable[[], None], wait_s: float = 5.0, on_quit: Callable[[], None] | None = None
+) -> SingleInstance | None:
     """Become the app of ``home`` (listening for "show"), or return None after asking the running one.
 
     A file lock held for the app's lifetime decides who is first, so a stale port file left by
@@ -131,6 +178,6 @@ def claim(home: Path, on_show: Callable[[], None], wait_s: float = 5.0) -> Singl
             time.sleep(0.25)
         log.warning("another AutoMail holds %s but did not answer", home / LOCK_NAME)
         return None
-    guard = SingleInstance(home, on_show, lock)
+    guard = SingleInstance(home, on_show, lock, on_quit)
     guard.start()
     return guard

@@ -960,13 +960,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
-def _gui(demo: bool = False) -> int:
+def _gui(demo: bool = False, first_start: bool = False) -> int:
     try:
         from automail.ui.app import run_app
     except ImportError as exc:  # the GUI packages are optional for headless servers
         _err(f"The desktop app is not available ({exc}). Use `automail run` or `automail demo --headless`.")
         return EXIT_FAILED
-    return int(run_app(demo=demo))
+    return int(run_app(demo=demo, first_start=first_start))
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
@@ -979,7 +979,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
             "(send in the foreground) or `automail demo --headless`; see `automail --help`."
         )
         return EXIT_FAILED
-    return _gui()
+    return _gui(first_start=args.command is None)
 
 
 def cmd_install(args: argparse.Namespace) -> int:

@@ -53,6 +53,10 @@ class Installer(Protocol):
     def app_dir(self) -> Path:
         """Where the bundle is installed."""
 
+    @property
+    def app_exe(self) -> Path:
+        """The installed desktop app's executable."""
+
     def install(self, source: Path, options: InstallOptions) -> InstallReport:
         """Copy the bundle folder ``source`` to app_dir and register menu entry, autostart, uninstall entry."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from automail import APP_NAME
 
-from .common import CLI_EXE, InstallOptions, InstallReport, copy_bundle, remove_file, remove_tree
+from .common import APP_EXE, CLI_EXE, InstallOptions, InstallReport, copy_bundle, remove_file, remove_tree
 
 LABEL = "org.automail.AutoMail"
 
@@ -35,6 +35,10 @@ class MacInstaller:
     @property
     def app_dir(self) -> Path:
         return self._app_dir
+
+    @property
+    def app_exe(self) -> Path:
+        return self._app_dir / APP_EXE
 
     def agent_plist(self) -> bytes:
         return plistlib.dumps(

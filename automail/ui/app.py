@@ -248,9 +248,19 @@ def _set_window_icon(root: Any) -> None:
         log.debug("window icon not set", exc_info=True)
 
 
-def run_app(demo: bool = False) -> int:
-    """Run the desktop app until Quit, SIGTERM or SIGINT; return the exit code (0)."""
+def run_app(demo: bool = False, first_start: bool = False) -> int:
+    """Run the desktop app until Quit, SIGTERM or SIGINT; return the exit code (0).
+
+    ``first_start``: started without a command (a double-click); a built app outside its install
+    folder then asks whether to install itself first.
+    """
     try:
+        if first_start and getattr(sys, "frozen", False):
+            from .install_prompt import offer_install
+
+            if offer_install(make_root):
+                return 0  # the installed copy runs now
+            gc.collect()  # free the prompt's Tcl interpreter on this thread
         return _run(demo)
     finally:
         # Free the Tcl interpreter here, on the main thread, now that _run's frame is gone: if a

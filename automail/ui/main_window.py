@@ -14,6 +14,7 @@ from automail.errors import AutomailError, InputError, OutboxExistsError
 from automail.models import EventKind, Task, TaskState, TaskStatus, type_title
 from automail.paths import log_dir, outbox_dir, safe_filename
 from automail.ui import tray
+from automail.ui.autostart_switch import AutostartSwitch
 from automail.ui.chart import SendingChart
 from automail.ui.error_panel import ErrorPanel, explain
 from automail.ui.mailing_window import MailingWindow
@@ -261,6 +262,8 @@ class MainWindow:
             footer, text="Open log folder", width=120, height=26, command=self.open_log_folder, **quiet
         )
         self.log_button.pack(side="right", padx=(0, 6))
+        self.autostart_switch = AutostartSwitch(footer, report=lambda text: self._say(text, ok=False))
+        self.autostart_switch.pack(side="right", padx=(0, 14))
         self.status_bar = ctk.CTkLabel(footer, text="", text_color=MUTED_COLOR, anchor="w", font=font(12))
         self.status_bar.pack(side="left", fill="x", expand=True)
         # Bottom rows take their space before the table, so a small window shrinks the table, not them.

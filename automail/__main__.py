@@ -160,6 +160,14 @@ def _task_options(p: argparse.ArgumentParser, adding: bool) -> None:
     p.add_argument("--user", help="OS user the task runs for (default: any)")
     p.add_argument("--tag", action="append", help="send only messages with this tag (repeatable)")
     p.add_argument("--retry-delays", type=_delays, help="seconds between attempts, e.g. 60,300,900,3600,14400")
+    windows = p.add_mutually_exclusive_group()
+    windows.add_argument(
+        "--window",
+        action="append",
+        metavar="WINDOW",
+        help='send only then, local time, e.g. "Mon-Fri 08:00-17:00" (repeatable; default: any time)',
+    )
+    windows.add_argument("--any-time", action="store_true", help="remove the sending windows: send at any time")
     p.add_argument("--allow-insecure-auth", action="store_true", help="allow a login without encryption")
     verify = p.add_mutually_exclusive_group()
     verify.add_argument(
@@ -396,6 +404,8 @@ def _apply_task_options(task: Task, args: argparse.Namespace) -> Task:
         changes["tags"] = unique_tags(args.tag)
     if args.retry_delays is not None:
         changes["retry_delays"] = args.retry_delays
+    if args.window or args.any_time:
+        changes["windows"] = tuple(args.window or ())
     if getattr(args, "new_name", None) is not None:
         changes["name"] = args.new_name
     return replace(task, **changes)
@@ -518,7 +528,7 @@ def cmd_task(args: argparse.Namespace) -> int:
                     t.computer,
                     t.user or "-",
                     f"{t.smtp.host}:{t.smtp.port}",
-                    t.cadence_text,
+                    t.cadence_text + "".join(f", {w}" for w in t.windows),
                     "yes" if t.enabled else "no",
                     states[t.name].state if t.name in states else "stopped",
                 )

@@ -399,6 +399,92 @@ class SmtpSettings:
         return cls(**known)
 
 
+DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_WINDOW_FIX = 'write it like "Mon-Fri 08:00-17:00", "Sat 09:00-12:00" or "22:00-06:00" (every day)'
+
+
+@dataclass(frozen=True)
+class SendingWindow:
+    """When a task may send: on some weekdays, from a local time to another (overnight when end ≤ start).
+
+    Written as people say it: "Mon-Fri 08:00-17:00", "Mon,Wed 09:00-12:00", "08:00-17:00" (every day).
+    """
+
+    days: frozenset[int]  # 0 = Monday … 6 = Sunday: the days a window *starts* on
+    start: int  # minutes after local midnight
+    end: int  # minutes after local midnight (24:00 = 1440); ≤ start: ends the next day
+
+    @classmethod
+    def parse(cls, text: str) -> SendingWindow:
+        """The window a text describes, or InputError saying what is wrong with it."""
+        parts = text.split()
+        if len(parts) == 1:
+            days, times = frozenset(range(7)), parts[0]
+        elif len(parts) == 2:
+            days, times = _parse_days(parts[0], text), parts[1]
+        else:
+            raise InputError("window", f"{text!r} is not a sending window", fix=_WINDOW_FIX)
+        start_text, sep, end_text = times.partition("-")
+        if not sep:
+            raise InputError("window", f"{text!r} has no time range like 08:00-17:00", fix=_WINDOW_FIX)
+        start, end = _parse_clock(start_text, text), _parse_clock(end_text, text)
+        if start == end or start == 1440:
+            raise InputError("window", f"{text!r} is empty (it starts when it ends)", fix=_WINDOW_FIX)
+        return cls(days, start, end)
+
+    @property
+    def length(self) -> int:
+        """Minutes the window stays open."""
+        return self.end - self.start if self.end > self.start else self.end + 1440 - self.start
+
+    @property
+    def text(self) -> str:
+        """The canonical text ("Mon-Fri 08:00-17:00")."""
+        clock = f"{self.start // 60:02d}:{self.start % 60:02d}-{self.end // 60:02d}:{self.end % 60:02d}"
+        return clock if len(self.days) == 7 else f"{_days_text(self.days)} {clock}"
+
+
+def _parse_clock(value: str, text: str) -> int:
+    hours, sep, minutes = value.partition(":")
+    if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+        raise InputError("window", f"{value!r} in {text!r} is not a time like 08:00", fix=_WINDOW_FIX)
+    total = int(hours) * 60 + int(minutes)
+    if int(minutes) > 59 or total > 1440:
+        raise InputError("window", f"{value!r} in {text!r} is not a time of day", fix="use 00:00 to 24:00")
+    return total
+
+
+def _day(value: str, text: str) -> int:
+    key = value.strip()[:3].title()
+    if key not in DAY_NAMES or len(value.strip()) < 3:
+        raise InputError("window", f"{value!r} in {text!r} is not a day", fix=f"use {', '.join(DAY_NAMES)}")
+    return DAY_NAMES.index(key)
+
+
+def _parse_days(value: str, text: str) -> frozenset[int]:
+    days: set[int] = set()
+    for item in value.split(","):
+        first, sep, last = item.partition("-")
+        a = _day(first, text)
+        b = _day(last, text) if sep else a
+        days.update((a + i) % 7 for i in range((b - a) % 7 + 1))  # Fri-Mon wraps over the weekend
+    return frozenset(days)
+
+
+def _days_text(days: frozenset[int]) -> str:
+    runs: list[str] = []
+    ordered = sorted(days)
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        a, b = DAY_NAMES[ordered[i]], DAY_NAMES[ordered[j]]
+        runs.append(a if i == j else f"{a}-{b}" if j > i + 1 else f"{a},{b}")
+        i = j + 1
+    return ",".join(runs)
+
+
 @dataclass(frozen=True)
 class Task:
     """An automatic task; type "email" is Automatic e-mail sending."""
@@ -417,6 +503,7 @@ class Task:
     max_age_s: int = DEFAULT_MAX_AGE_S
     start_seq: int = 0  # bumped by every explicit start: clears a sticky error
     secret_rev: int = 0  # bumped when the password changes: clears a sticky error
+    windows: tuple[str, ...] = ()  # sending windows ("Mon-Fri 08:00-17:00"); none: any time
 
     def validate(self) -> Task:
         """Check every field; raise InputError naming the first bad one."""
@@ -444,6 +531,7 @@ class Task:
         check_no_newline("user", self.user)
         return replace(
             self,
+            windows=tuple(SendingWindow.parse(w).text for w in self.windows),
             name=name,
             smtp=self.smtp.validate(),
             computer=self.computer.strip() or this_computer(),
@@ -494,6 +582,9 @@ class Task:
         doc["smtp"] = self.smtp.to_doc()
         doc["tags"] = list(self.tags)
         doc["retry_delays"] = list(self.retry_delays)
+        doc["windows"] = list(self.windows)
+        if not self.windows:
+            del doc["windows"]  # a task without windows keeps its fingerprint from before windows existed
         return doc
 
     @classmethod
@@ -502,6 +593,7 @@ class Task:
         known["smtp"] = SmtpSettings.from_doc(doc["smtp"])
         known["tags"] = tuple(doc.get("tags", ()))
         known["retry_delays"] = tuple(doc.get("retry_delays", DEFAULT_RETRY_DELAYS))
+        known["windows"] = tuple(doc.get("windows", ()))
         for key in ("name", "company", "computer", "user"):
             if not isinstance(known.get(key, ""), str):
                 raise ValueError(f"{key} must be a text")
@@ -523,7 +615,7 @@ def overlap_warning(task: Task, others: Sequence[Task]) -> str:
     )
 
 
-SETTINGS_FIELDS = ("smtp", "rate_per_hour", "daily_cap", "retry_delays", "tags")
+SETTINGS_FIELDS = ("smtp", "rate_per_hour", "daily_cap", "retry_delays", "tags", "windows")
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,7 @@ def test_add_task_through_form_settings_and_smtp_dialog(win: Any, service: Servi
     settings.cap_entry.insert(0, "5000")
     settings.retry.set("1 min, 10 min, 2 h")
     settings.tags.set("invoices, urgent")
+    settings.windows.set("Mon-Fri 8:00-17:00; Sat 09:00-12:00")
     settings.ok_button.invoke()
     assert settings.closed
     assert service.tasks() == []  # nothing stored before the form's OK
@@ -119,6 +120,7 @@ def test_add_task_through_form_settings_and_smtp_dialog(win: Any, service: Servi
     assert task.rate_per_hour == 1500 and task.daily_cap == 5000
     assert task.retry_delays == (60, 600, 7200)
     assert task.tags == ("invoices", "urgent")
+    assert task.windows == ("Mon-Fri 08:00-17:00", "Sat 09:00-12:00")
     assert stored_password("Invoices") == "S3cret-pass!"
     pump(root)
     assert win.tree.exists("Invoices")
@@ -227,6 +229,11 @@ def test_bad_retry_schedule_and_empty_name(win: Any, service: Service) -> None:
     assert not settings.closed
     assert "'soon' is not a duration" in settings.retry.error_text
     settings.retry.set("60, 300")
+    settings.windows.set("Mon-Fri 08:00-17:00; weekends")
+    settings.ok()
+    assert not settings.closed and settings.tabs.get() == "Other"
+    assert "'weekends' has no time range like 08:00-17:00" in settings.windows.error_text
+    settings.windows.set("")
     settings.ok()
     assert settings.closed
     form.ok()  # name empty

@@ -30,6 +30,7 @@ from automail.store.outbox import ClaimedMessage, Outbox
 from .outcome import Outcome, classify
 from .smtp import SmtpSession
 from .throttle import Throttle
+from .window import Windows
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class Worker:
         self.company = company
         self.outbox = outbox
         self.throttle = throttle
+        self.windows = Windows(task.windows)
         self.clock = clock
         self.emit = emit
         factory = session_factory or (lambda t, p: SmtpSession(t.smtp, p))
@@ -291,6 +293,8 @@ class Worker:
             return backoff
         if not self._held:
             await self.flush()
+        if (closed := self.windows.delay(now)) > 0:
+            return await self._outside_windows(now, closed)
         delay = self.throttle.delay(now)
         if delay > 0:
             return await self._wait(now, delay)
@@ -339,6 +343,17 @@ class Worker:
         if delay > IDLE_CLOSE_S:
             await self.session.close()
         return delay
+
+    async def _outside_windows(self, now: float, closed: float) -> float:
+        """No sending window is open for ``closed`` seconds: hold nothing, say why we wait."""
+        await self.flush()
+        await self._release_held(now)
+        if await self._db(self.outbox.next_due, self.task.tags) is None:
+            return await self._idle(now)
+        await self._set_state(TaskState.WAITING, f"outside its sending windows ({self.windows.text})")
+        await self._close_if_idle(now)
+        # Looked at again soon, not slept through: the clock may jump (sleep, a time-zone change).
+        return min(closed, IDLE_POLL_S)
 
     async def _send(self, claimed: ClaimedMessage) -> float:
         """Send one claimed message to its pending recipients, then classify and record the result."""

@@ -1,4 +1,5 @@
-"""The "Settings of automatic task" dialog: Basic (SMTP server, tests) and Other (throttle, retries, scope)."""
+"""The "Settings of automatic task" dialog: Basic (SMTP server, tests) and Other (throttle, retries, scope,
+sending windows)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ from automail.ui.widgets import (
 )
 
 # InputError fields the settings dialog (Basic and Other tabs) shows
-SETTINGS_ERROR_FIELDS = (*SMTP_FIELDS, "rate", "daily-cap", "retry-delays", "tag")
+SETTINGS_ERROR_FIELDS = (*SMTP_FIELDS, "rate", "daily-cap", "retry-delays", "tag", "window")
 
 if TYPE_CHECKING:
     from automail.engine.service import Service
@@ -377,6 +378,15 @@ class SettingsDialog(Dialog):
             font=font(12),
             anchor="w",
         ).grid(row=5, column=1, sticky="w")
+        self.windows = Field(frame, 6, "Sending windows", width=300, placeholder="any time")
+        self.windows.set("; ".join(t.windows))
+        ctk.CTkLabel(
+            frame,
+            text="Local time, separated by ;  e.g. Mon-Fri 08:00-17:00; Sat 09:00-12:00",
+            text_color=MUTED_COLOR,
+            font=font(12),
+            anchor="w",
+        ).grid(row=8, column=1, sticky="w")
 
         # initial values
         set_text(self.rate_entry, format_count(rate))
@@ -470,6 +480,7 @@ class SettingsDialog(Dialog):
             line.clear()
         self.retry.clear_error()
         self.tags.clear_error()
+        self.windows.clear_error()
         self.clear_general_error()
 
     def build(self) -> Task:
@@ -500,7 +511,11 @@ class SettingsDialog(Dialog):
                 )
         delays = parse_delays(self.retry.get())
         tags = unique_tags(check_no_newline("tag", t).strip() for t in self.tags.get().split(","))
-        task = replace(self._task, smtp=self.smtp, rate_per_hour=rate, daily_cap=cap, retry_delays=delays, tags=tags)
+        windows = tuple(w.strip() for w in self.windows.get().split(";") if w.strip())
+        task = replace(
+            self._task, smtp=self.smtp, rate_per_hour=rate, daily_cap=cap, retry_delays=delays, tags=tags,
+            windows=windows,
+        )  # fmt: skip
         # A new task has no name yet: validate with a stand-in so only the settings are judged here.
         probe = task if task.name else replace(task, name="new task")
         probe.validate()
@@ -517,6 +532,9 @@ class SettingsDialog(Dialog):
             self.tabs.set("Other")
         elif exc.field == "tag":
             self.tags.show_error(text)
+            self.tabs.set("Other")
+        elif exc.field == "window":
+            self.windows.show_error(text)
             self.tabs.set("Other")
         elif exc.field in SMTP_FIELDS:
             self.summary_error.show(f"SMTP settings: {text}")

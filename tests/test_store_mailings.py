@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from automail.errors import InputError, NotFoundError
+from automail.errors import InputError, NotFoundError, OutboxError
 from automail.models import MessageStatus, RecipientState, RecipientStatus
 from automail.store.outbox import NewMessage, Outbox
 from tests.helpers import new_message
@@ -144,7 +144,7 @@ def test_cancel_and_retry_failed_change_only_their_mailing(box: Outbox) -> None:
     assert box.cancel_mailing("A", 7.0) == 2 and box.mailing("A").finished
 
 
-def test_schema_5_outbox_gains_mailings(tmp_path: Path) -> None:
+def test_schema_5_outbox_gains_mailings_and_receipts(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     box = Outbox(path, "Old")
     box.enqueue([new_message(1)], 1.0)
@@ -153,6 +153,7 @@ def test_schema_5_outbox_gains_mailings(tmp_path: Path) -> None:
     for stmt in ("DROP TRIGGER tr_mailing_hold", "DROP TRIGGER tr_mailing_sent", "DROP INDEX ix_mailing"):
         conn.execute(stmt)
     conn.execute("DROP TABLE mailings")
+    conn.execute("DROP TABLE pickup_receipts")
     conn.execute("ALTER TABLE messages DROP COLUMN mailing")
     conn.execute("ALTER TABLE messages DROP COLUMN held_at")
     conn.execute("PRAGMA user_version=5")
@@ -160,5 +161,9 @@ def test_schema_5_outbox_gains_mailings(tmp_path: Path) -> None:
     conn.close()
     again = Outbox(path, "Old")
     assert again.get(1).mailing_id is None
-    again.enqueue([new_message(2)], 2.0, mailing="New")
+    again.enqueue([new_message(2)], 2.0, mailing="New", receipts=["a.eml|1"])
     assert again.mailing("New").queued == 1
+    assert again.known_receipts(["a.eml|1", "b.eml|2"]) == {"a.eml|1"}
+    with pytest.raises(OutboxError):  # a file already queued: the whole batch is refused
+        again.enqueue([new_message(3)], 3.0, receipts=["a.eml|1"])
+    assert again.count() == 2

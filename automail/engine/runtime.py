@@ -81,6 +81,7 @@ class EngineHooks:
     lock_for: Callable[[str], TaskLock]
     emit: Callable[[EngineEvent], None]
     session_factory: Callable[[Task, str | None], SmtpSession] | None = None
+    pickup: Callable[[], object] | None = None  # one pass over the pickup folders (in a thread of its own)
 
 
 class Engine:
@@ -116,6 +117,8 @@ class Engine:
         self._cannot_start: dict[str, str] = {}  # task -> why it could not run (logged once)
         self._started = threading.Event()
         self._io: ThreadPoolExecutor | None = None
+        self._pickup: ThreadPoolExecutor | None = None
+        self._pickup_job: asyncio.Future[object] | None = None
         self.io_busy = False  # a worker's outbox call outlived the shutdown: its connections are in use
 
     # ---- control from any thread --------------------------------------------------
@@ -196,17 +199,31 @@ class Engine:
         finally:
             await self._stop_all()
             self._io.shutdown(wait=False)
+            if self._pickup is not None:
+                self._pickup.shutdown(wait=False)
             log.info("engine stopped")
 
     async def _check(self) -> None:
         """Start and stop tasks as the definitions say; wake workers whose outbox changed."""
         try:
+            self._start_pickup()
             await self._reconcile()
             await self._watch_outboxes()
         except AutomailError as exc:
             log.error("engine: %s", exc)
         except Exception:
             log.exception("engine: unexpected error while checking tasks")
+
+    def _start_pickup(self) -> None:
+        """Start a pass over the pickup folders unless one still runs (a big drop takes a while)."""
+        job = self._pickup_job
+        if job is not None and job.done() and not job.cancelled() and job.exception() is not None:
+            log.error("pickup folder: %s", job.exception())
+        if self.hooks.pickup is None or (job is not None and not job.done()):
+            return
+        if self._pickup is None:
+            self._pickup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="automail-pickup")
+        self._pickup_job = asyncio.get_running_loop().run_in_executor(self._pickup, self.hooks.pickup)
 
     async def _stop_all(self) -> None:
         for run in self._running.values():
@@ -223,10 +240,12 @@ class Engine:
                 for job in late:
                     job.cancel()
                 await asyncio.wait(late, timeout=_CANCEL_GRACE_S)
+        if self._pickup_job is not None and not self._pickup_job.done():  # a batch commits or not: wait a bit
+            await asyncio.wait([self._pickup_job], timeout=max(deadline - asyncio.get_running_loop().time(), 0.1))
         # A cancelled worker's outbox call may still run in its thread: its connection is in use.
         while any(w.io_busy for w in workers) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
-        self.io_busy = any(w.io_busy for w in workers)
+        self.io_busy = any(w.io_busy for w in workers) or not (self._pickup_job is None or self._pickup_job.done())
         if self.io_busy:
             log.warning("an outbox write is still running after the shutdown budget")
         for name in list(self._running):

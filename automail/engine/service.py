@@ -13,6 +13,7 @@ from pathlib import Path
 from automail import secrets
 from automail.clock import Clock, SystemClock, hour_start
 from automail.errors import AutomailError, FaultKind, InputError, NotFoundError, OutboxExistsError, SmtpError
+from automail.intake.pickup import PickupReport, dropped_files, ingest, pickup_dir
 from automail.message import compose, max_message_bytes, prepare_raw, with_sender_headers
 from automail.models import (
     Company,
@@ -387,10 +388,10 @@ class Service:
         ``allow_duplicate_id``: receivers drop or thread a second message with the same ID.
         """
         box = self.outbox(company)
-        limit, now, sender = max_message_bytes(), self.clock.now(), self.sender_for(company, tag)
+        prepare = self.preparer(company, tag)
         prepared, sources = [], []
         for source, raw in items:
-            prepared.append(prepare_raw(raw, source, tag, limit, now=now, default_sender=sender))
+            prepared.append(prepare(source, raw))
             sources.append(source)
         if not allow_duplicate_id:
             self._refuse_duplicate_ids(box, sources, prepared)
@@ -413,6 +414,51 @@ class Service:
                 f"has the same Message-ID {msg.message_id} as {other}",
                 fix="give each message its own Message-ID (or remove it), or pass --allow-duplicate-id",
             )
+
+    def preparer(self, company: str, tag: str = "") -> Callable[[str, bytes], NewMessage]:
+        """The gate every ready-made message passes, `automail enqueue` and the pickup folder alike:
+        (source name, MIME bytes) → a message to queue, or InputError."""
+        limit, now, sender = max_message_bytes(), self.clock.now(), self.sender_for(company, tag)
+        return lambda source, raw: prepare_raw(raw, source, tag, limit, now=now, default_sender=sender)
+
+    def _pickup_gate(self, company: Company) -> Callable[[str, bytes], NewMessage]:
+        """``enqueue``'s gate for one file at a time: the preparer, then the Message-ID checks (against the
+        outbox and the files before it in this pass)."""
+        box, prepare = self._outbox_of(company), self.preparer(company.name)
+        seen: dict[str, tuple[str, NewMessage]] = {}
+
+        def gate(source: str, raw: bytes) -> NewMessage:
+            msg = prepare(source, raw)
+            earlier = seen.get(msg.message_id)
+            if earlier is not None:
+                self._refuse_duplicate_ids(box, [earlier[0], source], [earlier[1], msg])
+            self._refuse_duplicate_ids(box, [source], [msg])
+            seen[msg.message_id] = (source, msg)
+            return msg
+
+        return gate
+
+    def pickup_folder(self, company: str) -> Path:
+        """Where other programs drop .eml files for a company (see automail/intake/pickup.py)."""
+        return pickup_dir(self.home, self.definitions.company(company).name)
+
+    def ingest_pickup(self) -> PickupReport:
+        """Queue what waits in every company's pickup folder (the engine calls this every second)."""
+        total = PickupReport()
+        for comp in self.definitions.companies():
+            folder = pickup_dir(self.home, comp.name)
+            folder.mkdir(parents=True, exist_ok=True)
+            if not dropped_files(folder):
+                continue
+            report = ingest(folder, self._outbox_of(comp), self._pickup_gate(comp), self.clock.now)
+            log.info(
+                "pickup %s: %d queued, %d rejected, %d already queued",
+                comp.name, report.queued, report.rejected, report.duplicates,
+            )  # fmt: skip
+            total.queued += report.queued
+            total.rejected += report.rejected
+            total.duplicates += report.duplicates
+        return total
 
     def send(
         self,
@@ -620,6 +666,7 @@ class Service:
                 lock_for=self.lock_for,
                 emit=self._emit,
                 session_factory=self._session_factory,
+                pickup=self.ingest_pickup,
             )
             self._engine = Engine(self.definitions, hooks, self.clock, self.computer, self.user)
             self._engine.start()

@@ -28,7 +28,7 @@ from automail.models import Mailing, MessageStatus, RecipientState, RecipientSta
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 APPLICATION_ID = 0x41754D6C  # "AuMl" in PRAGMA application_id: marks a file as an AutoMail outbox
 
 _SCHEMA_V1 = """
@@ -192,6 +192,16 @@ _SCHEMA_V6 = (
     END""",
 )
 
+# v7 (issue 12): receipts of files taken from the pickup folder, written in the same transaction as
+# their messages: after a crash between the commit and the file's removal, the file is recognised
+# and removed instead of being queued a second time.
+_SCHEMA_V7 = """
+CREATE TABLE IF NOT EXISTS pickup_receipts (
+    identity TEXT PRIMARY KEY,  -- file name, size, modification time and content hash
+    at       REAL NOT NULL
+) WITHOUT ROWID
+"""
+
 _MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = (
     (1, _SCHEMA_V1),
     (2, _SCHEMA_V2),
@@ -199,6 +209,7 @@ _MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = (
     (4, _SCHEMA_V4),
     (5, _SCHEMA_V5),
     (6, _SCHEMA_V6),
+    (7, _SCHEMA_V7),
 )
 
 # Full-text search over the columns the Outbox window searches, where this SQLite has FTS5
@@ -757,8 +768,12 @@ class Outbox:
         mailing: str | None = None,
         sources: Sequence[str] = (),
         not_before: float | None = None,
+        receipts: Sequence[str] = (),
     ) -> list[int]:
         """Queue a batch in one transaction: all of it or nothing.
+
+        ``receipts``: identities of the pickup files the batch came from, recorded in the same
+        transaction (see ``known_receipts``); one recorded already fails the whole batch.
 
         ``mailing``: create a mailing of that name (with its ``sources``) in the same transaction and
         put the batch in it; InputError, and nothing queued, if the outbox has one of that name.
@@ -768,6 +783,7 @@ class Outbox:
         ids: list[int] = []
         due = now if not_before is None else max(now, not_before)
         with self.transaction() as conn:
+            conn.executemany("INSERT INTO pickup_receipts (identity, at) VALUES (?, ?)", [(r, now) for r in receipts])
             mailing_id = None
             if mailing is not None:
                 mailing_id = self._insert_mailing(conn, mailing, sources, now, not_before)
@@ -801,6 +817,22 @@ class Outbox:
                     (ids[0],),
                 )
         return ids
+
+    def known_receipts(self, identities: Sequence[str]) -> set[str]:
+        """Which of these pickup-file identities were queued already."""
+        conn, known = self._conn(), set[str]()
+        for i in range(0, len(identities), 500):
+            chunk = list(identities[i : i + 500])
+            rows = conn.execute(
+                f"SELECT identity FROM pickup_receipts WHERE identity IN ({','.join('?' * len(chunk))})", chunk
+            )
+            known.update(r[0] for r in rows)
+        return known
+
+    def prune_receipts(self, before: float) -> None:
+        """Forget pickup receipts older than ``before`` (their files are long gone)."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM pickup_receipts WHERE at < ?", (before,))
 
     # ---- mailings --------------------------------------------------------------
     def create_mailing(self, name: str, sources: Sequence[str], now: float, not_before: float | None = None) -> int:

@@ -432,6 +432,9 @@ def _print_event(event: EngineEvent) -> None:
         (_err if event.state is TaskState.ERROR else _out)(text)
     elif event.kind is EventKind.QUEUE_DRAINED:
         _out(f"[{event.task}] queue empty")
+    elif event.kind is EventKind.MAILING_FINISHED and event.progress is not None:
+        m = event.progress
+        _out(f"[{event.task}] mailing {m.name!r} finished: {m.sent:,} sent, {m.failed:,} failed")
 
 
 def _warn_overlap(svc: Any, task: Task) -> None:

@@ -816,6 +816,7 @@ class EventKind(StrEnum):
     FAILED = "failed"  # a message failed for good
     STATE_CHANGED = "state_changed"  # a task's state changed
     QUEUE_DRAINED = "queue_drained"  # a task has nothing left to send
+    MAILING_FINISHED = "mailing_finished"  # a mailing's last message was sent or failed (``progress``)
     ENGINE_STARTED = "engine_started"
     ENGINE_STOPPED = "engine_stopped"
 
@@ -851,6 +852,8 @@ class EngineEvent:
     detail: str = ""
     recipients: tuple[str, ...] = ()
     fault: FaultKind | None = None  # for state_changed to error
+    mailing: str = ""  # the mailing of a failed message, or the one that finished
+    progress: Mailing | None = None  # for mailing_finished: its final counts
 
 
 EventSink = Callable[[EngineEvent], None]

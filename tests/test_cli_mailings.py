@@ -38,7 +38,8 @@ def test_pause_resume_cancel_and_retry_change_only_their_mailing(tmp_path: Path,
     assert "already has a mailing named 'Newsletter'" in dup.stderr
 
     assert "3 waiting message(s) held; now paused" in cli("mailing", "pause", "faktúry 11/2026").stdout
-    cli("run", "--until-empty")  # a paused mailing is not "left to send": the run ends
+    first = cli("run", "--until-empty").stdout  # a paused mailing is not "left to send": the run ends
+    assert first.count("mailing 'Newsletter' finished: 2 sent, 0 failed") == 1 and "Faktúry" not in first
     assert recipients(smtp_server) == ["customer10@example.com", "customer11@example.com"]
     listed = {m["name"]: m for m in json.loads(cli("mailing", "list", "--json").stdout)}
     assert listed["Faktúry 11/2026"]["state"] == "paused" and listed["Faktúry 11/2026"]["queued"] == 3
@@ -47,7 +48,8 @@ def test_pause_resume_cancel_and_retry_change_only_their_mailing(tmp_path: Path,
 
     cli("mailing", "resume", "Faktúry 11/2026")
     smtp_server.rcpt_replies = {"customer1@example.com": "550 5.1.1 no such user"}
-    cli("run", "--until-empty", check=1)  # one failed
+    second = cli("run", "--until-empty", check=1).stdout  # one failed
+    assert second.count("mailing 'Faktúry 11/2026' finished: 2 sent, 1 failed") == 1
     shown = mailing_json("Faktúry 11/2026")
     assert (shown["sent"], shown["failed"], shown["state"]) == (2, 1, "finished")
     assert shown["first_sent_at"] is not None and shown["last_sent_at"] is not None

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from automail.errors import FaultKind
-from automail.models import EngineEvent, EventKind, TaskState
+from automail.models import EngineEvent, EventKind, Mailing, TaskState
 from automail.ui.notify import Delivery, Notifier, dbus_notify
 from tests.desktop import DesktopSession, wait_for
 
@@ -115,14 +115,40 @@ def test_permanent_failures_are_aggregated(notifier: Notifier, sent: list[tuple[
     assert len(sent) == 1
 
 
-def test_queue_drained_flushes_failures_then_reports(notifier: Notifier, sent: list[tuple[str, str]]) -> None:
-    for i in range(5):
+def finished(task: str, name: str, sent: int, failed_: int, cancelled: int = 0) -> EngineEvent:
+    progress = Mailing(
+        id=1, name=name, company="Firma", created_at=0.0, sources=(), paused=False, not_before=None, queued=0,
+        sending=0, sent=sent, deferred=0, failed=failed_, cancelled=cancelled, first_sent_at=1.0, last_sent_at=2.0,
+    )  # fmt: skip
+    return EngineEvent(EventKind.MAILING_FINISHED, task, "Firma", mailing=name, progress=progress)
+
+
+def test_mailing_finished_flushes_its_failures_then_reports_once(
+    notifier: Notifier, sent: list[tuple[str, str]]
+) -> None:
+    bad = failed("Invoices", "a@x.sk")
+    notifier.on_event(EngineEvent(**{**bad.__dict__, "mailing": "Faktúry 11/2026"}))
+    notifier.on_event(finished("Invoices", "Faktúry 11/2026", 1240, 3))
+    notifier.on_event(finished("Reminders", "faktúry 11/2026", 1240, 3))  # another task saw the same end
+    assert sent == [
+        (
+            "E-mails failed",
+            "1 message of mailing 'Faktúry 11/2026' to a@x.sk failed in task “Invoices”. "
+            "Last reason: 550 5.1.1 no such user",
+        ),
+        ("Mailing finished", "Mailing 'Faktúry 11/2026' finished: 1,240 sent, 3 failed"),
+    ]
+    notifier.on_event(finished("Invoices", "Newsletter", 10, 0, cancelled=5))
+    assert sent[-1] == ("Mailing finished", "Mailing 'Newsletter' finished: 10 sent, 0 failed, 5 cancelled")
+
+
+def test_queue_drained_flushes_failures_but_is_not_news_itself(notifier: Notifier, sent: list[tuple[str, str]]) -> None:
+    for i in range(50):  # the old "≥ 5 sends" rule is gone: a mailing's end is reported, not a task's queue
         notifier.on_event(EngineEvent(EventKind.SENT, "Invoices", "Firma", message_id=i))
     notifier.on_event(failed("Invoices", "a@x.sk"))
     notifier.on_event(EngineEvent(EventKind.QUEUE_DRAINED, "Invoices", "Firma"))
     assert sent == [
         ("E-mails failed", "1 message to a@x.sk failed in task “Invoices”. Last reason: 550 5.1.1 no such user"),
-        ("Mailing finished", "Task “Invoices” sent 5 e-mails; nothing is left in its queue."),
     ]
 
 

@@ -61,6 +61,7 @@ class _Unrecorded:
     event: EngineEvent
     commit: Callable[[], None]
     future: asyncio.Future[None] | None = None
+    mailing_id: int | None = None  # the message's mailing: is it finished once this is committed?
 
 
 class Worker:
@@ -238,11 +239,24 @@ class Worker:
         if self._unrecorded is pending:
             self._unrecorded = None
             self.emit(pending.event)
+            if pending.mailing_id is not None and pending.event.kind in (EventKind.SENT, EventKind.FAILED):
+                await self._report_finished(pending.mailing_id)
 
-    async def _keep(self, event: EngineEvent, commit: Callable[[], None]) -> None:
+    async def _report_finished(self, mailing_id: int) -> None:
+        """Say so when the message just recorded was the last one its mailing waited for."""
+        finished = await self._db(self.outbox.finished_mailing, mailing_id)
+        if finished is not None:
+            self.emit(
+                EngineEvent(
+                    EventKind.MAILING_FINISHED, self.task.name, self.company.name, mailing=finished.name,
+                    progress=finished,
+                )
+            )  # fmt: skip
+
+    async def _keep(self, event: EngineEvent, commit: Callable[[], None], mailing_id: int | None = None) -> None:
         """Keep a result to commit during the next message's envelope (or at ``flush``)."""
         await self.flush()  # normally long done: at most one result waits
-        self._unrecorded = _Unrecorded(event, commit)
+        self._unrecorded = _Unrecorded(event, commit, mailing_id=mailing_id)
 
     async def _record(self, claimed: ClaimedMessage, outcome: Outcome, attempted: tuple[str, ...]) -> None:
         """The record step: the message's outcome, committed with the next envelope."""
@@ -252,9 +266,13 @@ class Worker:
             MessageStatus.DEFERRED: EventKind.DEFERRED,
             MessageStatus.FAILED: EventKind.FAILED,
         }[outcome.status]
+        mailing = ""
+        if kind is EventKind.FAILED and msg.mailing_id is not None:  # a failure names its mailing
+            mailing = await self._db(box.mailing_name, msg.mailing_id)
         event = EngineEvent(
-            kind, self.task.name, self.company.name, message_id=msg.id, detail=outcome.detail, recipients=attempted
-        )
+            kind, self.task.name, self.company.name, message_id=msg.id, detail=outcome.detail, recipients=attempted,
+            mailing=mailing,
+        )  # fmt: skip
         account, task = self._account, self.task.name
         commit: Callable[[], None]
         if outcome.status is MessageStatus.SENT:
@@ -276,7 +294,7 @@ class Worker:
             commit = partial(
                 box.mark_failed, msg.id, now, outcome.code, outcome.error, account, task, recipients=outcome.recipients
             )
-        await self._keep(event, commit)
+        await self._keep(event, commit, msg.mailing_id)
 
     async def _release_held(self, now: float, *extra: int) -> None:
         ids = [c.message.id for c in self._held] + list(extra)

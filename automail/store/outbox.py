@@ -935,6 +935,18 @@ class Outbox:
         )
         return int(row[0])
 
+    def finished_mailing(self, mailing_id: int) -> Mailing | None:
+        """The mailing with its final counts if nothing of it is left to send, else None (cheap then)."""
+        conn = self._conn()
+        left = conn.execute(
+            "SELECT 1 FROM messages WHERE mailing=? AND status IN ('queued', 'sending', 'deferred') LIMIT 1",
+            (mailing_id,),
+        ).fetchone()
+        if left is not None:
+            return None
+        row = conn.execute(f"SELECT {_MAILING_COLUMNS} FROM mailings WHERE id=?", (mailing_id,)).fetchone()
+        return None if row is None else self._mailing_from(conn, row)
+
     def mailing_name(self, mailing_id: int) -> str:
         """The name of a mailing by its id ('' if there is none)."""
         row = self._conn().execute("SELECT name FROM mailings WHERE id=?", (mailing_id,)).fetchone()

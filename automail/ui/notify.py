@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 APP_NAME = "AutoMail"
 UNREACHABLE_GRACE_S = 3 * 60  # "server unreachable" is only worth a notification if it lasts
 FAILED_WINDOW_S = 8.0  # permanent failures are collected this long, then reported as one
-MIN_MAILING = 5  # a drained queue is news only after a mailing, not after every single invoice
 # pystray's win32 backend copies title and text into NOTIFYICONDATAW's fixed WCHAR buffers
 # (szInfoTitle[64], szInfo[256], NUL included): anything longer raises ValueError there.
 WIN32_TITLE_LIMIT = 63
@@ -35,6 +34,7 @@ class _Batch:
     count: int = 0
     recipients: list[str] = field(default_factory=list)
     last_reason: str = ""
+    mailings: list[str] = field(default_factory=list)
 
 
 class Notifier:
@@ -53,14 +53,12 @@ class Notifier:
         clock: Callable[[], float] = time.monotonic,
         unreachable_grace_s: float = UNREACHABLE_GRACE_S,
         failed_window_s: float = FAILED_WINDOW_S,
-        min_mailing: int = MIN_MAILING,
     ) -> None:
         self._deliver = deliver or Delivery().send
         self.clock = clock
         self.unreachable_grace_s = unreachable_grace_s
         self.failed_window_s = failed_window_s
-        self.min_mailing = min_mailing
-        self._sent_since_drain: dict[str, int] = {}
+        self._finished: set[tuple[str, str]] = set()  # (company, mailing) already reported
         self._incidents: dict[str, str] = {}  # task -> incident key already notified
         self._pending_unreachable: dict[str, tuple[float, str]] = {}  # task -> (since, reason)
         self._in_error: dict[str, str] = {}  # task -> incident key of the current error
@@ -78,15 +76,22 @@ class Notifier:
             batch.count += 1
             batch.recipients.extend(r for r in event.recipients if r not in batch.recipients)
             batch.last_reason = event.detail
-        elif event.kind is EventKind.SENT:
-            self._sent_since_drain[event.task] = self._sent_since_drain.get(event.task, 0) + 1
+            if event.mailing and event.mailing not in batch.mailings:
+                batch.mailings.append(event.mailing)
         elif event.kind is EventKind.QUEUE_DRAINED:
             self._flush_failed(event.task)
-            sent = self._sent_since_drain.pop(event.task, 0)
-            if sent >= self.min_mailing:
-                self._notify(
-                    "Mailing finished", f"Task “{event.task}” sent {sent} e-mails; nothing is left in its queue."
-                )
+        elif event.kind is EventKind.MAILING_FINISHED and event.progress is not None:
+            # A mailing's end is the news (not a task's queue running dry); two tasks sharing a
+            # mailing may both see its end: it is said once.
+            key = (event.company.casefold(), event.mailing.casefold())
+            if key not in self._finished:
+                self._finished.add(key)
+                self._flush_failed(event.task)
+                m = event.progress
+                text = f"Mailing '{m.name}' finished: {m.sent:,} sent, {m.failed:,} failed"
+                if m.cancelled:
+                    text += f", {m.cancelled:,} cancelled"
+                self._notify("Mailing finished", text)
         self.tick()
 
     def _on_state(self, event: EngineEvent) -> None:
@@ -129,7 +134,11 @@ class Notifier:
             return
         shown = ", ".join(batch.recipients[:3]) + (" …" if len(batch.recipients) > 3 else "")
         noun = "message" if batch.count == 1 else "messages"
-        text = f"{batch.count} {noun} to {shown} failed in task “{task}”."
+        of = ""
+        if batch.mailings:
+            names = ", ".join(f"'{m}'" for m in batch.mailings[:2]) + (" …" if len(batch.mailings) > 2 else "")
+            of = f" of mailing {names}" if len(batch.mailings) == 1 else f" of mailings {names}"
+        text = f"{batch.count} {noun}{of} to {shown} failed in task “{task}”."
         if batch.last_reason:
             text += f" Last reason: {_plain(batch.last_reason)}"
         self._notify("E-mails failed", text)

@@ -92,6 +92,7 @@ def test_pause_touches_only_its_mailing_and_resume_restores_due_times(box: Outbo
     box.mark_deferred(a[0], 102.0, 900.0, 451, "later", "acct", "T")
     assert box.pause_mailing("a", 103.0) == 3  # two queued and the deferred one
     assert box.mailing("A").paused and box.mailing("A").state == "paused"
+    assert (box.held_count(), box.held_count([""]), box.held_count(["other"])) == (3, 3, 0)
     # Paused messages leave the ready index: only B's are claimed, however late it is.
     taken = [c.message.id for c in box.claim_batch("T", 10_000.0, limit=10)]
     assert taken == b

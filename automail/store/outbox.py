@@ -923,16 +923,24 @@ class Outbox:
 
     def held_count(self, tags: Sequence[str] = ()) -> int:
         """Waiting messages held by a paused mailing (restricted to tags when given): not due until resumed."""
+        conn = self._conn()
+        paused = [r[0] for r in conn.execute("SELECT id FROM mailings WHERE paused=1")]
+        if not paused:
+            return 0
+        if not tags:
+            # Every waiting message of a paused mailing is held: counted from ix_mailing alone.
+            return sum(
+                int(conn.execute(
+                    "SELECT count(*) FROM messages WHERE mailing=? AND status IN ('queued', 'deferred')", (m,)
+                ).fetchone()[0])
+                for m in paused
+            )  # fmt: skip
         clause, args = _tag_clause(tags)
-        row = (
-            self._conn()
-            .execute(
-                "SELECT count(*) FROM messages WHERE mailing IN (SELECT id FROM mailings WHERE paused=1)"
-                f" AND held_at IS NOT NULL{clause}",
-                args,
-            )
-            .fetchone()
-        )
+        row = conn.execute(
+            f"SELECT count(*) FROM messages WHERE mailing IN (SELECT id FROM mailings WHERE paused=1)"
+            f" AND held_at IS NOT NULL{clause}",
+            args,
+        ).fetchone()
         return int(row[0])
 
     def finished_mailing(self, mailing_id: int) -> Mailing | None:

@@ -217,7 +217,8 @@ class ColumnField:
         values = ([NONE] if self.optional else []) + columns
         self.menu.configure(values=values or [NO_DATA])
         current = self.menu.get()
-        self.menu.set(current if current in columns else choice or values[0] if values else NO_DATA)
+        if current not in columns:  # a column chosen for an earlier file stays chosen if this file has it
+            self.menu.set(choice or (values[0] if values else NO_DATA))
 
     def get(self) -> str:
         value = str(self.menu.get())
@@ -396,9 +397,9 @@ class MailingWindow(AppToplevel):
             return
         self.columns = columns
         self.data.clear_error()
-        self.to.fill(columns, column_guess(columns, "email", "e-mail", "mail", "address") or columns[0])
+        self.to.fill(columns, column_guess(columns, "email", "e-mail", "mail", "address"))
         self.name_column.fill(columns, column_guess(columns, "name", "meno", "jméno", "zákazník", "customer"))
-        self.attach_column.fill(columns, column_guess(columns, "attach", "príloh", "příloh", "file", "pdf"))
+        self.attach_column.fill(columns, column_guess(columns, "attach", "príloh", "příloh", "priloh", "file", "pdf"))
         self._changed()
 
     def _columns_failed(self, exc: BaseException) -> None:

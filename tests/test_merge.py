@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import email
+import os
+import sqlite3
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -229,7 +231,14 @@ def test_cli_merge_sends_personalised_messages(mailing: Path, smtp_server: SmtpS
     setup_task(smtp_server.port, "--unlimited")
     args = ["merge", "--company", "Firma", "--data", str(mailing / "customers.csv"), "--name", "Faktúry"]
     args += ["--template", str(mailing / "invoice.txt"), "--attach-column", "príloha"]
-    args += ["--name-column", "Meno zákazníka", "--attach", str(mailing / "invoice.txt")]
+    (mailing / "podmienky.pdf").write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 40)  # ~10 KB, in every message
+    args += [
+        "--name-column",
+        "Meno zákazníka",
+        "--attach",
+        str(mailing / "invoice.txt"),
+        str(mailing / "podmienky.pdf"),
+    ]
     preview = cli(*args, "--preview", "1")
     assert "To: Ján Novák <jan.novak@example.sk>" in preview.stdout
     assert "Attachments: invoice.txt" in preview.stdout and "faktúra 1.pdf (13 bytes)" in preview.stdout
@@ -251,7 +260,12 @@ def test_cli_merge_sends_personalised_messages(mailing: Path, smtp_server: SmtpS
     assert peter["From"] == "Firma <info@firma.sk>"
     assert "suma: 7 €." in peter.get_body(("plain",)).get_content()
     names = sorted(p.get_filename() for p in got["eva@example.sk"].iter_attachments())
-    assert names == ["faktúra 2.pdf", "invoice.txt"]
+    assert names == ["faktúra 2.pdf", "invoice.txt", "podmienky.pdf"]
+    for msg in got.values():  # the common attachment, stored once in the outbox, arrives whole in each
+        (common,) = [p for p in msg.iter_attachments() if p.get_filename() == "podmienky.pdf"]
+        assert common.get_content() == (mailing / "podmienky.pdf").read_bytes()
+    conn = sqlite3.connect(next((Path(os.environ["AUTOMAIL_HOME"]) / "outbox").glob("*.sqlite3")))
+    assert conn.execute("SELECT count(*) FROM parts").fetchone()[0] == 1  # podmienky.pdf (the invoices are tiny)
 
 
 def test_api_queues_email_messages_all_or_nothing(tmp_path: Path) -> None:
@@ -296,3 +310,24 @@ def test_mime_headers_round_trip_and_stay_within_78_characters(value: str) -> No
     msg = email.message_from_bytes(raw, policy=policy.default)
     assert msg["Subject"] == " ".join(value.split())
     assert msg["To"] == "Ján Novák <jan@example.sk>"
+
+
+def test_a_part_many_messages_carry_is_stored_once_and_read_back_whole(tmp_path: Path) -> None:
+    from automail.store.outbox import NewMessage, Outbox
+
+    box = Outbox(tmp_path / "o.sqlite3", "Firma")
+    part = b"QUJD" * 5000  # a 20 KB base64 attachment
+    messages = [
+        NewMessage(
+            b"To: a%d@example.sk\r\n\r\n" % i + part + b"\r\n", (f"a{i}@example.sk",), "", "", f"<{i}@x>", "", (part,)
+        )
+        for i in range(50)
+    ]
+    ids = box.enqueue(messages, 1000.0)
+    conn = box._conn()
+    assert conn.execute("SELECT count(*) FROM parts").fetchone()[0] == 1
+    assert conn.execute("SELECT max(length(raw)) FROM bodies").fetchone()[0] < 200
+    assert box.raw(ids[7]) == messages[7].raw
+    claimed = box.claim_batch("T", 1001.0, (), "info@firma.sk", 50)
+    assert [c.raw for c in claimed] == [m.raw for m in messages]
+    assert box.get(ids[0]).to_json()["to"] == ["a0@example.sk"]

@@ -174,3 +174,11 @@ def test_engine_and_store_do_not_import_gui_toolkits() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_the_duplicate_message_id_check_uses_its_index(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite3", "Firma")
+    plan = box._conn().execute(
+        "EXPLAIN QUERY PLAN SELECT message_id FROM messages WHERE message_id IN (?, ?)", ("a", "b")
+    )
+    assert "ix_message_id" in " ".join(str(r) for r in plan.fetchall())

@@ -12,7 +12,7 @@ import re
 import time
 import unicodedata
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import formatdate, getaddresses, make_msgid
 from html.parser import HTMLParser
 from pathlib import Path
@@ -342,7 +342,9 @@ class _RowBuilder:
             if files:
                 body = multipart("mixed", [body, *files])
             raw = mime_message(headers, body)
-            return prepare_raw(raw, row.where, self.options.tag, self.options.max_bytes), found
+            message = prepare_raw(raw, row.where, self.options.tag, self.options.max_bytes)
+            # Attachments are stored once in the outbox however many messages carry them.
+            return replace(message, shared=tuple(part.body for part in files)), found
         except AutomailError as exc:
             problem("", exc.message + (f" — {exc.fix}" if exc.fix else ""))
         except (ValueError, UnicodeError) as exc:

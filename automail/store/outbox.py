@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import hashlib
 import inspect
 import json
 import logging
@@ -28,7 +29,7 @@ from automail.models import Mailing, MessageStatus, RecipientState, RecipientSta
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 APPLICATION_ID = 0x41754D6C  # "AuMl" in PRAGMA application_id: marks a file as an AutoMail outbox
 
 _SCHEMA_V1 = """
@@ -202,6 +203,19 @@ CREATE TABLE IF NOT EXISTS pickup_receipts (
 ) WITHOUT ROWID
 """
 
+# v8 (issue 12): a part many messages carry (a mailing's common attachment, base64) is stored once.
+# A body holds PART_MARK + its SHA-256 + NUL in its place; NUL never occurs in a queued message (the
+# input gate refuses it), so the mark cannot be confused with message bytes.
+# Also an index on message_id: enqueue refuses a Message-ID the outbox already holds (issue 8), which
+# without it read every message of a year-old outbox on every enqueue.
+_SCHEMA_V8 = """
+CREATE TABLE IF NOT EXISTS parts (
+    hash TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ix_message_id ON messages(message_id);
+"""
+
 _MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = (
     (1, _SCHEMA_V1),
     (2, _SCHEMA_V2),
@@ -210,6 +224,7 @@ _MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = (
     (5, _SCHEMA_V5),
     (6, _SCHEMA_V6),
     (7, _SCHEMA_V7),
+    (8, _SCHEMA_V8),
 )
 
 # Full-text search over the columns the Outbox window searches, where this SQLite has FTS5
@@ -286,6 +301,13 @@ class NewMessage:
     subject: str
     message_id: str
     tag: str = ""
+    # Byte runs of ``raw`` that other messages of the batch carry too (e.g. a base64 attachment):
+    # stored once in the outbox, however many messages hold them.
+    shared: tuple[bytes, ...] = ()
+
+
+PART_MARK = b"\x00AutoMail-part:"
+SHARED_MIN_BYTES = 2048  # smaller runs cost more as a reference than they save
 
 
 @dataclass(frozen=True)
@@ -542,6 +564,7 @@ class Outbox:
         self._local = threading.local()
         self._connections: list[_Connection] = []
         self._conn_lock = threading.Lock()
+        self._parts: dict[str, bytes] = {}  # shared parts recently read (see _expand)
         self._watch: tuple[int, QueryObserver] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -787,6 +810,7 @@ class Outbox:
             mailing_id = None
             if mailing is not None:
                 mailing_id = self._insert_mailing(conn, mailing, sources, now, not_before)
+            stored_parts: dict[int, tuple[bytes, bytes]] = {}  # id(run) -> (run, mark): each run hashed once
             for m in messages:
                 cur = conn.execute(
                     "INSERT INTO messages (status, recipients, from_header, subject, tag, message_id, size,"
@@ -808,7 +832,8 @@ class Outbox:
                 )
                 assert cur.lastrowid is not None
                 ids.append(cur.lastrowid)
-                conn.execute("INSERT INTO bodies (id, raw) VALUES (?, ?)", (cur.lastrowid, m.raw))
+                raw = self._store_shared(conn, m, stored_parts) if m.shared else m.raw
+                conn.execute("INSERT INTO bodies (id, raw) VALUES (?, ?)", (cur.lastrowid, raw))
             if self.search_indexed and ids:
                 # One statement at the end: see _SEARCH_INDEX for why not per row.
                 conn.execute(
@@ -833,6 +858,45 @@ class Outbox:
         """Forget pickup receipts older than ``before`` (their files are long gone)."""
         with self.transaction() as conn:
             conn.execute("DELETE FROM pickup_receipts WHERE at < ?", (before,))
+
+    @staticmethod
+    def _store_shared(conn: sqlite3.Connection, m: NewMessage, stored: dict[int, tuple[bytes, bytes]]) -> bytes:
+        """``m.raw`` with each shared run replaced by its mark; the run stored once in ``parts``."""
+        raw = m.raw
+        for run in m.shared:
+            if len(run) < SHARED_MIN_BYTES or run not in raw:
+                continue
+            known = stored.get(id(run))
+            if known is None or known[0] is not run:
+                digest = hashlib.sha256(run).hexdigest()
+                conn.execute("INSERT OR IGNORE INTO parts (hash, data) VALUES (?, ?)", (digest, run))
+                known = (run, PART_MARK + digest.encode("ascii") + b"\x00")
+                stored[id(run)] = known
+            raw = raw.replace(run, known[1])
+        return raw
+
+    def _expand(self, conn: sqlite3.Connection, raw: bytes) -> bytes:
+        """A stored body with its shared parts put back: the bytes that were queued."""
+        if PART_MARK not in raw:
+            return raw
+        out: list[bytes] = []
+        pos = 0
+        while (start := raw.find(PART_MARK, pos)) >= 0:
+            end = raw.find(b"\x00", start + len(PART_MARK))
+            digest = raw[start + len(PART_MARK) : end].decode("ascii")
+            data = self._parts.get(digest)
+            if data is None:
+                row = conn.execute("SELECT data FROM parts WHERE hash=?", (digest,)).fetchone()
+                if row is None:
+                    raise OutboxError(f"a stored attachment ({digest[:12]}…) is missing from {self.path}")
+                data = bytes(row[0])
+                if len(self._parts) > 64:
+                    self._parts.clear()
+                self._parts[digest] = data
+            out += [raw[pos:start], data]
+            pos = end + 1
+        out.append(raw[pos:])
+        return b"".join(out)
 
     # ---- mailings --------------------------------------------------------------
     def create_mailing(self, name: str, sources: Sequence[str], now: float, not_before: float | None = None) -> int:
@@ -1061,7 +1125,8 @@ class Outbox:
         try:
             if row[0] not in bodies:
                 raise OutboxError(f"message {row[0]} in {self.path} has no body", fix="queue it again")
-            return ClaimedMessage(_row_to_message(row, self.path), bytes(bodies[row[0]]), float(row[-1]))
+            raw = self._expand(conn, bytes(bodies[row[0]]))
+            return ClaimedMessage(_row_to_message(row, self.path), raw, float(row[-1]))
         except OutboxError as exc:
             log.error("%s", exc)
             conn.execute(
@@ -1237,10 +1302,11 @@ class Outbox:
 
     def raw(self, msg_id: int) -> bytes:
         """The MIME bytes of a message."""
-        row = self._conn().execute("SELECT raw FROM bodies WHERE id=?", (msg_id,)).fetchone()
+        conn = self._conn()
+        row = conn.execute("SELECT raw FROM bodies WHERE id=?", (msg_id,)).fetchone()
         if row is None:
             raise NotFoundError("id", f"message {msg_id} has no body", fix="see `automail outbox`")
-        return bytes(row[0])
+        return self._expand(conn, bytes(row[0]))
 
     def _filter(self, status: MessageStatus | None, search: str) -> tuple[str, str, list[Any]]:
         """FROM … WHERE … (messages as ``m``) and the key column for ``status`` and ``search``.

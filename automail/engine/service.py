@@ -74,7 +74,8 @@ class Service:
         self._session_factory = session_factory
         self._engine: Engine | None = None
         self._query_watch: tuple[threading.Thread, QueryObserver] | None = None
-        rename.recover(self.definitions, self.outbox, lock_dir(self.home))  # after a crash mid-rename
+        if not read_only:  # a reader leaves an interrupted rename to the next writer
+            rename.recover(self.definitions, self.outbox, lock_dir(self.home))  # after a crash mid-rename
 
     # ---- events -------------------------------------------------------------------
     def subscribe(self, sink: EventSink) -> Callable[[], None]:

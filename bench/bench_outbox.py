@@ -182,7 +182,7 @@ def year_service(home: Path, path: Path, port: int) -> Any:
     from automail.models import Security, SmtpSettings, Task
 
     svc = Service(home)
-    svc.add_company(COMPANY, str(path))
+    svc.add_company(COMPANY, str(path), reuse=True)  # the built history
     smtp = SmtpSettings(host=HOST, port=port, security=Security.NONE, sender=SENDER)
     for name, tag in HISTORY_TASKS.items():
         task = Task(name=name, company=COMPANY, smtp=smtp, computer=svc.computer, tags=(tag,), enabled=True,

@@ -226,7 +226,9 @@ def reader_status(home: Path) -> float:
     return time.perf_counter() - t0
 
 
-def engine_with_status(home: Path, svc: Any, seconds: float) -> tuple[float, list[float], list[float]]:
+def engine_with_status(
+    home: Path, svc: Any, seconds: float, status: bool = True
+) -> tuple[float, list[float], list[float]]:
     """Run the engine (3 tagged tasks, unlimited) for ``seconds``; `automail status` runs meanwhile,
     as a command and in-process.  Returns (messages sent per second, command s, in-process s)."""
     box = svc.outbox(COMPANY)
@@ -236,6 +238,9 @@ def engine_with_status(home: Path, svc: Any, seconds: float) -> tuple[float, lis
     commands, inner = [], []
     try:
         while time.perf_counter() - t0 < seconds:
+            if not status:
+                time.sleep(0.2)
+                continue
             commands.append(cli_run(home, "status", "--json", timeout=120)[0])
             inner.extend(reader_status(home) for _ in range(5))
     finally:
@@ -273,6 +278,17 @@ def bench_year(
 
         home = folder / "home"
         with SmtpSink() as sink:
+            # The same engine run on the 1,000-message history (topped up so it cannot run dry) first:
+            # the engine's rate depends on this machine's fsync latency, so compare within one run.
+            fresh = Outbox(folder / "small.sqlite", COMPANY)
+            for t in HISTORY_TASKS.values():
+                fresh.enqueue(small_new_messages(15_000, start=20_000_000, tag=t), time.time())
+            fresh.close()
+            small_svc = year_service(folder / "home-small", folder / "small.sqlite", sink.port)
+            try:
+                small_rate = engine_with_status(folder / "home-small", small_svc, engine_s, status=False)[0]
+            finally:
+                small_svc.close()
             svc = year_service(home, folder / "year.sqlite", sink.port)
             try:
                 status_rows = [("main-window status of the 3 tasks (Service.status)", *timings(svc.status))]
@@ -306,8 +322,11 @@ def bench_year(
         *[[name, f"median {m:.2f} ms, worst {w:.2f} ms", "< 1 ms" if "next_due" in name else "",
            "175–264 ms" if name == "next_due, one tag" else ("54–81 ms per task" if "status counts" in name else "")]
           for name, m, w in q_rows + status_rows],
-        [f"engine sending, 3 tagged tasks, unlimited, to smtp-sink ({engine_s:.0f} s)", f"{rate:,.0f} msgs/s",
-         "~1,500 msgs/s (as with an empty outbox)", "133–147 msgs/s"],
+        [f"engine sending, 3 tagged tasks, unlimited, to smtp-sink ({engine_s:.0f} s), 1,000-message history",
+         f"{small_rate:,.0f} msgs/s", "", ""],
+        [f"the same at {big:,} messages (`automail status` running beside it)",
+         f"{rate:,.0f} msgs/s ({rate / small_rate:.2f}× the rate at 1,000)", "≥ 0.8× the rate at 1,000",
+         "133–147 msgs/s (a tenth of ~1,500)"],
         [f"`automail status --json` while the engine sends ({len(status_s)} runs)",
          f"median {st_med:.2f} s, worst {st_max:.2f} s (`automail --version` alone: {startup:.2f} s)", "",
          "1.2 s median, 22 s worst"],
@@ -324,7 +343,10 @@ def bench_year(
     res.check(f"claim+mark_sent of a tagged task at {big:,} ≤ 1.5× at 1,000 ({ratio:.2f}×)", ratio <= 1.5)
     res.check(f"next_due with a tag < 1 ms (median {q_rows[0][1]:.2f} ms)", q_rows[0][1] < 1)
     res.check(f"every Outbox window action < 200 ms (worst {worst_window:.0f} ms)", worst_window < 200)
-    res.check(f"engine ≥ 1,000 msgs/s in the year-old outbox ({rate:,.0f} msgs/s)", rate >= 1000)
+    res.check(
+        f"engine at {big:,} ≥ 0.8× its rate at 1,000 ({rate:,.0f} vs {small_rate:,.0f} msgs/s)",
+        rate >= 0.8 * small_rate,
+    )
     res.check(f"status never waits for the engine's lock (worst {in_max * 1000:.0f} ms < 500 ms)", in_max < 0.5)
     res.check(f"`outbox --json --all` streams in constant memory (peak RSS {all_mb} MB)", all_mb < 150)
     res.notes.append(

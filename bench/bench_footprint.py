@@ -17,6 +17,7 @@ Run: python bench/bench_footprint.py [--seconds 30] [--tasks 3] [--history N] [-
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -103,12 +104,12 @@ def main() -> int:
     app = None
     try:
 
-        def cli(*a: str) -> None:
-            subprocess.run([sys.executable, "-m", "automail", *a], env=session.full_env(env), check=True,
-                           capture_output=True, timeout=60)  # fmt: skip
+        def cli(*a: str) -> str:
+            return subprocess.run([sys.executable, "-m", "automail", *a], env=session.full_env(env), check=True,
+                                  capture_output=True, text=True, timeout=60).stdout  # fmt: skip
 
         cli("company", "add", "Firma")
-        outbox = home / "Firma.sqlite3"
+        outbox = Path(json.loads(cli("company", "list", "--json"))[0]["outbox_path"])
         tags = list(HISTORY_TASKS.values()) if args.history else [f"t{i}" for i in range(args.tasks)]
         if args.history:
             history = build_history(outbox, args.history, queued_share=0.0)

@@ -47,6 +47,7 @@ HOT: dict[str, tuple[Callable[[Outbox], object], str]] = {
     "window search": (lambda b: b.page(None, "client1234"), "VIRTUAL TABLE INDEX"),
     "window search, status": (lambda b: b.page(MessageStatus.SENT, "invoice"), "VIRTUAL TABLE INDEX"),
     "window search count": (lambda b: b.count(None, "invoice", cap=1000), "VIRTUAL TABLE INDEX"),
+    "window search, newest": (lambda b: b.search_newest(MessageStatus.SENT, "invoice", 200, 1000), "VIRTUAL TABLE"),
     "throttle restore": (lambda b: b.send_times("acct", NOW - 3600), "ix_send_account"),
 }
 INDEXES = ("ix_ready", "ix_ready_tag", "ix_task_sent", "ix_sending", "ix_status", "ix_send_account")
@@ -287,12 +288,16 @@ def test_search_without_fts5_is_bounded_and_gets_the_index_later(
     assert not box.search_indexed
     assert box.count(search="Invoice 4") == 10  # only the newest 30 are searched: 40…49, not 4
     assert [m.id for m in box.page(search="customer42@")] == [43]
+    assert [m.id for m in box.search_newest(None, "customer42@", 5, 20)[0]] == [43]
     box.close()
     monkeypatch.undo()
     box = Outbox(path, "Firma")  # opened where FTS5 exists: the search index is built
     assert box.search_indexed
     assert box.count(search="Invoice 4") == 11  # 4 and 40…49
     assert box.count(search="invoice", cap=20) == 20
+    page, total = box.search_newest(None, "invoice", 5, 20)
+    assert [m.id for m in page] == [50, 49, 48, 47, 46] and total == 20
+    assert box.search_newest(MessageStatus.SENT, "invoice", 5, 20) == ([], 0)
     assert [m.id for m in box.page(search="customer42@")] == [43]
     box.close()
 

@@ -1371,6 +1371,24 @@ class Outbox:
             rows.reverse()
         return [_row_to_message(r, self.path) for r in rows]
 
+    def search_newest(
+        self, status: MessageStatus | None, search: str, limit: int, cap: int
+    ) -> tuple[builtins.list[StoredMessage], int]:
+        """The newest page of a search and how many messages match (up to ``cap``), from one search:
+        a common word's matches are merged once, not once for the page and again for the count."""
+        source, key, args = self._filter(status, search)
+        conn = self._conn()
+        ids = [r[0] for r in conn.execute(f"SELECT m.id FROM {source} ORDER BY {key} DESC LIMIT ?", [*args, cap])]
+        page = ids[:limit]
+        rows = (
+            conn.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE id IN ({','.join('?' * len(page))}) ORDER BY id DESC", page
+            ).fetchall()
+            if page
+            else []
+        )
+        return [_row_to_message(r) for r in rows], len(ids)
+
     def iter_messages(self, status: MessageStatus | None = None, search: str = "") -> Iterator[StoredMessage]:
         """Every matching message, oldest first, read in chunks (constant memory at any size)."""
         last = 0

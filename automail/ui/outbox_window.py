@@ -69,11 +69,14 @@ def load_page(
     """Read one page by key and the count (runs in a background thread: no widget in here)."""
     started = time.perf_counter()
     box = service.outbox(company)
-    messages = box.page(status, search, before=before, after=after, limit=PAGE_SIZE)
     newest = before is None and after is None
-    if after and len(messages) < PAGE_SIZE:  # stepped back to the newest messages: show a full page
-        messages, newest = box.page(status, search, limit=PAGE_SIZE), True
-    total = box.count(status, search, cap=COUNT_CAP if search else None)
+    if search and newest:
+        messages, total = box.search_newest(status, search, PAGE_SIZE, COUNT_CAP)
+    else:
+        messages = box.page(status, search, before=before, after=after, limit=PAGE_SIZE)
+        if after and len(messages) < PAGE_SIZE:  # stepped back to the newest messages: show a full page
+            messages, newest = box.page(status, search, limit=PAGE_SIZE), True
+        total = box.count(status, search, cap=COUNT_CAP if search else None)
     capped = bool(search) and total >= COUNT_CAP
     return PageResult(messages, total, capped, newest, box.search_indexed, time.perf_counter() - started)
 

@@ -49,8 +49,9 @@ HOT: dict[str, tuple[Callable[[Outbox], object], str]] = {
     "window search count": (lambda b: b.count(None, "invoice", cap=1000), "VIRTUAL TABLE INDEX"),
     "window search, newest": (lambda b: b.search_newest(MessageStatus.SENT, "invoice", 200, 1000), "VIRTUAL TABLE"),
     "throttle restore": (lambda b: b.send_times("acct", NOW - 3600), "ix_send_account"),
+    "enqueue: Message-IDs held already": (lambda b: b.known_message_ids(["<5.bench@firma.example>"]), "ix_message_id"),
 }
-INDEXES = ("ix_ready", "ix_ready_tag", "ix_task_sent", "ix_sending", "ix_status", "ix_send_account")
+INDEXES = ("ix_ready", "ix_ready_tag", "ix_task_sent", "ix_sending", "ix_status", "ix_send_account", "ix_message_id")
 
 
 def plan_problems(path: Path) -> list[str]:

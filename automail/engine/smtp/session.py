@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import select
 import socket
 import ssl
 from collections.abc import Callable
@@ -136,7 +135,7 @@ class SmtpSession:
         # greeting timeout.  A server that has begun its greeting (Postfix's postscreen sends
         # "220-" and makes the client wait) is never probed: a probe would be a pregreet to it.
         self._step = "connecting"
-        sock = await asyncio.to_thread(socket.create_connection, (s.host, s.port), self.timeouts.command)
+        sock = await _open_socket(s.host, s.port, self.timeouts.command)
         try:
             self._step = "the greeting"
             silent = not await _readable(sock, TLS_PROBE_AFTER_S)
@@ -335,10 +334,47 @@ async def _ehlo_name(client: aiosmtplib.SMTP) -> str:
     return f"[IPv6:{address}]" if ":" in address else f"[{address}]"
 
 
+async def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
+    """A non-blocking TCP socket connected to host:port, on the event loop (cancellable at once:
+    a cancelled Test connection leaves no thread behind waiting for a silent server)."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout):
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        error: OSError = OSError(f"cannot resolve {host}")
+        for family, kind, proto, _name, address in infos:
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, address)
+            except OSError as exc:  # the next address may answer (IPv6, then IPv4)
+                sock.close()
+                error = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        raise error
+
+
 async def _readable(sock: socket.socket, timeout: float) -> bool:
     """The server sent something (or closed) within ``timeout`` s; nothing is read from the socket."""
-    readable, _, _ = await asyncio.to_thread(select.select, [sock], [], [], timeout)
-    return bool(readable)
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock.fileno(), wake)
+    try:
+        async with asyncio.timeout(timeout):
+            await ready
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(sock.fileno())
 
 
 async def _answers_tls(host: str, port: int, timeout: float) -> bool:

@@ -16,6 +16,11 @@ _FIX = (
     "or a Secret Service such as GNOME Keyring / KWallet on Linux), or choose a backend "
     "with the PYTHON_KEYRING_BACKEND environment variable"
 )
+# The built app (PyInstaller) can use only the backends bundled with it: no advice to pick another.
+_FROZEN_FIX = (
+    "install and unlock an OS keyring (Windows Credential Manager, macOS Keychain, "
+    "or a Secret Service such as GNOME Keyring / KWallet on Linux)"
+)
 # Windows error codes the Credential Manager answers with (through pywintypes.error).
 _NO_LOGON_SESSION = 1312  # a service or scheduled task without a loaded profile has no credential store
 _WIN32_FIXES = {
@@ -46,15 +51,35 @@ def _error(problem: str, exc: BaseException) -> SecretStoreError:
         winerror = exc.args[0]
     if winerror is not None:
         what += f" {winerror}"
-    fix = _WIN32_FIXES.get(winerror, _FIX) if isinstance(winerror, int) else _FIX
+    frozen = getattr(sys, "frozen", False)
+    default_fix = _FROZEN_FIX if frozen else _FIX
+    fix = _WIN32_FIXES.get(winerror, default_fix) if isinstance(winerror, int) else default_fix
     backend = os.environ.get("PYTHON_KEYRING_BACKEND", "").strip()
     if isinstance(exc, (ImportError, AttributeError, TypeError, ValueError)) and backend:
         what = f"the backend PYTHON_KEYRING_BACKEND={backend} cannot be loaded: {what}"
-        fix = (
-            "unset PYTHON_KEYRING_BACKEND or name an installed backend class "
-            "(`python -m keyring --list-backends` lists them)"
-        )
+        if frozen:  # only the backends built into the app can load; there is no `python -m keyring`
+            names = _bundled_backends()
+            fix = "unset PYTHON_KEYRING_BACKEND" + (
+                f" or name one of this build's: {', '.join(names)}" if names else ""
+            )
+        else:
+            fix = (
+                "unset PYTHON_KEYRING_BACKEND or name an installed backend class "
+                "(`python -m keyring --list-backends` lists them)"
+            )
     return SecretStoreError(f"{problem} ({what})", fix=fix)
+
+
+def _bundled_backends() -> list[str]:
+    """The keyring backends that work here (for the built app's error message), by class path."""
+    try:
+        from keyring.backend import get_all_keyring
+
+        found = get_all_keyring()
+    except Exception:
+        return []
+    names = (f"{type(k).__module__}.{type(k).__name__}" for k in found)
+    return sorted(n for n in names if not n.startswith(("keyring.backends.fail", "keyring.backends.chainer")))
 
 
 def check_storable(password: str) -> None:

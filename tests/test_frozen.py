@@ -149,3 +149,17 @@ def test_desktop_app_docks_in_the_tray_and_quits_through_the_instance_channel(
             app.wait()
         log.close()
         print((tmp_path / "app.out").read_text(errors="replace"), file=sys.stderr)
+
+
+def test_an_unbundled_keyring_backend_is_a_clear_error(bundle: Path, env: dict[str, str]) -> None:
+    """A backend the build lacks (keyrings.alt is not bundled): the keyring error, no traceback, and
+    no advice that only works with a Python install."""
+    run([bundle / CLI, "company", "add", "Firma"], env)
+    add = [bundle / CLI, "task", "add", "T", "--company", "Firma", "--host", "127.0.0.1", "--port", "25",
+           "--security", "none", "--sender", "info@firma.sk", "--username", "u", "--password-stdin"]  # fmt: skip
+    bad = {**env, "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring"}
+    done = subprocess.run([str(a) for a in add], env=bad, input="pw\n", capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "PYTHON_KEYRING_BACKEND=keyrings.alt.file.PlaintextKeyring cannot be loaded" in done.stderr
+    assert "Traceback" not in done.stderr and "python -m keyring" not in done.stderr
+    assert "unset PYTHON_KEYRING_BACKEND" in done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import plistlib
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -306,3 +307,16 @@ def test_version_resource_is_generated_from_the_package_version() -> None:
     assert f"StringStruct('ProductVersion', '{__version__}')" in text
     assert "StringStruct('OriginalFilename', 'automail-cli.exe')" in text
     assert f"filevers={module['version_tuple'](__version__)}" in text
+
+
+def test_built_app_keyring_errors_suggest_only_what_the_build_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    from automail import secrets
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyrings.alt.file.PlaintextKeyring")
+    err = secrets._error("cannot save the password", ModuleNotFoundError("No module named 'keyrings'"))
+    assert "cannot be loaded" in str(err) and "python -m keyring" not in str(err)
+    assert err.fix is not None and err.fix.startswith("unset PYTHON_KEYRING_BACKEND")
+    monkeypatch.delenv("PYTHON_KEYRING_BACKEND")
+    err = secrets._error("cannot save the password", RuntimeError("no backend"))
+    assert err.fix is not None and "PYTHON_KEYRING_BACKEND" not in err.fix

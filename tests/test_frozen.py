@@ -163,3 +163,39 @@ def test_an_unbundled_keyring_backend_is_a_clear_error(bundle: Path, env: dict[s
     assert "PYTHON_KEYRING_BACKEND=keyrings.alt.file.PlaintextKeyring cannot be loaded" in done.stderr
     assert "Traceback" not in done.stderr and "python -m keyring" not in done.stderr
     assert "unset PYTHON_KEYRING_BACKEND" in done.stderr
+
+
+@linux_only
+def test_double_click_asks_installs_starts_the_installed_copy_and_exits(
+    bundle: Path, env: dict[str, str], desktop: DesktopSession, automail_home: Path, tmp_path: Path
+) -> None:
+    home = Path(env["HOME"])
+    run([bundle / CLI, "company", "add", "Firma"], env)
+    full = {**env, **desktop.env}
+    log = (tmp_path / "first.out").open("wb")
+    first = subprocess.Popen([bundle / APP], env=full, stdout=log, stderr=log)  # no command: a double-click
+    installed_exe = home / ".local/share/AutoMail/app/AutoMail"
+    try:
+        prompt = wait_for(lambda: desktop.windows("--onlyvisible", "--name", "Install AutoMail"), 30, what="prompt")
+        # No window manager on Xvfb: give the prompt the focus, then type Return (XTEST, like a person).
+        desktop.run(["xdotool", "windowfocus", "--sync", prompt[0], "sleep", "0.3", "key", "Return"])
+        assert first.wait(timeout=60) == 0
+        assert installed_exe.is_file() and (home / ".config/autostart/automail.desktop").is_file()
+        # The installed copy was started and runs in the tray; it answers the single-instance channel.
+        wait_for(lambda: desktop.windows("--classname", TRAY_CLASSNAME), 30, what="installed copy's tray icon")
+        assert instance.quit_running_instance(automail_home, wait_s=20) is True
+        wait_for(lambda: not desktop.windows("--classname", TRAY_CLASSNAME), 10, what="installed copy gone")
+        assert not (automail_home / "install-declined").exists()
+        # Started again from the installed folder, it does not ask (it is the installed copy).
+        again = subprocess.Popen([installed_exe], env=full, stdout=log, stderr=log)
+        wait_for(lambda: desktop.windows("--classname", TRAY_CLASSNAME), 30, what="tray icon without a prompt")
+        assert not desktop.windows("--onlyvisible", "--name", "Install AutoMail")
+        assert instance.quit_running_instance(automail_home, wait_s=20) is True
+        assert again.wait(timeout=10) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+        log.close()
+        print((tmp_path / "first.out").read_text(errors="replace"), file=sys.stderr)
+        run([home / ".local/bin/automail", "uninstall"], env, check=False)

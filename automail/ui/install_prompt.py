@@ -71,6 +71,8 @@ class InstallPrompt:
         self.run_button = ctk.CTkButton(buttons, text="Run without installing", width=170, command=self.run_here)
         self.run_button.pack(side="right", padx=(0, 8))
         root.protocol("WM_DELETE_WINDOW", self.run_here)
+        root.bind("<Return>", lambda _e: self.install())  # Install is the default button
+        self.install_button.focus_set()
 
     def install(self) -> None:
         options = InstallOptions(autostart=bool(self.autostart.get()), desktop_icon=bool(self.desktop_icon.get()))

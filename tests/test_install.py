@@ -320,3 +320,34 @@ def test_built_app_keyring_errors_suggest_only_what_the_build_has(monkeypatch: p
     monkeypatch.delenv("PYTHON_KEYRING_BACKEND")
     err = secrets._error("cannot save the password", RuntimeError("no backend"))
     assert err.fix is not None and "PYTHON_KEYRING_BACKEND" not in err.fix
+
+
+def test_installing_over_a_running_app_asks_it_to_quit_first(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    download = fake_bundle(tmp_path / "Downloads" / "AutoMail", marker="new")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", str(download / "AutoMail"))
+    asked: list[str] = []
+
+    def quit_running() -> bool:
+        # The old version is still in place while it is asked to quit: its files are replaced only after.
+        app = home / ".local/share/AutoMail/app/AutoMail"
+        asked.append(app.read_text() if app.exists() else "none")
+        return True
+
+    common.install_bundle(InstallOptions(), quit_running)
+    assert asked == ["none"]
+    old = fake_bundle(tmp_path / "old", marker="old")
+    LinuxInstaller(home, {}).install(old, InstallOptions())
+    common.install_bundle(InstallOptions(), quit_running)
+    assert asked == ["none", "#!/bin/sh\necho old\n"]
+    assert "new" in (home / ".local/share/AutoMail/app/AutoMail").read_text()
+
+    # The installed copy installing itself (e.g. `AutoMail install` again) does not quit anyone.
+    monkeypatch.setattr(sys, "executable", str(home / ".local/share/AutoMail/app/AutoMail"))
+    common.install_bundle(InstallOptions(autostart=False), quit_running)
+    assert len(asked) == 2 and not (home / ".config/autostart/automail.desktop").exists()

@@ -1096,6 +1096,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_FAILED
+    except BrokenPipeError:  # `automail outbox --json | head`: the reader left; not a data-folder problem
+        with contextlib.suppress(OSError):
+            sys.stdout = None  # nothing more to write, not even at exit
+        return EXIT_FAILED
     except (OSError, sqlite3.Error) as exc:  # the last net: a file problem nobody wrapped yet, not a traceback
         logging.getLogger(__name__).exception("unexpected file error")
         _err(f"automail: {exc} — check that the data folder ({data_dir()}) and its files are readable and writable")

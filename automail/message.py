@@ -20,10 +20,10 @@ from pathlib import Path
 from automail.errors import InputError
 from automail.models import (
     DEFAULT_MAX_MESSAGE_BYTES,
-    check_address,
     check_ascii_local,
     check_mailbox,
     check_text,
+    format_mailbox,
     mailbox_address,
     parse_mailboxes,
     single_mailbox,
@@ -300,21 +300,22 @@ def compose(
     """
     check_text("subject", subject)
     check_text("tag", tag)
-    to_list = [check_address("to", a) for a in to]
-    cc_list = [check_address("cc", a) for a in cc]
-    bcc_list = [check_address("bcc", a) for a in bcc]
+    # Each value is one address or several, bare or as people write them: "Ján Novák <jan@example.sk>".
+    to_list = [box for a in to for box in parse_mailboxes("to", a)]
+    cc_list = [box for a in cc for box in parse_mailboxes("cc", a)]
+    bcc_list = [box for a in bcc for box in parse_mailboxes("bcc", a)]
     if not (to_list or cc_list or bcc_list):
         raise InputError("to", "no recipients given", fix="add --to ADDRESS")
     from_header = check_mailbox("from", sender, ascii_only=True) if sender else ""
     # A non-ASCII local part cannot be written as an encoded-word (RFC 2047 5): such a
     # message is written in UTF-8 (RFC 6532) and needs a server offering SMTPUTF8.
-    utf8 = not all(a.isascii() for a in to_list + cc_list + bcc_list)
+    utf8 = not all(addr.rpartition("@")[0].isascii() for _name, addr in to_list + cc_list + bcc_list)
     msg = EmailMessage(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
     if from_header:
         msg["From"] = from_header
-    for name, addresses in (("To", to_list), ("Cc", cc_list), ("Bcc", bcc_list)):
-        if addresses:
-            msg[name] = ", ".join(addresses)
+    for header, boxes in (("To", to_list), ("Cc", cc_list), ("Bcc", bcc_list)):
+        if boxes:
+            msg[header] = ", ".join(format_mailbox(name, addr) for name, addr in boxes)
     msg["Subject"] = subject
     msg["Date"] = _date(now)
     msg["Message-ID"] = make_msgid(domain=_msgid_domain(from_header, default_sender))

@@ -331,3 +331,50 @@ def test_a_part_many_messages_carry_is_stored_once_and_read_back_whole(tmp_path:
     claimed = box.claim_batch("T", 1001.0, (), "info@firma.sk", 50)
     assert [c.raw for c in claimed] == [m.raw for m in messages]
     assert box.get(ids[0]).to_json()["to"] == ["a0@example.sk"]
+
+
+def test_send_takes_recipients_as_people_write_them(smtp_server: SmtpServer) -> None:
+    setup_task(smtp_server.port, "--unlimited")
+    cli(
+        "send",
+        "--company",
+        "Firma",
+        "--to",
+        "Ján Novák <jan.novak@example.sk>",
+        "eva@example.sk",
+        "--cc",
+        '"Kováč, Peter" <peter@example.sk>',
+        "--subject",
+        "Pripomienka",
+    )
+    cli("task", "start", "Mailing")
+    cli("run", "--until-empty", timeout=60)
+    (sent,) = smtp_server.messages
+    assert sorted(sent.rcpt_tos) == ["eva@example.sk", "jan.novak@example.sk", "peter@example.sk"]
+    msg = email.message_from_bytes(sent.data, policy=policy.default)
+    assert msg["To"] == "Ján Novák <jan.novak@example.sk>, eva@example.sk"
+    assert msg["Cc"] == '"Kováč, Peter" <peter@example.sk>'
+    cli("send", "--company", "Firma", "--to", "Ján <not an address>", "--subject", "x", check=2)
+
+
+def test_outbox_json_into_a_closed_pipe_is_not_a_data_folder_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cli("company", "add", "Firma")
+    messages = []
+    for i in range(400):  # ~250 KB of JSON: more than a pipe holds, so the writer meets the closed end
+        msg = EmailMessage()
+        msg["To"] = f"zakaznik{i}@example.sk"
+        msg["Subject"] = f"Faktúra {i} " + "x" * 200
+        msg.set_content("x")
+        messages.append(msg)
+    api.queue("Firma", messages)
+    cmd = [sys.executable, "-m", "automail", "outbox", "--company", "Firma", "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(1)
+    proc.stdout.close()  # the reader leaves, like `| head -1`
+    err = proc.stderr.read()
+    assert proc.wait(30) == 1
+    assert b"data folder" not in err and b"Traceback" not in err, err

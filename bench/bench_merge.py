@@ -157,14 +157,7 @@ def bench_mailmerge(n: int, sink: SmtpSink) -> dict[str, float]:
         )
         cmd = [mailmerge_exe(), "--template", str(folder / "mm.txt"), "--database", str(utf8)]
         cmd += ["--config", str(folder / "server.conf"), "--no-limit", "--no-dry-run", "--output-format", "text"]
-        with timed() as t:
-            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=MAX_RUN_S)
-        if proc.returncode != 0:
-            raise RuntimeError(f"mailmerge failed: {proc.stderr.decode(errors='replace')[-500:]}")
-        sent = len(re.findall(rb"^>>> message \d+ sent$", proc.stdout, re.M))
-        if sent != n:
-            raise RuntimeError(f"mailmerge reported {sent} sent of {n}")
-        return {"elapsed": t["s"], "rate": n / t["s"]}
+        return run_mailmerge(cmd, n)
     finally:
         remove(folder)
 

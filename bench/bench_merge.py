@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_throughput import mailmerge_exe
+from bench_throughput import mailmerge_exe, run_mailmerge
 from common import HOST, SENDER, Result, SmtpSink, machine, remove, temp_dir, timed
 
 COMPANY = "Bench"

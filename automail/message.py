@@ -17,6 +17,7 @@ from email.parser import BytesParser
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
+from automail import headerparse
 from automail.errors import InputError
 from automail.models import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -191,6 +192,9 @@ def _field_text(source: str, field: _Field) -> str:
     where = f"{source}: {field.name} (line {field.line})"
     if "=?" not in field.value:  # nothing encoded: the lines were checked when read
         return field.value
+    fast = headerparse.unstructured(field.name, field.value)  # the same text, without the email package
+    if fast is not None:
+        return check_text(where, fast)
     try:
         text = str(policy.default.header_factory(field.name, field.value))
     except Exception as exc:  # the email package raises assorted errors on garbage

@@ -561,9 +561,11 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     svc = _service()
     limit = max_message_bytes()
     items = [("stdin" if name == "-" else name, read_limited(name, "file", limit)) for name in args.files]
-    from automail.api import parse_time
+    not_before = None
+    if args.not_before:
+        from automail.api import parse_time  # the API imports the mail merge (Jinja2): only when needed
 
-    not_before = parse_time(args.not_before) if args.not_before else None
+        not_before = parse_time(args.not_before)
     ids = svc.enqueue_raw(
         args.company,
         items,

@@ -8,8 +8,6 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
-from concurrent_log_handler import ConcurrentRotatingFileHandler
-
 from automail.paths import log_dir
 
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -45,9 +43,7 @@ def setup_logging(
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "automail.log", "a", encoding="utf-8"):
             pass  # the handler opens the file only when it writes: find out now that it cannot
-        file_handler = ConcurrentRotatingFileHandler(
-            str(path), maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
-        )
+        file_handler = _LogFile(folder / "automail.log", max_bytes, backup_count)
     except OSError as exc:
         if sys.stderr is not None:
             print(f"automail: warning: cannot write the log {path}: {exc.strerror}", file=sys.stderr)
@@ -67,6 +63,42 @@ def setup_logging(
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     install_excepthooks()
     return path
+
+
+class _LogFile(logging.Handler):
+    """The shared log file; its ConcurrentRotatingFileHandler is made for the first record written.
+
+    Commands that log nothing (`enqueue`, `merge` of a large mailing run as many processes) then
+    do not import it and its lock libraries, about 40 ms of every start (issue 12).
+    """
+
+    def __init__(self, path: Path, max_bytes: int, backup_count: int) -> None:
+        super().__init__()
+        self._path, self._max_bytes, self._backup_count = path, max_bytes, backup_count
+        self._file: logging.Handler | None = None
+        self._broken = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._file is None and not self._broken:  # emit runs under this handler's lock
+            try:
+                from concurrent_log_handler import ConcurrentRotatingFileHandler
+
+                self._file = ConcurrentRotatingFileHandler(
+                    str(self._path), maxBytes=self._max_bytes, backupCount=self._backup_count, encoding="utf-8"
+                )
+            except OSError as exc:
+                self._broken = True
+                if sys.stderr is not None:
+                    print(f"automail: warning: cannot write the log {self._path}: {exc.strerror}", file=sys.stderr)
+                return
+            self._file.setFormatter(self.formatter)
+        if self._file is not None:
+            self._file.handle(record)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        super().close()
 
 
 def stop_logging() -> None:

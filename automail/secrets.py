@@ -5,9 +5,6 @@ from __future__ import annotations
 import os
 import sys
 
-import keyring
-import keyring.errors
-
 from automail import APP_NAME
 from automail.errors import InputError, SecretStoreError
 
@@ -96,6 +93,8 @@ def set_password(task_name: str, password: str) -> None:
     """Store the SMTP password of a task in the OS keyring."""
     check_storable(password)
     try:
+        import keyring  # here, not at the top: `enqueue` and `merge` never need it and start faster
+
         keyring.set_password(APP_NAME, _key(task_name), password)
     except Exception as exc:  # broad on purpose: see _error
         # The library's message never reaches ours: some backends echo what they were given.
@@ -105,6 +104,8 @@ def set_password(task_name: str, password: str) -> None:
 def get_password(task_name: str) -> str | None:
     """The stored SMTP password of a task, or None if there is none."""
     try:
+        import keyring
+
         return keyring.get_password(APP_NAME, _key(task_name))
     except Exception as exc:
         raise _error(f"cannot read the password of task {task_name!r} from the OS keyring", exc) from None
@@ -113,6 +114,8 @@ def get_password(task_name: str) -> str | None:
 def delete_password(task_name: str) -> None:
     """Forget a task's password; missing entries and missing keyrings are ignored."""
     try:
+        import keyring
+
         keyring.delete_password(APP_NAME, _key(task_name))
     except Exception:
         pass

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from automail import secrets
 from automail.clock import Clock, SystemClock, hour_start
@@ -38,9 +38,11 @@ from automail.store.definitions import Definitions
 from automail.store.outbox import NewMessage, Outbox, QueryObserver, set_aside
 
 from . import rename
-from .runtime import Engine, EngineHooks
-from .smtp import SmtpSession
 from .tasklock import TaskLock
+
+if TYPE_CHECKING:  # imported where used: `enqueue` and `merge` start without the sending engine and asyncio
+    from .runtime import Engine
+    from .smtp import SmtpSession
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +289,9 @@ class Service:
         if password is None and task.smtp.username:
             password = secrets.get_password(task.name)
         where = f"{task.smtp.host}:{task.smtp.port}"
+        import asyncio
+
+        from .smtp import SmtpSession
 
         async def probe() -> str:
             session = SmtpSession(task.smtp, password)
@@ -341,6 +346,9 @@ class Service:
         if password is None and task.smtp.username:
             password = secrets.get_password(task.name)
         raw = with_sender_headers(raw, task.smtp.sender, task.smtp.reply_to)
+        import asyncio
+
+        from .smtp import SmtpSession
 
         async def deliver() -> str:
             session = SmtpSession(task.smtp, password)
@@ -662,6 +670,8 @@ class Service:
     def start_engine(self) -> Engine:
         """Start sending in the background (the "server")."""
         if self._engine is None or not self._engine.running:
+            from .runtime import Engine, EngineHooks
+
             hooks = EngineHooks(
                 outbox_for=self._outbox_of,
                 lock_for=self.lock_for,

@@ -44,6 +44,30 @@ def test_state_machine_and_message_id_kept(box: Outbox) -> None:
     assert box.send_times("acct", 0) == [102.0, 104.0, 106.0]
 
 
+def test_each_attempt_is_one_statement_that_also_logs_it_for_the_throttle(box: Outbox) -> None:
+    """Outcome and send-log entry are written by one UPDATE (tr_send_log), committed on its own."""
+    ids = box.enqueue([new_message(i) for i in range(3)], now=100.0)
+    box.claim_batch("T", 101.0, limit=3)
+    statements: list[str] = []
+    box.watch(lambda sql, _wall, _cpu: statements.append(sql))
+    box.mark_sent(ids[0], 102.0, "250 ok", {}, "acct-1", "T")
+    assert len(statements) == 1 and statements[0].startswith("UPDATE messages")  # no BEGIN, no COMMIT
+    box.watch(None)
+    box.mark_deferred(ids[1], 103.0, 500.0, 451, "later", "acct-2", "T")
+    box.mark_failed(ids[2], 104.0, None, "too large for the server", "", "T")  # never sent: not logged
+    assert box.send_times("acct-1", 0) == [102.0] and box.send_times("acct-2", 0) == [103.0]
+    conn = sqlite3.connect(box.path)
+    assert conn.execute("SELECT account, task, at FROM send_log ORDER BY at").fetchall() == [
+        ("acct-1", "T", 102.0),
+        ("acct-2", "T", 103.0),
+    ]
+    conn.close()
+    box.retry([ids[2]], 105.0)  # attempts back to 0: no entry
+    box.mark_sent(ids[2], 106.0, "250 ok", {}, "acct-1", "T")  # recorded without a claim: still logged once
+    assert box.send_times("acct-1", 0) == [102.0, 106.0]
+    assert box.get(ids[0]).status is MessageStatus.SENT and box.get(ids[1]).attempts == 1
+
+
 def test_claim_is_atomic_across_threads(tmp_path: Path) -> None:
     path = tmp_path / "firma.sqlite3"
     Outbox(path).enqueue([new_message(i) for i in range(300)], now=0.0)

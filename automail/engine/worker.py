@@ -104,8 +104,9 @@ class Worker:
         self._retry_at = 0.0
         self._logged_in = False  # "Connecting…" until the server has let this task in
         self._held: deque[ClaimedMessage] = deque()
-        # The last result, not yet committed: it is committed while the next message's
-        # envelope is on the wire (see ``transaction``), or by ``flush``.
+        # The last result, not yet durable: its commit starts in the I/O thread as soon as the result
+        # is known and runs while the next message is prepared and its envelope is on the wire; that
+        # message's final dot waits for it (see ``transaction``), and so does ``flush``.
         self._unrecorded: _Unrecorded | None = None
         self._mail_from = task.smtp.sender_address
         self._account = task.smtp.account_key
@@ -254,12 +255,17 @@ class Worker:
             )  # fmt: skip
 
     async def _keep(self, event: EngineEvent, commit: Callable[[], None], mailing_id: int | None = None) -> None:
-        """Keep a result to commit during the next message's envelope (or at ``flush``)."""
+        """Start committing a result in the I/O thread; the next final dot (or ``flush``) waits for it.
+
+        Started at once, not when the next envelope is written: the commit's fsync then overlaps
+        everything before the next final dot (the next claim, the envelope's and DATA's round trips).
+        """
         await self.flush()  # normally long done: at most one result waits
         self._unrecorded = _Unrecorded(event, commit, mailing_id=mailing_id)
+        self._start_commit()
 
     async def _record(self, claimed: ClaimedMessage, outcome: Outcome, attempted: tuple[str, ...]) -> None:
-        """The record step: the message's outcome, committed with the next envelope."""
+        """The record step: the message's outcome, committed while the next message starts."""
         msg, now, box = claimed.message, self.clock.now(), self.outbox
         kind = {
             MessageStatus.SENT: EventKind.SENT,
@@ -389,7 +395,7 @@ class Worker:
         await self._set_state(TaskState.RUNNING)
         raw = with_sender_headers(claimed.raw, self.task.smtp.sender, self.task.smtp.reply_to)
         try:
-            # The previous result is committed while this envelope is on the wire, and before
+            # The previous result is being committed meanwhile; it is durable before
             # this message's final dot: at most one delivered-but-unrecorded message can exist
             # at any time (≤ 1 duplicate per crash).
             result = await self.session.send(self._mail_from, attempted, raw, self._start_commit)

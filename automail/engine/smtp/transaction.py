@@ -272,6 +272,10 @@ class _Transaction:
         if inspect.isawaitable(result):
             self._pending = result
 
+    def _hook_done(self) -> bool:
+        pending = self._pending
+        return pending is None or (asyncio.isfuture(pending) and pending.done())
+
     async def _finish_hook(self) -> None:
         pending, self._pending = self._pending, None
         if pending is None:
@@ -341,7 +345,8 @@ class _Transaction:
                 chunk = payload[start : start + UPLOAD_CHUNK]
                 if start + UPLOAD_CHUNK < len(payload):
                     self.transport.write(chunk)
-                elif self._pending is None:
+                elif self._hook_done():
+                    await self._finish_hook()  # already durable: returns at once (or raises its error)
                     self.transport.writelines([chunk, b".\r\n"])
                 else:
                     self.transport.write(chunk)

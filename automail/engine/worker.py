@@ -7,7 +7,7 @@ import concurrent.futures
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -60,8 +60,24 @@ class _Unrecorded:
 
     event: EngineEvent
     commit: Callable[[], None]
-    future: asyncio.Future[None] | None = None
+    future: concurrent.futures.Future[None] | None = None
     mailing_id: int | None = None  # the message's mailing: is it finished once this is committed?
+
+
+class _Commit:
+    """Awaiting a commit running in the I/O thread.  A commit that is already done is not handed to
+    the event loop at all (a thread-safe wake-up per message costs two system calls and a loop
+    pass); one still running is awaited shielded: a cancelled wait never cancels the commit."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: concurrent.futures.Future[None]) -> None:
+        self.future = future
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if not self.future.done():
+            yield from asyncio.shield(asyncio.wrap_future(self.future)).__await__()
+        return self.future.result()
 
 
 class Worker:
@@ -117,10 +133,13 @@ class Worker:
         return await self._in_io(partial(fn, *args, **kwargs))
 
     def _in_io(self, call: Callable[[], _R]) -> asyncio.Future[_R]:
+        return asyncio.wrap_future(self._submit(call))
+
+    def _submit(self, call: Callable[[], _R]) -> concurrent.futures.Future[_R]:
         future = self._io.submit(call)
         self._inflight.add(future)
         future.add_done_callback(self._inflight.discard)
-        return asyncio.wrap_future(future)
+        return future
 
     @property
     def io_busy(self) -> bool:
@@ -205,18 +224,19 @@ class Worker:
         self.wake.set()
 
     # ---- recording results -----------------------------------------------------------
-    def _start_commit(self) -> asyncio.Future[None] | None:
-        """Start committing the last result in the I/O thread; its future (None: nothing waits).
+    def _start_commit(self) -> _Commit | None:
+        """Start committing the last result in the I/O thread (if not started); what to await for it
+        (None: nothing waits).
 
-        The transaction calls this as its ``before_dot`` hook and awaits the future before the
-        final dot, so at most one delivered-but-unrecorded message exists at any time.
+        The transaction calls this as its ``before_dot`` hook and awaits it before the final dot,
+        so at most one delivered-but-unrecorded message exists at any time.
         """
         pending = self._unrecorded
         if pending is None:
             return None
         if pending.future is None:
-            pending.future = self._in_io(pending.commit)
-        return pending.future
+            pending.future = self._submit(pending.commit)
+        return _Commit(pending.future)
 
     async def flush(self) -> None:
         """Commit the last result now (a no-op when it is already durable), then emit its event.
@@ -225,15 +245,15 @@ class Worker:
         further message is delivered meanwhile (its final dot waits for this commit).
         """
         pending = self._unrecorded
-        future = self._start_commit()
-        if pending is None or future is None:
+        commit = self._start_commit()
+        if pending is None or commit is None:
             return
         try:
-            await asyncio.shield(future)
+            await commit
         except asyncio.CancelledError:
             raise  # the commit goes on in the I/O thread; the next flush waits for it
         except Exception:
-            if pending.future is future:
+            if pending.future is commit.future:
                 pending.future = None  # try the commit again next time
             log.error("task %s: recording message %s failed", self.task.name, pending.event.message_id)
             raise

@@ -16,11 +16,11 @@ transaction itself because the engine needs what aiosmtplib's ``sendmail`` canno
   a message costs three round trips (envelope, DATA, data + dot) however many recipients
   it has — still fewer than aiosmtplib's 3 + recipients.
 * **A hook before the final dot**: ``before_dot`` is called as soon as the first command
-  is on the wire, and an awaitable it returns is awaited before the terminating ``.`` (the
-  worker passes the commit of the previous message's result, running in a thread).  A server
-  accepts a message only at that dot, so at most one delivered-but-unrecorded message exists
-  at any time — a crash duplicates at most one — while the previous commit's fsync overlaps
-  with the server's work on this envelope.
+  is on the wire, and an awaitable it returns is awaited before the last piece of the message
+  and the terminating ``.``, which then go in one write (the worker passes the commit of the
+  previous message's result, already running in a thread).  A server accepts a message only
+  at that dot, so at most one delivered-but-unrecorded message exists at any time — a crash
+  duplicates at most one — while the previous commit's fsync overlaps with this envelope.
 * **A reply timeout per step** (``timeouts.Timeouts``) and an upload that may take as long
   as it needs while it moves; a failure after the final dot is reported as an unknown
   outcome, since the server may have accepted the message.
@@ -272,10 +272,6 @@ class _Transaction:
         if inspect.isawaitable(result):
             self._pending = result
 
-    def _hook_done(self) -> bool:
-        pending = self._pending
-        return pending is None or (asyncio.isfuture(pending) and pending.done())
-
     async def _finish_hook(self) -> None:
         pending, self._pending = self._pending, None
         if pending is None:
@@ -345,13 +341,11 @@ class _Transaction:
                 chunk = payload[start : start + UPLOAD_CHUNK]
                 if start + UPLOAD_CHUNK < len(payload):
                     self.transport.write(chunk)
-                elif self._hook_done():
-                    await self._finish_hook()  # already durable: returns at once (or raises its error)
-                    self.transport.writelines([chunk, b".\r\n"])
                 else:
-                    self.transport.write(chunk)
-                    await self._finish_hook()  # the previous result is durable before this dot
-                    self.transport.write(b".\r\n")
+                    # The previous result is durable before this dot.  The last chunk waits with the
+                    # dot (the server does nothing with it before the dot): one write, not two.
+                    await self._finish_hook()
+                    self.transport.writelines([chunk, b".\r\n"])
                 await self.reader.drained(block)
         except (TimeoutError, _Broken) as exc:
             self.transport.abort()

@@ -90,3 +90,16 @@ def test_lower_rate_after_reconfigure_applies_to_next_send() -> None:
     t.record(0.0)
     t.reconfigure(100, None)
     assert t.delay(1.0) == pytest.approx(35.0)
+
+
+def test_spacing_counts_from_the_end_of_a_send_that_took_long() -> None:
+    """The server never sees two messages closer than the interval, however long one send took."""
+    t = Throttle(3000)  # one every 1.2 s
+    t.take(0.0)
+    t.end(0.05)  # the first send took 50 ms
+    assert t.delay(1.2) == pytest.approx(0.05)  # not at 1.2: its message reached the server at ~0.05
+    t.take(1.25)
+    t.end(1.251)  # a quick one: spacing counts from the later start again
+    assert t.delay(2.4) == pytest.approx(0.051)
+    t.end(0.5)  # an older end changes nothing
+    assert t.delay(2.451) == 0.0

@@ -13,6 +13,11 @@ class Throttle:
     """At N/h one send every 3600/N s (the first at once), at most N in any 60 minutes,
     and, with a daily cap C, at most C in any rolling 24 hours.
 
+    The spacing counts from the later of a send's start and its end (``end``): the server then never
+    sees two messages closer than 3600/N s, even when one send took longer than the next (on a
+    loaded machine a send's own time varies by tens of ms; spacing only the starts let such a
+    pair arrive closer together).  The cost is the send's own time, a few ms per interval.
+
     ``rate_per_hour=None`` means no spacing (only the daily cap, if any, applies).
     """
 
@@ -20,6 +25,7 @@ class Throttle:
         self.rate_per_hour = rate_per_hour
         self.daily_cap = daily_cap
         self._last: float | None = None
+        self._ended: float | None = None  # the end of the latest send (``end``)
         self._hour: deque[float] = deque()
         self._day: deque[float] = deque()
 
@@ -46,6 +52,10 @@ class Throttle:
         if self.daily_cap:
             self._day.append(now)
 
+    def end(self, now: float) -> None:
+        """The send that started last ended at ``now`` (the server has the message, or refused it)."""
+        self._ended = now if self._ended is None else max(self._ended, now)
+
     def take(self, now: float) -> float | None:
         """Record a send at ``now`` before it starts; returns what ``give_back`` needs to undo it."""
         previous = self._last
@@ -65,7 +75,7 @@ class Throttle:
         self._expire(now)
         wait = 0.0
         if self.rate_per_hour and self._last is not None:
-            wait = max(wait, self._last + self.interval - now)
+            wait = max(wait, max(self._last, self._ended or self._last) + self.interval - now)
             if len(self._hour) >= self.rate_per_hour:
                 wait = max(wait, self._hour[len(self._hour) - self.rate_per_hour] + HOUR - now)
         if self.daily_cap and len(self._day) >= self.daily_cap:

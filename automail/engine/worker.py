@@ -422,6 +422,7 @@ class Worker:
         except SmtpError as exc:
             await self.flush()
             done = self.clock.now()
+            self.throttle.end(done)
             if exc.kind in (FaultKind.TASK_FATAL, FaultKind.TASK_RETRY):
                 await self._release_held(done, msg.id)
                 return await self._task_fault(exc, done)
@@ -434,6 +435,7 @@ class Worker:
             raise
         else:
             done = self.clock.now()
+            self.throttle.end(done)  # the next send is spaced from here (see Throttle)
             outcome = classify(msg, claimed.queued_at, self.task, done, result.reply, dict(result.refused))
             self._last_send = done
             self._unreachable = 0

@@ -76,11 +76,12 @@ class _Field:
     line: int
     lines: list[bytes]  # the first without "Name:", continuations as they are (no line ends)
 
-    @property
+    # Cached (read only once the whole header is read): the gate asks for them several times a field.
+    @functools.cached_property
     def key(self) -> str:
         return self.name.lower()
 
-    @property
+    @functools.cached_property
     def value(self) -> str:
         """The unfolded value (RFC 5322 3.2.2), decoded (UTF-8 was checked when reading)."""
         return "".join(line.decode("utf-8") for line in self.lines).strip()
@@ -177,6 +178,8 @@ def _check_body(body: bytes, source: str, first_line: int) -> None:
     if len(body) <= MAX_LINE_OCTETS:
         return
     lines = body.split(b"\n")
+    if max(map(len, lines)) <= MAX_LINE_OCTETS:  # the common case, without a Python call per line
+        return
     longest = max(range(len(lines)), key=lambda i: len(lines[i]))
     length = len(lines[longest].rstrip(b"\r"))
     if length > MAX_LINE_OCTETS:
@@ -202,10 +205,16 @@ def _field_text(source: str, field: _Field) -> str:
     return check_text(where, text)
 
 
+# RFC 5322 3.6: these occur at most once; two From or two To headers are read differently by receivers.
+_UNIQUE = ("from", "sender", "reply-to", "to", "cc", "bcc", "subject", "message-id")
+
+
 def _check_duplicates(source: str, fields: list[_Field]) -> None:
-    # RFC 5322 3.6: these occur at most once; two From or two To headers are read differently by receivers.
-    for key in ("from", "sender", "reply-to", "to", "cc", "bcc", "subject", "message-id"):
-        found = [f for f in fields if f.key == key]
+    by_key: dict[str, list[_Field]] = {}
+    for f in fields:
+        by_key.setdefault(f.key, []).append(f)
+    for key in _UNIQUE:  # in this order: the same header is named whatever else is doubled
+        found = by_key.get(key, [])
         if len(found) > 1:
             raise InputError(
                 f"{source}: line {found[1].line}",

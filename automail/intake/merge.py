@@ -7,8 +7,12 @@ caller can queue all of them in one transaction, or none.
 
 from __future__ import annotations
 
+import errno
+import functools
 import html as html_lib
+import os
 import re
+import stat
 import time
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -33,6 +37,8 @@ from .sources import Row, Table, decode
 TEMPLATE_MAX_BYTES = 4 * 1024 * 1024
 _TEMPLATE_HEADERS = ("to", "cc", "bcc", "subject", "reply-to")
 _HEADER_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]?(.*)$")
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_PLAIN_ADDRESS_RE = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ class MergeResult:
 
 
 # ---- templates ---------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1024)  # called for every column of every row
 def simple_name(column: str) -> str:
     """The simple form of a column name in templates: ``Meno zákazníka`` → ``Meno_zákazníka``.
 
@@ -266,6 +273,7 @@ class _RowBuilder:
         if options.list_unsubscribe:
             extra["list-unsubscribe"] = options.list_unsubscribe
         self.compiled = _Compiled(template, extra)
+        self.msgid_domain = _domain(options.default_sender)
         self.attachments = _AttachmentCache(options.max_bytes)
         self.common = [self.attachments.read(path, "attach") for path in options.attachments]
 
@@ -330,7 +338,7 @@ class _RowBuilder:
             headers += [
                 header("Subject", subject),
                 header("Date", formatdate(self.now(), localtime=True)),
-                header("Message-ID", make_msgid(domain=_domain(self.options.default_sender))),
+                header("Message-ID", make_msgid(domain=self.msgid_domain)),
             ]
             if unsubscribe:
                 headers.append(header("List-Unsubscribe", f"<{unsubscribe}>"))
@@ -386,7 +394,8 @@ def _mailboxes(text: str, column: str, display: str, problem: Callable[[str, str
         problem(column, "contains a line break")
         return []
     boxes: list[tuple[str, str]] = []
-    parts = getaddresses([text.replace(";", ",")])
+    # A bare address (the usual recipient column) is what getaddresses would return: skip the parser.
+    parts = [("", text)] if _PLAIN_ADDRESS_RE.fullmatch(text) else getaddresses([text.replace(";", ",")])
     for name, addr in parts:
         try:
             check_address(column, addr)
@@ -403,19 +412,33 @@ def _domain(sender: str) -> str:
     return domain or "localhost"
 
 
+_MISSING = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)  # what Path.is_file() calls "not a file"
+
+
 class _AttachmentCache:
     """Each attachment file is read and encoded once, however many rows name it."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._parts: dict[Path, Part] = {}
+        self._parts: dict[object, Part] = {}
 
     def read(self, path: Path, column: str) -> Part:
-        key = path.resolve()
+        # The file's identity (device, inode) finds it however it is named: one stat, not a path resolve.
+        info: os.stat_result | None
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            if exc.errno not in _MISSING:
+                raise
+            info = None
+        except ValueError:  # a NUL in the name
+            info = None
+        if info is None or not stat.S_ISREG(info.st_mode):
+            raise InputError(column, f"the file {path} does not exist", fix="check the path in the data file")
+        # Some file systems (FAT, some network shares) report no inode number: then the resolved path.
+        key: object = (info.st_dev, info.st_ino) if info.st_ino else path.resolve()
         part = self._parts.get(key)
         if part is None:
-            if not path.is_file():
-                raise InputError(column, f"the file {path} does not exist", fix="check the path in the data file")
             try:
                 with path.open("rb") as fh:
                     data = fh.read(self.max_bytes + 1)

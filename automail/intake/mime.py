@@ -47,6 +47,9 @@ def encoded_words(text: str, first: int = 0) -> list[str]:
     chunk: list[bytes] = []
     size = 0
     budget = (75 - 12 - first) // 4 * 3  # "=?utf-8?b?" + "?=" = 12 characters; 4 base64 chars per 3 bytes
+    data = text.encode("utf-8")
+    if len(data) <= budget:  # one word (most names): no walk through the characters
+        return ["=?utf-8?b?" + base64.b64encode(data).decode("ascii") + "?="] if data else []
     for ch in text:
         b = ch.encode("utf-8")
         if size + len(b) > budget and chunk:
@@ -119,7 +122,15 @@ def attachment_part(filename: str, content_type: str, data: bytes) -> Part:
     headers = (
         f"Content-Type: {content_type}\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: {disposition}\r\n"
     ).encode("ascii")
-    return Part(headers, base64.encodebytes(data).replace(b"\n", CRLF))
+    return Part(headers, base64_lines(data))
+
+
+def base64_lines(data: bytes) -> bytes:
+    """``data`` in base64, 76-character lines ending in CRLF (what ``base64.encodebytes`` gives, with CRLF)."""
+    encoded = binascii.b2a_base64(data, newline=False)
+    if not encoded:
+        return b""
+    return CRLF.join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + CRLF
 
 
 def boundary() -> str:

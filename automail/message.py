@@ -10,7 +10,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -75,16 +75,19 @@ class _Field:
     name: str
     line: int
     lines: list[bytes]  # the first without "Name:", continuations as they are (no line ends)
+    key: str = field(init=False)  # the name in lower case
+    _value: str | None = field(default=None, init=False, repr=False)
 
-    # Cached (read only once the whole header is read): the gate asks for them several times a field.
-    @functools.cached_property
-    def key(self) -> str:
-        return self.name.lower()
+    def __post_init__(self) -> None:
+        self.key = self.name.lower()
 
-    @functools.cached_property
+    @property
     def value(self) -> str:
         """The unfolded value (RFC 5322 3.2.2), decoded (UTF-8 was checked when reading)."""
-        return "".join(line.decode("utf-8") for line in self.lines).strip()
+        # Made once, when the whole header has been read: the gate asks for it several times.
+        if self._value is None:
+            self._value = "".join(line.decode("utf-8") for line in self.lines).strip()
+        return self._value
 
     def to_bytes(self) -> bytes:
         return b"\r\n".join([self.name.encode("ascii") + b":" + self.lines[0], *self.lines[1:]])

@@ -44,21 +44,22 @@ def encoded_words(text: str, first: int = 0) -> list[str]:
     (The email package's ``Header.encode`` does the same at about ten times the cost.)
     """
     words: list[str] = []
-    chunk: list[bytes] = []
-    size = 0
     budget = (75 - 12 - first) // 4 * 3  # "=?utf-8?b?" + "?=" = 12 characters; 4 base64 chars per 3 bytes
     data = text.encode("utf-8")
-    if len(data) <= budget:  # one word (most names): no walk through the characters
-        return ["=?utf-8?b?" + base64.b64encode(data).decode("ascii") + "?="] if data else []
-    for ch in text:
-        b = ch.encode("utf-8")
-        if size + len(b) > budget and chunk:
-            words.append("=?utf-8?b?" + base64.b64encode(b"".join(chunk)).decode("ascii") + "?=")
-            chunk, size, budget = [], 0, (75 - 12) // 4 * 3
-        chunk.append(b)
-        size += len(b)
-    if chunk:
-        words.append("=?utf-8?b?" + base64.b64encode(b"".join(chunk)).decode("ascii") + "?=")
+    pos, size = 0, len(data)
+    while pos < size:
+        end = pos + budget
+        if end >= size:
+            end = size
+        else:  # back to the start of a character (UTF-8 continuation bytes are 10xxxxxx)
+            while end > pos and data[end] & 0xC0 == 0x80:
+                end -= 1
+            if end <= pos:  # one character longer than the budget: a word of its own
+                end = pos + 1
+                while end < size and data[end] & 0xC0 == 0x80:
+                    end += 1
+        words.append("=?utf-8?b?" + base64.b64encode(data[pos:end]).decode("ascii") + "?=")
+        pos, budget = end, (75 - 12) // 4 * 3
     return words
 
 

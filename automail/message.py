@@ -38,6 +38,10 @@ _BOM = b"\xef\xbb\xbf"
 # RFC 5322 field name, then optional white space before the colon (obsolete syntax, section 4.5).
 _FIELD_RE = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _CONTROL_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# The same checks over a whole header block at once: controls but TAB and line ends (CRLF or LF) …
+_HEAD_CONTROL_RE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
+# … and, once decoded, what check_text refuses beyond them: C1 controls, line and paragraph separators.
+_HEAD_FORBIDDEN_RE = re.compile("[\x80-\x9f\u2028\u2029]")
 _ORIGINATORS = {"from": True, "sender": True, "reply-to": False, "resent-from": True, "resent-sender": True}
 _RECIPIENTS = ("to", "cc", "bcc")
 _RESENT_RECIPIENTS = ("resent-to", "resent-cc", "resent-bcc")
@@ -129,6 +133,20 @@ def _check_header_line(source: str, number: int, line: bytes) -> None:
     check_text(f"{source}: line {number}", text)
 
 
+def _head_is_clean(raw: bytes, start: int) -> bool:
+    """True when no header line can fail ``_check_header_line`` (the usual case): one scan of the
+    header block instead of one per line.  False only means "check each line" (which names the line)."""
+    ends = [i for i in (raw.find(b"\n\n", start), raw.find(b"\n\r\n", start)) if i >= 0]
+    head = raw[start : min(ends) + 1] if ends else raw[start:]  # up to the first empty line
+    if _HEAD_CONTROL_RE.search(head) or max(map(len, head.split(b"\n"))) > MAX_LINE_OCTETS:
+        return False
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return _HEAD_FORBIDDEN_RE.search(text) is None
+
+
 def _read_header(raw: bytes, source: str) -> tuple[list[_Field], bytes, int]:
     """Split ``raw`` into header fields and the body; returns (fields, body, body's first line number).
 
@@ -136,6 +154,7 @@ def _read_header(raw: bytes, source: str) -> tuple[list[_Field], bytes, int]:
     a field nor a continuation, non-UTF-8 bytes, control characters, over-long lines.
     """
     pos = len(_BOM) if raw.startswith(_BOM) else 0
+    clean = _head_is_clean(raw, pos)
     fields: list[_Field] = []
     number = 0
     while pos < len(raw):
@@ -148,7 +167,8 @@ def _read_header(raw: bytes, source: str) -> tuple[list[_Field], bytes, int]:
             return fields, raw[pos:], number + 1
         if number == 1 and line.startswith(b"From ") and not _FIELD_RE.match(line):
             continue  # an mbox separator line: not part of the message
-        _check_header_line(source, number, line)
+        if not clean:
+            _check_header_line(source, number, line)
         if line[:1] in (b" ", b"\t"):
             if not fields:
                 raise _line_error(

@@ -306,3 +306,34 @@ def test_injection_and_hidden_recipients_are_still_caught_on_the_fast_path() -> 
             prepare_raw(raw, "m.eml")
     msg = prepare_raw(b"To: Jan <a@example.com>\r\nBcc :  Eva <hidden@example.org>\r\n\r\nb\r\n", "m.eml")
     assert "hidden@example.org" in msg.recipients and b"hidden" not in msg.raw
+
+
+def _raw_variants() -> Iterator[bytes]:
+    base = [b"From: Firma <info@firma.sk>", b"To: Jan <a@example.com>", b"Subject: Fakt\xc3\xbara 1"]
+    odd = [b"\x00", b"\x0b", b"\x0c", b"\x1f", b"\x7f", b"\r", b"\r\r", b"\xc2\x85", b"\xe2\x80\xa8", b"\xff", b"\t"]
+    odd += [b"\xc3", b"x" * 990, b"\xc2\xa0", b"\xef\xbb\xbf"]
+    for sep in (b"\r\n", b"\n"):
+        for i, line in enumerate(base):
+            for bad in odd:
+                lines = list(base)
+                lines[i] = line + bad
+                yield sep.join(lines) + sep + sep + b"body\x00" + sep
+                yield sep.join([*lines, b" folded" + bad]) + sep + sep + b"body" + sep
+        yield sep.join(base) + sep + b"\r" + sep + b"body" + sep  # "\r" alone ends the header (after LF)
+        yield sep.join(base)  # no body at all
+        yield b"From someone Mon Nov 30\x01" + sep + sep.join(base) + sep + sep + b"b"  # mbox line
+        yield b"\xef\xbb\xbf" + sep.join(base) + sep + sep + b"b"
+        yield sep + b"To: a@example.com" + sep + sep + b"b"
+        yield sep.join(base) + sep + sep + b"\r\x00\xff" + sep
+
+
+def test_the_one_scan_header_check_agrees_with_the_line_by_line_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    from automail import message
+
+    raws = list(_raw_variants())
+    fast = [_gate(raw) for raw in raws]
+    monkeypatch.setattr(message, "_head_is_clean", lambda raw, start: False)
+    slow = [_gate(raw) for raw in raws]
+    for raw, a, b in zip(raws, fast, slow, strict=True):
+        assert a == b, raw
+    assert sum(kind == "ok" for kind, _ in fast) > 20 and sum(kind == "error" for kind, _ in fast) > 100

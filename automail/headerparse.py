@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import re
 from email import _encoded_words as ew  # type: ignore[attr-defined]  # its own RFC 2047 decoder: same text
-from email import headerregistry
 
 # atext (RFC 5322 3.2.3) as the email package reads it: anything but specials, white space and
 # controls; non-ASCII letters included (RFC 6532).  C1 controls and line separators are left out.
@@ -107,6 +106,8 @@ def address_list(value: str) -> tuple[tuple[str, str], ...] | None:
 
 @functools.cache
 def _is_unstructured(name: str) -> bool:
+    from email import headerregistry  # on first use: most messages never get here (CLI start-up)
+
     cls = headerregistry.HeaderRegistry().registry.get(name.lower(), headerregistry.UnstructuredHeader)
     return cls in (headerregistry.UnstructuredHeader, headerregistry.UniqueUnstructuredHeader)
 

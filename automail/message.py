@@ -11,9 +11,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
@@ -31,7 +28,6 @@ from automail.models import (
 )
 from automail.store.outbox import NewMessage
 
-_PARSER = BytesParser(policy=policy.default)
 MAX_LIMIT_MB = 2048
 MAX_LINE_OCTETS = 998  # RFC 5322 2.1.1: servers answer "500 Line too long" beyond it
 _BOM = b"\xef\xbb\xbf"
@@ -221,6 +217,8 @@ def _field_text(source: str, field: _Field) -> str:
     fast = headerparse.unstructured(field.name, field.value)  # the same text, without the email package
     if fast is not None:
         return check_text(where, fast)
+    from email import policy  # here: `enqueue` seldom needs the email package's header machinery
+
     try:
         text = str(policy.default.header_factory(field.name, field.value))
     except Exception as exc:  # the email package raises assorted errors on garbage
@@ -346,6 +344,9 @@ def compose(
     # A non-ASCII local part cannot be written as an encoded-word (RFC 2047 5): such a
     # message is written in UTF-8 (RFC 6532) and needs a server offering SMTPUTF8.
     utf8 = not all(addr.rpartition("@")[0].isascii() for _name, addr in to_list + cc_list + bcc_list)
+    from email import policy
+    from email.message import EmailMessage
+
     msg = EmailMessage(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
     if from_header:
         msg["From"] = from_header
@@ -436,6 +437,9 @@ def with_sender_headers(raw: bytes, sender: str, reply_to: str) -> bytes:
 @functools.lru_cache(maxsize=64)
 def _header_bytes(name: str, value: str) -> bytes:
     # Cached: the same task sender is added to every message of a mailing (the send hot path).
+    from email import policy
+    from email.message import EmailMessage
+
     msg = EmailMessage(policy=policy.SMTP)
     msg[name] = value
     return msg.as_bytes().split(b"\r\n\r\n", 1)[0] + b"\r\n"

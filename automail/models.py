@@ -11,7 +11,6 @@ import socket
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from email import policy
 from email.utils import parseaddr
 from enum import StrEnum
 from typing import Any
@@ -192,6 +191,8 @@ def _parse_address_list(value: str) -> tuple[tuple[str, str], ...] | str:
 
 def email_address_list(value: str) -> tuple[tuple[str, str], ...] | str:
     """``_parse_address_list`` by the email package alone (the reference for the fast path)."""
+    from email import policy  # imported on first use: plain lists never need it (CLI start-up)
+
     try:
         header = policy.default.header_factory("To", value)
     except Exception as exc:  # the email package raises IndexError & co. on some garbage

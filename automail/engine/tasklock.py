@@ -8,10 +8,12 @@ import os
 import socket
 import sys
 from pathlib import Path
-
-from filelock import FileLock, Timeout
+from typing import TYPE_CHECKING
 
 from automail.errors import DataFolderError, TaskLockedError
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 
 def _unwritable(path: Path, exc: OSError) -> DataFolderError:
@@ -28,11 +30,16 @@ class TaskLock:
         except OSError as exc:
             raise _unwritable(lock_dir, exc) from exc
         self.task_name = task_name
-        self._lock = FileLock(str(lock_dir / f"task-{digest}.lock"), timeout=0, thread_local=False)
+        # filelock is imported here, not at the top: it pulls in asyncio, ~50 ms of every CLI start.
+        from filelock import FileLock
+
+        self._lock: FileLock = FileLock(str(lock_dir / f"task-{digest}.lock"), timeout=0, thread_local=False)
         self._owner = lock_dir / f"task-{digest}.owner"
 
     def acquire(self) -> None:
         """Take the lock or raise TaskLockedError naming the process that holds it."""
+        from filelock import Timeout
+
         try:
             self._lock.acquire()
         except Timeout:
@@ -59,6 +66,8 @@ class TaskLock:
         """Whether some process (possibly this one) runs the task right now."""
         if self._lock.is_locked:
             return True
+        from filelock import Timeout
+
         try:
             self._lock.acquire()
         except Timeout:

@@ -10,9 +10,8 @@ from collections.abc import Callable, Collection, Iterator, MutableMapping, Sequ
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from filelock import FileLock, Timeout
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Document, Table
@@ -20,6 +19,9 @@ from tinydb.table import Document, Table
 from automail.errors import DefinitionsError, InputError, NotFoundError
 from automail.models import Company, Task, check_name, name_key
 from automail.paths import check_outbox_location, outbox_dir, replace_file, safe_filename
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 _Named = TypeVar("_Named", Company, Task)
 
@@ -104,7 +106,7 @@ class Definitions:
     def __init__(self, path: Path, home: Path) -> None:
         self.path = path
         self.home = home
-        self._lock = FileLock(str(path) + ".lock", timeout=30)
+        self._file_lock: FileLock | None = None  # made on the first change: see _locked
         self._thread_lock = threading.RLock()
         self._db = TinyDB(path, storage=AtomicJSONStorage)
         self.check_readable()
@@ -123,8 +125,15 @@ class Definitions:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         with self._thread_lock:
+            # filelock is imported on the first change, not at the top: it pulls in asyncio, ~50 ms
+            # of every start of commands that only read the definitions (`enqueue`, `merge`).
+            from filelock import FileLock, Timeout
+
+            if self._file_lock is None:
+                self._file_lock = FileLock(str(self.path) + ".lock", timeout=30)
+            lock = self._file_lock
             try:
-                self._lock.acquire()
+                lock.acquire()
             except Timeout as exc:
                 raise DefinitionsError(
                     f"{self.path} is locked by another AutoMail process for more than 30 s",
@@ -132,13 +141,13 @@ class Definitions:
                 ) from exc
             except OSError as exc:
                 raise DefinitionsError(
-                    f"cannot create the lock file {self._lock.lock_file}: {exc.strerror}",
+                    f"cannot create the lock file {lock.lock_file}: {exc.strerror}",
                     fix="make the data folder and its files writable for this user",
                 ) from exc
             try:
                 yield
             finally:
-                self._lock.release()
+                lock.release()
 
     # ---- companies -------------------------------------------------------------
     def companies(self) -> list[Company]:

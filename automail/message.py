@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate, make_msgid
 from pathlib import Path
+from typing import BinaryIO
 
 from automail import headerparse
 from automail.errors import InputError
@@ -34,10 +35,10 @@ _BOM = b"\xef\xbb\xbf"
 # RFC 5322 field name, then optional white space before the colon (obsolete syntax, section 4.5).
 _FIELD_RE = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _CONTROL_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-# The same checks over a whole header block at once: controls but TAB and line ends (CRLF or LF) …
-_HEAD_CONTROL_RE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
-# … and, once decoded, what check_text refuses beyond them: C1 controls, line and paragraph separators.
-_HEAD_FORBIDDEN_RE = re.compile("[\x80-\x9f\u2028\u2029]")
+# The same checks over a whole header block at once: controls but TAB, CR and LF (a CR must end a line) …
+_HEAD_CONTROL_RE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# … and in valid UTF-8, what check_text refuses beyond them: C1 controls (U+0080–U+009F), U+2028, U+2029.
+_HEAD_FORBIDDEN_RE = re.compile(rb"\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")
 _ORIGINATORS = {"from": True, "sender": True, "reply-to": False, "resent-from": True, "resent-sender": True}
 _RECIPIENTS = ("to", "cc", "bcc")
 _RESENT_RECIPIENTS = ("resent-to", "resent-cc", "resent-bcc")
@@ -134,13 +135,19 @@ def _head_is_clean(raw: bytes, start: int) -> bool:
     header block instead of one per line.  False only means "check each line" (which names the line)."""
     ends = [i for i in (raw.find(b"\n\n", start), raw.find(b"\n\r\n", start)) if i >= 0]
     head = raw[start : min(ends) + 1] if ends else raw[start:]  # up to the first empty line
-    if _HEAD_CONTROL_RE.search(head) or max(map(len, head.split(b"\n"))) > MAX_LINE_OCTETS:
+    if (
+        _HEAD_CONTROL_RE.search(head)
+        or head.count(b"\r") != head.count(b"\r\n")  # a bare CR
+        or max(map(len, head.split(b"\n"))) > MAX_LINE_OCTETS
+    ):
         return False
+    if head.isascii():
+        return True
     try:
-        text = head.decode("utf-8")
+        head.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return _HEAD_FORBIDDEN_RE.search(text) is None
+    return not ((b"\xc2" in head or b"\xe2\x80" in head) and _HEAD_FORBIDDEN_RE.search(head))
 
 
 def _read_header(raw: bytes, source: str) -> tuple[list[_Field], bytes, int]:
@@ -373,10 +380,26 @@ def read_limited(path: Path | str, field: str, max_bytes: int) -> bytes:
             data = sys.stdin.buffer.read(max_bytes + 1)
         else:
             with open(path, "rb") as fh:
-                data = fh.read(max_bytes + 1)
+                data = read_at_most(fh, max_bytes)
     except OSError as exc:
         raise InputError(field, f"cannot read {path}: {exc.strerror}", fix="check the path") from exc
     _check_size(data, f"{field} {path}", max_bytes)
+    return data
+
+
+def read_at_most(fh: BinaryIO, max_bytes: int) -> bytes:
+    """The rest of an open file, at most ``max_bytes`` + 1 bytes (one more tells the caller it is too big).
+
+    A regular file is read with a buffer of its own size: ``read(max_bytes + 1)`` first allocates the
+    whole 25 MB, which cost ~30 µs a file (issue 12: 30,000 files to enqueue, 50,000 to attach).
+    """
+    try:
+        size = os.fstat(fh.fileno()).st_size
+    except (OSError, ValueError):  # no file descriptor: read as before
+        size = -1
+    data = fh.read(min(size, max_bytes) + 1) if size >= 0 else b""
+    if size < 0 or len(data) > size:  # a pipe or /proc file (size 0), or a file that grew: read on
+        data += fh.read(max_bytes + 1 - len(data))
     return data
 
 

@@ -95,3 +95,21 @@ def test_attachments_are_read_once_per_file_however_they_are_named(tmp_path: Pat
     for missing in (tmp_path / "none.pdf", tmp_path / "sub", other / "x.pdf", tmp_path / "nul\x00.pdf"):
         with pytest.raises(InputError, match="does not exist"):
             cache.read(missing, "faktura")
+
+
+def test_files_are_read_whole_up_to_one_byte_over_the_limit(tmp_path: Path) -> None:
+    from automail.message import read_at_most
+
+    for size in (0, 1, 99, 100, 101, 5000):
+        path = tmp_path / f"f{size}"
+        path.write_bytes(b"x" * size)
+        with path.open("rb") as fh:
+            assert read_at_most(fh, 100) == b"x" * min(size, 101)
+    read_end, write_end = os.pipe()  # size 0 to fstat, yet data to read
+    with os.fdopen(write_end, "wb") as w:
+        w.write(b"y" * 150)
+    with os.fdopen(read_end, "rb") as r:
+        assert read_at_most(r, 100) == b"y" * 101
+    with (tmp_path / "f99").open("rb") as fh:
+        fh.read(10)  # the rest of a file already partly read
+        assert read_at_most(fh, 100) == b"x" * 89

@@ -26,7 +26,7 @@ from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefine
 from jinja2.sandbox import SandboxedEnvironment
 
 from automail.errors import AutomailError, InputError
-from automail.message import attachment_type, prepare_raw
+from automail.message import attachment_type, prepare_raw, read_at_most
 from automail.models import DEFAULT_MAX_MESSAGE_BYTES, check_address, check_no_newline, mailbox_address
 from automail.store.outbox import NewMessage
 
@@ -441,7 +441,7 @@ class _AttachmentCache:
         if part is None:
             try:
                 with path.open("rb") as fh:
-                    data = fh.read(self.max_bytes + 1)
+                    data = read_at_most(fh, self.max_bytes)
             except OSError as exc:
                 raise InputError(column, f"cannot read {path}: {exc.strerror}", fix="check the file") from None
             if len(data) > self.max_bytes:

@@ -130,11 +130,9 @@ def _check_header_line(source: str, number: int, line: bytes) -> None:
     check_text(f"{source}: line {number}", text)
 
 
-def _head_is_clean(raw: bytes, start: int) -> bool:
-    """True when no header line can fail ``_check_header_line`` (the usual case): one scan of the
-    header block instead of one per line.  False only means "check each line" (which names the line)."""
-    ends = [i for i in (raw.find(b"\n\n", start), raw.find(b"\n\r\n", start)) if i >= 0]
-    head = raw[start : min(ends) + 1] if ends else raw[start:]  # up to the first empty line
+def _head_is_clean(head: bytes) -> bool:
+    """True when no line of the header block ``head`` can fail ``_check_header_line`` (the usual case):
+    one scan instead of one per line.  False only means "check each line" (which names the line)."""
     if (
         _HEAD_CONTROL_RE.search(head)
         or head.count(b"\r") != head.count(b"\r\n")  # a bare CR
@@ -150,16 +148,23 @@ def _head_is_clean(raw: bytes, start: int) -> bool:
     return not ((b"\xc2" in head or b"\xe2\x80" in head) and _HEAD_FORBIDDEN_RE.search(head))
 
 
-def _read_header(raw: bytes, source: str) -> tuple[list[_Field], bytes, int]:
-    """Split ``raw`` into header fields and the body; returns (fields, body, body's first line number).
+def _header_lines(raw: bytes, start: int) -> tuple[list[bytes], bytes, int, bytes | None]:
+    """The header's lines up to the first empty one (line ends removed), the body, the body's first
+    line number, and the header block as read (None when it took the line-by-line scan)."""
+    ends = [i for i in (raw.find(b"\n\n", start), raw.find(b"\n\r\n", start)) if i >= 0]
+    if not ends or raw.startswith((b"\n", b"\r\n"), start):
+        return (*_scan_header_lines(raw, start), None)
+    cut = min(ends) + 1  # where the first empty line starts: every line before it has content
+    head = raw[start:cut]
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")[:-1]]
+    body = raw[cut + 1 :] if raw[cut] == 0x0A else raw[cut + 2 :]
+    return lines, body, len(lines) + 2, head
 
-    Refuses what a receiving parser could read differently from us: a line that is neither
-    a field nor a continuation, non-UTF-8 bytes, control characters, over-long lines.
-    """
-    pos = len(_BOM) if raw.startswith(_BOM) else 0
-    clean = _head_is_clean(raw, pos)
-    fields: list[_Field] = []
-    number = 0
+
+def _scan_header_lines(raw: bytes, start: int) -> tuple[list[bytes], bytes, int]:
+    """``_header_lines`` line by line: also right for a header without a body or starting empty."""
+    lines: list[bytes] = []
+    pos, number = start, 0
     while pos < len(raw):
         end = raw.find(b"\n", pos)
         stop = len(raw) if end < 0 else end
@@ -167,7 +172,21 @@ def _read_header(raw: bytes, source: str) -> tuple[list[_Field], bytes, int]:
         pos = len(raw) if end < 0 else end + 1
         number += 1
         if not line:
-            return fields, raw[pos:], number + 1
+            return lines, raw[pos:], number + 1
+        lines.append(line)
+    return lines, b"", number + 1
+
+
+def _read_header(raw: bytes, source: str) -> tuple[list[_Field], bytes, int]:
+    """Split ``raw`` into header fields and the body; returns (fields, body, body's first line number).
+
+    Refuses what a receiving parser could read differently from us: a line that is neither
+    a field nor a continuation, non-UTF-8 bytes, control characters, over-long lines.
+    """
+    lines, body, body_line, head = _header_lines(raw, len(_BOM) if raw.startswith(_BOM) else 0)
+    clean = head is not None and _head_is_clean(head)
+    fields: list[_Field] = []
+    for number, line in enumerate(lines, 1):
         if number == 1 and line.startswith(b"From ") and not _FIELD_RE.match(line):
             continue  # an mbox separator line: not part of the message
         if not clean:
@@ -189,7 +208,7 @@ def _read_header(raw: bytes, source: str) -> tuple[list[_Field], bytes, int]:
                 "put an empty line between the headers and the body, or fix the header",
             )
         fields.append(_Field(match.group(1).decode("ascii"), number, [line[match.end() :]]))
-    return fields, b"", number + 1
+    return fields, body, body_line
 
 
 def _check_body(body: bytes, source: str, first_line: int) -> None:

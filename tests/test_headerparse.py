@@ -332,8 +332,19 @@ def test_the_one_scan_header_check_agrees_with_the_line_by_line_check(monkeypatc
 
     raws = list(_raw_variants())
     fast = [_gate(raw) for raw in raws]
-    monkeypatch.setattr(message, "_head_is_clean", lambda raw, start: False)
+    monkeypatch.setattr(message, "_head_is_clean", lambda head: False)
     slow = [_gate(raw) for raw in raws]
     for raw, a, b in zip(raws, fast, slow, strict=True):
         assert a == b, raw
     assert sum(kind == "ok" for kind, _ in fast) > 20 and sum(kind == "error" for kind, _ in fast) > 100
+
+
+def test_the_header_block_is_split_as_the_line_by_line_scan_splits_it() -> None:
+    from automail import message
+
+    raws = [*_raw_variants(), *MESSAGES]
+    raws += [b"To: a@x.sk\r\n\r", b"To: a@x.sk\n\r", b"\r", b"\n\nTo: a@x.sk", b"To: a@x.sk\r\n\r\n", b"To: a\n\n"]
+    raws += [b"To: a\r\r\n\r\nb", b"To: a\n \n\nb", b"To: a\n\r\r\n\r\nb", b"\xef\xbb\xbfTo: a\n\nb", b""]
+    for raw in raws:
+        for start in (0, 3):
+            assert message._header_lines(raw, start)[:3] == message._scan_header_lines(raw, start), (raw, start)

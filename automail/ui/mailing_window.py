@@ -26,6 +26,8 @@ from automail.ui.widgets import (
     ErrorLine,
     Field,
     OptionMenu,
+    ProgressLine,
+    configure_changed,
     font,
     hint,
     input_error_text,
@@ -295,8 +297,7 @@ class MailingWindow(AppToplevel):
         check_row.pack(fill="x", padx=PAD, pady=(10, 6))
         self.check_button = ctk.CTkButton(check_row, text="Check", width=110, command=self.check)
         self.check_button.pack(side="left")
-        self.progress_bar = ctk.CTkProgressBar(check_row, width=220)
-        self.progress_bar.set(0)
+        self.progress_bar = ProgressLine(check_row, width=220)
         self.progress_bar.pack(side="left", padx=(12, 0))
         self.status_line = ctk.CTkLabel(check_row, text="", anchor="w", justify="left", wraplength=560)
         self.status_line.pack(side="left", fill="x", expand=True, padx=(12, 0))
@@ -434,7 +435,8 @@ class MailingWindow(AppToplevel):
 
     # ---- background work ------------------------------------------------------------------
     def _say(self, text: str, ok: bool = True) -> None:
-        self.status_line.configure(text=text, text_color=OK_COLOR if ok else ERROR_COLOR)
+        # Only what changed: a new colour repaints the label (~18 Tcl calls), a new text is 3.
+        configure_changed(self.status_line, text=text, text_color=OK_COLOR if ok else ERROR_COLOR)
 
     def _update_buttons(self) -> None:
         idle = self.busy == 0

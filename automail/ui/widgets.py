@@ -380,11 +380,103 @@ class ReadOnlyText(ctk.CTkTextbox):  # type: ignore[misc]
         return str(self.get("1.0", "end-1c"))
 
 
+def mode_color(color: Any) -> str:
+    """A CTk colour (one name, or a (light, dark) pair) in the current appearance mode."""
+    if isinstance(color, (tuple, list)):
+        return str(color[1] if ctk.get_appearance_mode().lower() == "dark" else color[0])
+    return str(color)
+
+
+def background_color(widget: Any) -> str:
+    """The colour a child of ``widget`` stands on (a transparent CTk frame shows its master's)."""
+    while widget is not None:
+        try:
+            color = widget.cget("fg_color")
+        except (ValueError, tk.TclError):  # a plain Tk widget
+            return str(widget.cget("background"))
+        if color != "transparent":
+            return mode_color(color)
+        widget = widget.master
+    return mode_color(ctk.ThemeManager.theme["CTk"]["fg_color"])
+
+
+class ProgressLine(tk.Canvas):
+    """A determinate progress bar in customtkinter's colours whose ``set`` costs one or two Tcl calls.
+
+    CTkProgressBar.set redraws its rounded shapes with ~74 Tcl calls. While a background job runs
+    Python, each Tcl call releases the GIL, and getting it back can take the whole switch interval
+    (5 ms): one progress update blocked the Tk thread for ~0.5 s and an event-loop pass for up to
+    1.3 s (issue 12). Here the bar is two round-capped canvas lines; ``set`` moves one's end.
+    """
+
+    def __init__(self, parent: Any, width: int = 220, height: int = 8) -> None:
+        scale = widget_scaling(parent)
+        self._width, self._height = round(width * scale), max(2, round(height * scale))
+        super().__init__(
+            parent,
+            width=self._width,
+            height=self._height,
+            background=background_color(parent),
+            highlightthickness=0,
+            borderwidth=0,
+        )
+        colors = ctk.ThemeManager.theme["CTkProgressBar"]
+        r = self._height / 2
+        h = self._height
+        self.create_line(r, r, self._width - r, r, width=h, capstyle="round", fill=mode_color(colors["fg_color"]))
+        self._bar = self.create_line(
+            r, r, r, r, width=h, capstyle="round", fill=mode_color(colors["progress_color"]), state="hidden"
+        )
+        self._value = 0.0
+        self._shown = -1  # the pixel the bar ends at now (-1: hidden)
+
+    def set(self, value: float) -> None:
+        """Show ``value`` (0 … 1); draws only when the bar's end moves by a pixel."""
+        self._value = max(0.0, min(1.0, value))
+        r = self._height / 2
+        end = round(r + self._value * (self._width - 2 * r)) if self._value > 0 else -1
+        if end == self._shown:
+            return
+        if end < 0:
+            self.itemconfigure(self._bar, state="hidden")
+        else:
+            self.coords(self._bar, r, r, end, r)
+            if self._shown < 0:
+                self.itemconfigure(self._bar, state="normal")
+        self._shown = end
+
+    def get(self) -> float:
+        return self._value
+
+
+# While a job runs Python in a worker thread, the Tk thread waits for the GIL after each Tcl call
+# and each Tk callback, up to the switch interval every time (5 ms by default; issue 12 measured
+# event-loop passes of over a second that way). A shorter interval while jobs run bounds each wait.
+JOB_SWITCH_INTERVAL = 0.001
+_jobs_lock = threading.Lock()
+_jobs_running = 0
+_normal_switch_interval = sys.getswitchinterval()
+
+
+def _job_counted(delta: int) -> None:
+    global _jobs_running, _normal_switch_interval
+    with _jobs_lock:
+        if _jobs_running == 0 and delta > 0:
+            _normal_switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(JOB_SWITCH_INTERVAL, _normal_switch_interval))
+        _jobs_running += delta
+        if _jobs_running == 0:
+            sys.setswitchinterval(_normal_switch_interval)
+
+
 def _run_job(results: queue.Queue[tuple[int, bool, Any]], job: int, work: Callable[[], Any]) -> None:
+    _job_counted(1)
     try:
         results.put((job, True, work()))
     except BaseException as exc:
         results.put((job, False, exc))
+    finally:
+        _job_counted(-1)
 
 
 class Background:

@@ -163,7 +163,9 @@ def test_readme_python_writer_example_is_picked_up(tmp_path: Path, monkeypatch: 
     svc.close()
 
 
-def test_duplicate_message_id_is_rejected_as_enqueue_refuses_it(automail_home: Path) -> None:
+def test_duplicate_message_id_is_rejected_as_enqueue_refuses_it(
+    automail_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     svc = Service(automail_home)
     svc.add_company("Firma")
     folder = svc.pickup_folder("Firma")
@@ -171,9 +173,21 @@ def test_duplicate_message_id_is_rejected_as_enqueue_refuses_it(automail_home: P
     drop(folder, "a", eml(1, extra=same))
     drop(folder, "b", eml(2, extra=same))
     assert (svc.ingest_pickup().queued, len(list((folder / "rejected").glob("*.eml")))) == (1, 1)
-    assert "same Message-ID <same@firma.sk> as a.eml" in (folder / "rejected" / "b.eml.error.txt").read_text()
+    error = (folder / "rejected" / "b.eml.error.txt").read_text()
+    assert "same Message-ID <same@firma.sk> as a.eml" in error
     drop(folder, "c", eml(3, extra=same))  # a later pass: the outbox has it already
     svc.ingest_pickup()
-    assert "already in the outbox of Firma" in (folder / "rejected" / "c.eml.error.txt").read_text()
+    later = (folder / "rejected" / "c.eml.error.txt").read_text()
+    assert "already in the outbox of Firma" in later
     assert svc.outbox("Firma").count() == 1
+    # The fix is one the pickup user can apply: the folder has no options, the enqueue command has.
+    assert "give the message a Message-ID of its own" in error and "drop it in the pickup folder again" in error
+    command = (
+        'queue the file from the rejected folder with automail enqueue --company "Firma" --allow-duplicate-id FILE'
+    )
+    assert command in later and "pass --allow-duplicate-id" not in later
+    # Following the hint queues the message a second time.
+    monkeypatch.chdir(folder)
+    assert cli("enqueue", "--company", "Firma", "--allow-duplicate-id", "rejected/c.eml").returncode == 0
+    assert svc.outbox("Firma").count() == 2
     svc.close()

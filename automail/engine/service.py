@@ -407,7 +407,12 @@ class Service:
         return self.enqueue(company, prepared, mailing=mailing, sources=sources, not_before=not_before)
 
     @staticmethod
-    def _refuse_duplicate_ids(box: Outbox, sources: Sequence[str], messages: Sequence[NewMessage]) -> None:
+    def _refuse_duplicate_ids(
+        box: Outbox,
+        sources: Sequence[str],
+        messages: Sequence[NewMessage],
+        fix: str = "give each message its own Message-ID (or remove it), or pass --allow-duplicate-id",
+    ) -> None:
         known = box.known_message_ids(list(dict.fromkeys(m.message_id for m in messages)))
         seen: dict[str, str] = {}
         for source, msg in zip(sources, messages, strict=True):
@@ -421,7 +426,7 @@ class Service:
             raise InputError(
                 source,
                 f"has the same Message-ID {msg.message_id} as {other}",
-                fix="give each message its own Message-ID (or remove it), or pass --allow-duplicate-id",
+                fix=fix,
             )
 
     def preparer(self, company: str, tag: str = "") -> Callable[[str, bytes], NewMessage]:
@@ -438,10 +443,16 @@ class Service:
 
         def gate(source: str, raw: bytes) -> NewMessage:
             msg = prepare(source, raw)
+            # The pickup folder has no options: the fix says what its writer can do instead.
+            fix = (
+                "give the message a Message-ID of its own (or none: AutoMail then adds one) and drop it in the "
+                "pickup folder again; if it really must go out twice, queue the file from the rejected folder with "
+                f'automail enqueue --company "{company.name}" --allow-duplicate-id FILE'
+            )
             earlier = seen.get(msg.message_id)
             if earlier is not None:
-                self._refuse_duplicate_ids(box, [earlier[0], source], [earlier[1], msg])
-            self._refuse_duplicate_ids(box, [source], [msg])
+                self._refuse_duplicate_ids(box, [earlier[0], source], [earlier[1], msg], fix)
+            self._refuse_duplicate_ids(box, [source], [msg], fix)
             seen[msg.message_id] = (source, msg)
             return msg
 

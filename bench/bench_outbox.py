@@ -138,7 +138,7 @@ def bench(n_enqueue: int = 100_000, big: int = 1_000_000, total_cycles: int = 20
     res.check(f"{big:,}-message build within ~3 minutes ({t_build:.0f} s)", t_build <= 180)
     res.notes.append(
         f"{total_cycles:,} cycles per size in {rounds} rounds; the figure is the median round; each cycle is "
-        "two BEGIN IMMEDIATE…COMMIT transactions with synchronous=FULL (two WAL fsyncs)"
+        "a claim (BEGIN IMMEDIATE…COMMIT) and a one-statement mark_sent, synchronous=FULL (two WAL fsyncs)"
     )
     return res
 

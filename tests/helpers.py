@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -10,7 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from automail.engine.service import Service
+from automail.engine.smtp import SmtpSession
+from automail.engine.smtp.timeouts import Timeouts
+from automail.errors import SmtpError
 from automail.models import Security, SmtpSettings, Task
 from automail.store.outbox import NewMessage
 
@@ -43,6 +49,21 @@ def make_service(home: Path, *tasks: Task, password: str | None = None, **kwargs
         svc.add_task(task, password)
         svc.start_task(task.name)
     return svc
+
+
+def session_connect_error(smtp: SmtpSettings, password: str | None, timeouts: Timeouts) -> SmtpError:
+    """The SmtpError a session's connect (and login) raises; the test fails if it connects."""
+
+    async def go() -> None:
+        s = SmtpSession(smtp, password, timeouts=timeouts)
+        try:
+            await s.connect()
+        finally:
+            await s.close()
+
+    with pytest.raises(SmtpError) as caught:
+        asyncio.run(go())
+    return caught.value
 
 
 def eml(n: int, to: str | None = None, subject: str | None = None, extra: str = "") -> bytes:

@@ -20,7 +20,7 @@ from automail.engine.smtp import SendResult, SmtpSession
 from automail.engine.smtp.timeouts import Timeouts
 from automail.errors import FaultKind, Reply, SmtpError
 from automail.models import MessageStatus, Security, SmtpSettings, TaskState
-from tests.helpers import cli, make_service, make_task, run_engine_until, setup_task
+from tests.helpers import cli, make_service, make_task, run_engine_until, session_connect_error, setup_task
 from tests.postfix import Postfix
 
 pytestmark = pytest.mark.slow
@@ -65,16 +65,7 @@ def session(smtp: SmtpSettings, *sends: tuple[tuple[str, ...], bytes], password:
 
 
 def connect_error(smtp: SmtpSettings, password: str | None = None) -> SmtpError:
-    async def go() -> None:
-        s = SmtpSession(smtp, password, timeouts=TIMEOUTS)
-        try:
-            await s.connect()
-        finally:
-            await s.close()
-
-    with pytest.raises(SmtpError) as caught:
-        asyncio.run(go())
-    return caught.value
+    return session_connect_error(smtp, password, TIMEOUTS)
 
 
 def leaves(msg: EmailMessage) -> list[tuple[str, object]]:

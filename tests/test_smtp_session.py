@@ -23,7 +23,7 @@ from automail.engine.smtp.timeouts import Timeouts
 from automail.errors import FaultKind, Reply, SmtpError
 from automail.models import MessageStatus, Security, SmtpSettings, TaskState
 from tests.conftest import AUTH_PASSWORD, AUTH_USER
-from tests.helpers import cli, eml, make_service, make_task, run_engine_until, setup_task
+from tests.helpers import cli, eml, make_service, make_task, run_engine_until, session_connect_error, setup_task
 from tests.smtpd import RawServer, SmtpServer
 
 SENDER = "info@firma.sk"
@@ -61,16 +61,7 @@ def failure(smtp: SmtpSettings, raw: bytes = b"", *args: Any, **kw: Any) -> Smtp
 
 
 def connect_failure(smtp: SmtpSettings, password: str | None = None) -> SmtpError:
-    async def go() -> None:
-        s = SmtpSession(smtp, password, timeouts=FAST)
-        try:
-            await s.connect()
-        finally:
-            await s.close()
-
-    with pytest.raises(SmtpError) as caught:
-        asyncio.run(go())
-    return caught.value
+    return session_connect_error(smtp, password, FAST)
 
 
 def commands(server: SmtpServer, verb: bytes) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import ntpath
 import os
@@ -11,8 +10,6 @@ import sys
 import time
 import unicodedata
 from pathlib import Path, PureWindowsPath
-
-import platformdirs
 
 from automail import APP_NAME
 from automail.errors import DataFolderError, InputError
@@ -34,8 +31,11 @@ DRIVE_REMOTE = 4  # GetDriveTypeW: a mapped network drive
 def data_dir() -> Path:
     """The data folder: $AUTOMAIL_HOME if set, else the user data folder of "AutoMail"."""
     env = os.environ.get("AUTOMAIL_HOME")
-    base = Path(env).expanduser() if env else Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
-    return base
+    if env:
+        return Path(env).expanduser()
+    import platformdirs  # here: with AUTOMAIL_HOME set (services, tests) it is not needed at all
+
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
 def prepare_data_dir(home: Path) -> Path:
@@ -152,6 +152,8 @@ def _windows_remote(text: str) -> str | None:
     if drive.startswith("\\\\") or drive.upper().startswith("UNC\\"):
         return f"on a network share ({drive})"
     if len(drive) == 2 and drive[1] == ":":
+        import ctypes  # Windows only; not imported on every start of the CLI
+
         try:
             kind = ctypes.windll.kernel32.GetDriveTypeW(drive + "\\")  # type: ignore[attr-defined]
         except Exception:

@@ -113,3 +113,25 @@ def test_files_are_read_whole_up_to_one_byte_over_the_limit(tmp_path: Path) -> N
     with (tmp_path / "f99").open("rb") as fh:
         fh.read(10)  # the rest of a file already partly read
         assert read_at_most(fh, 100) == b"x" * 89
+
+
+def test_only_attachments_several_messages_carry_are_stored_apart(tmp_path: Path) -> None:
+    """Each customer's own invoice stays in its message; common content is stored once, whatever its name."""
+    from automail.intake.merge import MergeOptions, Template, render
+    from automail.intake.sources import read_table
+    from automail.store.outbox import Outbox
+
+    for name, content in [("a.pdf", b"A"), ("b.pdf", b"B"), ("c.pdf", b"C"), ("same1.pdf", b"S"), ("same2.pdf", b"S")]:
+        (tmp_path / name).write_bytes(content * 5000)  # well over the 2 KB a part must have to be stored apart
+    (tmp_path / "terms.pdf").write_bytes(b"T" * 5000)
+    rows = ["email;pdf", "a@example.sk;a.pdf", "b@example.sk;b.pdf", "c@example.sk;c.pdf"]
+    rows += ["d@example.sk;same1.pdf", "e@example.sk;same2.pdf"]
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    options = MergeOptions(attach_column="pdf", attachments=(tmp_path / "terms.pdf",))
+    result = render(read_table(tmp_path / "data.csv"), Template(subject="s", text="t"), options, data_dir=tmp_path)
+    assert result.ok and len(result.messages) == 5
+    assert [len(m.shared) for m in result.messages] == [1, 1, 1, 2, 2]  # terms everywhere; "S" in two
+    box = Outbox(tmp_path / "o.sqlite3", "Firma")
+    ids = box.enqueue(result.messages, 1000.0)
+    assert box._conn().execute("SELECT count(*) FROM parts").fetchone()[0] == 2  # terms.pdf and "S"
+    assert [box.raw(i) for i in ids] == [m.raw for m in result.messages]

@@ -432,9 +432,8 @@ def _print_event(event: EngineEvent) -> None:
         (_err if event.state is TaskState.ERROR else _out)(text)
     elif event.kind is EventKind.QUEUE_DRAINED:
         _out(f"[{event.task}] queue empty")
-    elif event.kind is EventKind.MAILING_FINISHED and event.progress is not None:
-        m = event.progress
-        _out(f"[{event.task}] mailing {m.name!r} finished: {m.sent:,} sent, {m.failed:,} failed")
+    elif event.kind in (EventKind.MAILING_FINISHED, EventKind.MAILING_CANCELLED) and event.progress is not None:
+        _out(f"[{event.task}] mailing {event.progress.end_text(event.kind is EventKind.MAILING_CANCELLED)}")
 
 
 def _warn_overlap(svc: Any, task: Task) -> None:

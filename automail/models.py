@@ -754,6 +754,11 @@ class Mailing:
         """Nothing of it is left to send (sent, failed or cancelled, every message)."""
         return self.pending == 0
 
+    def end_text(self, cancelled: bool = False) -> str:
+        """How it ended, for notifications and the CLI: 'Faktúry 11/2026' finished: 1,240 sent, 3 failed."""
+        text = f"'{self.name}' {'cancelled' if cancelled else 'finished'}: {self.sent:,} sent, {self.failed:,} failed"
+        return text + (f", {self.cancelled:,} cancelled" if self.cancelled else "")
+
     @property
     def state(self) -> str:
         """One word for lists: finished, paused, scheduled or sending."""
@@ -826,6 +831,7 @@ class EventKind(StrEnum):
     STATE_CHANGED = "state_changed"  # a task's state changed
     QUEUE_DRAINED = "queue_drained"  # a task has nothing left to send
     MAILING_FINISHED = "mailing_finished"  # a mailing's last message was sent or failed (``progress``)
+    MAILING_CANCELLED = "mailing_cancelled"  # a cancel left nothing of a mailing to send (``progress``)
     ENGINE_STARTED = "engine_started"
     ENGINE_STOPPED = "engine_stopped"
 
@@ -862,7 +868,7 @@ class EngineEvent:
     recipients: tuple[str, ...] = ()
     fault: FaultKind | None = None  # for state_changed to error
     mailing: str = ""  # the mailing of a failed message, or the one that finished
-    progress: Mailing | None = None  # for mailing_finished: its final counts
+    progress: Mailing | None = None  # for mailing_finished and mailing_cancelled: its final counts
 
 
 EventSink = Callable[[EngineEvent], None]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import queue
 import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from automail.errors import FaultKind
-from automail.models import EngineEvent, EventKind, Mailing, TaskState
+from automail.models import EngineEvent, EventKind, Mailing, MailingAction, TaskState
 from automail.ui.notify import Delivery, Notifier, dbus_notify
 from tests.desktop import DesktopSession, wait_for
+from tests.helpers import cli, eml, make_service, make_task, wait_until
+from tests.smtpd import SmtpServer
 
 
 class FakeClock:
@@ -216,3 +220,43 @@ def test_notify_send_fallback_reaches_dunst(dunst: DesktopSession) -> None:
         pytest.skip("needs notify-send")
     assert Delivery(icon=None, use_dbus=False).deliver_now("Mailing finished", "all sent") == "notify-send"
     assert dunst.notifications() == [("Mailing finished", "all sent")]
+
+
+def test_a_running_engine_announces_a_mailing_cancelled_in_the_window_or_by_the_cli(
+    automail_home: Path, smtp_server: SmtpServer
+) -> None:
+    # Two tasks (two accounts: two throttles), each sending one mailing at 100 an hour: one message each,
+    # then 36 s to cancel the rest.
+    tasks = [
+        make_task(name, port=smtp_server.port, rate=100, tags=(name.lower(),), host=host)
+        for name, host in (("Invoices", "127.0.0.1"), ("News", "localhost"))
+    ]
+    svc = make_service(automail_home, *tasks)
+    events: queue.Queue[EngineEvent] = queue.Queue()
+    svc.subscribe(events.put)  # as the app's bridge: the engine thread only posts, the Tk thread notifies
+    sent: list[tuple[str, str]] = []
+    notifier = Notifier(lambda title, text: sent.append((title, text)))
+
+    def notified(count: int) -> bool:
+        while not events.empty():
+            notifier.on_event(events.get())
+        return len(sent) >= count
+
+    svc.enqueue_raw("Firma", [(f"f{i}", eml(i)) for i in range(4)], "invoices", mailing="Faktúry 11/2026")
+    svc.enqueue_raw("Firma", [(f"n{i}", eml(10 + i)) for i in range(3)], "news", mailing="Newsletter")
+    svc.start_engine()
+    try:
+        assert wait_until(lambda: len(smtp_server.messages) == 2)
+        # Cancelled in the Mailings window (the app's own Service) …
+        svc.change_mailing(MailingAction.CANCEL, "Faktúry 11/2026")
+        assert wait_until(lambda: notified(1), 5), sent
+        assert sent == [("Mailing cancelled", "Mailing 'Faktúry 11/2026' cancelled: 1 sent, 0 failed, 3 cancelled")]
+        # … and by `automail mailing cancel`, another process (the engine notices its commit within a second).
+        cli("mailing", "cancel", "Newsletter")
+        assert wait_until(lambda: notified(2), 5), sent
+        assert sent[1] == ("Mailing cancelled", "Mailing 'Newsletter' cancelled: 1 sent, 0 failed, 2 cancelled")
+    finally:
+        svc.stop_engine()
+    notified(3)
+    assert len(sent) == 2 and len(smtp_server.messages) == 2  # each said once; nothing more sent
+    svc.close()

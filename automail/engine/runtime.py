@@ -430,9 +430,10 @@ class Engine:
             await self._in_io(workers[0].outbox.optimize_if_due)  # hourly PRAGMA optimize (SQLite's advice)
             version = await self._in_io(workers[0].outbox.data_version)
             if self._data_versions.get(path) != version:
-                if path in self._data_versions:
-                    for w in workers:
+                for w in workers:
+                    if path in self._data_versions:
                         w.wake.set()
+                    await w.report_cancelled_mailings()  # another connection may have cancelled a mailing
                 self._data_versions[path] = version
 
     def _emit(self, event: EngineEvent) -> None:

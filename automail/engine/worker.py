@@ -124,6 +124,7 @@ class Worker:
         # is known and runs while the next message is prepared and its envelope is on the wire; that
         # message's final dot waits for it (see ``transaction``), and so does ``flush``.
         self._unrecorded: _Unrecorded | None = None
+        self._open_mailings: set[int] = set()  # mailings this task sent from whose end is not reported yet
         self._mail_from = task.smtp.sender_address
         self._account = task.smtp.account_key
 
@@ -260,19 +261,30 @@ class Worker:
         if self._unrecorded is pending:
             self._unrecorded = None
             self.emit(pending.event)
-            if pending.mailing_id is not None and pending.event.kind in (EventKind.SENT, EventKind.FAILED):
-                await self._report_finished(pending.mailing_id)
+            if pending.mailing_id is not None:
+                self._open_mailings.add(pending.mailing_id)
+                if pending.event.kind in (EventKind.SENT, EventKind.FAILED):
+                    await self._report_finished(pending.mailing_id)
 
-    async def _report_finished(self, mailing_id: int) -> None:
+    async def report_cancelled_mailings(self) -> None:
+        """After another connection changed the outbox: say so when a cancel left one of this task's
+        mailings with nothing to send (the engine calls this; no send of ours would report it)."""
+        if self.stopping or self.finished:
+            return  # its I/O thread may be gone
+        try:
+            for mailing_id in list(self._open_mailings):
+                await self._report_finished(mailing_id, EventKind.MAILING_CANCELLED)
+        except Exception:  # a busy or broken outbox: the next change asks again
+            log.exception("task %s: checking its mailings for a cancel failed", self.task.name)
+
+    async def _report_finished(self, mailing_id: int, kind: EventKind = EventKind.MAILING_FINISHED) -> None:
         """Say so when the message just recorded was the last one its mailing waited for."""
         finished = await self._db(self.outbox.finished_mailing, mailing_id)
-        if finished is not None:
-            self.emit(
-                EngineEvent(
-                    EventKind.MAILING_FINISHED, self.task.name, self.company.name, mailing=finished.name,
-                    progress=finished,
-                )
-            )  # fmt: skip
+        if finished is not None and mailing_id in self._open_mailings:  # once, whichever check saw the end first
+            self._open_mailings.discard(mailing_id)
+            if not finished.cancelled:  # no cancel: another computer's task sent its last message
+                kind = EventKind.MAILING_FINISHED
+            self.emit(EngineEvent(kind, self.task.name, self.company.name, mailing=finished.name, progress=finished))
 
     async def _keep(self, event: EngineEvent, commit: Callable[[], None], mailing_id: int | None = None) -> None:
         """Start committing a result in the I/O thread; the next final dot (or ``flush``) waits for it.

@@ -80,18 +80,16 @@ class Notifier:
                 batch.mailings.append(event.mailing)
         elif event.kind is EventKind.QUEUE_DRAINED:
             self._flush_failed(event.task)
-        elif event.kind is EventKind.MAILING_FINISHED and event.progress is not None:
+        elif event.kind in (EventKind.MAILING_FINISHED, EventKind.MAILING_CANCELLED) and event.progress is not None:
             # A mailing's end is the news (not a task's queue running dry); two tasks sharing a
             # mailing may both see its end: it is said once.
             key = (event.company.casefold(), event.mailing.casefold())
             if key not in self._finished:
                 self._finished.add(key)
                 self._flush_failed(event.task)
-                m = event.progress
-                text = f"Mailing '{m.name}' finished: {m.sent:,} sent, {m.failed:,} failed"
-                if m.cancelled:
-                    text += f", {m.cancelled:,} cancelled"
-                self._notify("Mailing finished", text)
+                cancelled = event.kind is EventKind.MAILING_CANCELLED
+                title = "Mailing cancelled" if cancelled else "Mailing finished"
+                self._notify(title, f"Mailing {event.progress.end_text(cancelled)}")
         self.tick()
 
     def _on_state(self, event: EngineEvent) -> None:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import queue
+import subprocess
+import threading
+import time
 from pathlib import Path
 
-from tests.helpers import cli, eml, setup_task
+from tests.helpers import cli, eml, engine_process, setup_task, wait_until
 from tests.smtpd import SmtpServer
 
 
@@ -94,3 +100,26 @@ def test_mailing_errors_are_input_errors(tmp_path: Path, smtp_server: SmtpServer
     assert "'soon' is not a date and time" in bad.stderr
     table = cli("mailing", "list").stdout
     assert "Same" in table and "Firma" in table and "Other" in table
+
+
+def test_run_says_when_a_cancel_leaves_nothing_of_a_mailing_to_send(tmp_path: Path, smtp_server: SmtpServer) -> None:
+    setup_task(smtp_server.port, "--rate", "100")  # one message, then 36 s to cancel the rest
+    cli("task", "start", "Mailing")
+    cli("enqueue", "--company", "Firma", "--mailing", "Upomienky", *write(tmp_path, 0, 3, "u"))
+    run = engine_process(
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    try:
+        assert wait_until(lambda: len(smtp_server.messages) == 1, 20)
+        assert "2 message(s) cancelled" in cli("mailing", "cancel", "Upomienky").stdout
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in run.stdout or ()], daemon=True).start()
+        said = ""
+        deadline = time.monotonic() + 10
+        while "Upomienky" not in said and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                said = lines.get(timeout=0.5)
+        assert said.strip() == "[Mailing] mailing 'Upomienky' cancelled: 1 sent, 0 failed, 2 cancelled"
+    finally:
+        run.terminate()
+        run.wait(30)

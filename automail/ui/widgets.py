@@ -472,11 +472,12 @@ def _job_counted(delta: int) -> None:
 def _run_job(results: queue.Queue[tuple[int, bool, Any]], job: int, work: Callable[[], Any]) -> None:
     _job_counted(1)
     try:
-        results.put((job, True, work()))
+        outcome: tuple[int, bool, Any] = (job, True, work())
     except BaseException as exc:
-        results.put((job, False, exc))
+        outcome = (job, False, exc)
     finally:
-        _job_counted(-1)
+        _job_counted(-1)  # before the result is handed over: whoever sees it sees the interval restored
+    results.put(outcome)
 
 
 class Background:

@@ -11,11 +11,8 @@ import socket
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from email.utils import parseaddr
 from enum import StrEnum
 from typing import Any
-
-import idna
 
 from automail import headerparse
 from automail.clock import iso
@@ -126,6 +123,8 @@ def _bad_address(field_name: str, addr: str, why: str = "") -> InputError:
 def _ascii_domain(field_name: str, addr: str, domain: str) -> str:
     """The domain in ASCII: an internationalised (IDN) domain becomes its punycode (xn--) form."""
     if not domain.isascii():
+        import idna  # only for internationalised domains: not on every start of the CLI
+
         try:
             domain = idna.encode(domain, uts46=True).decode("ascii")
         except idna.IDNAError as exc:
@@ -253,6 +252,8 @@ def format_mailbox(name: str, addr: str) -> str:
 
 def mailbox_address(mailbox: str) -> str:
     """The bare address of ``Name <addr>``."""
+    from email.utils import parseaddr  # here: email.utils costs ~15 ms of a CLI start
+
     return parseaddr(mailbox)[1]
 
 

@@ -364,9 +364,7 @@ def compose(
     check_text("subject", subject)
     check_text("tag", tag)
     # Each value is one address or several, bare or as people write them: "Ján Novák <jan@example.sk>".
-    to_list = [box for a in to for box in parse_mailboxes("to", a)]
-    cc_list = [box for a in cc for box in parse_mailboxes("cc", a)]
-    bcc_list = [box for a in bcc for box in parse_mailboxes("bcc", a)]
+    to_list, cc_list, bcc_list = _mailboxes("to", to), _mailboxes("cc", cc), _mailboxes("bcc", bcc)
     if not (to_list or cc_list or bcc_list):
         raise InputError("to", "no recipients given", fix="add --to ADDRESS")
     from_header = check_mailbox("from", sender, ascii_only=True) if sender else ""
@@ -460,6 +458,18 @@ def attachment_type(filename: str) -> str:
     if encoding:  # "x.tar.gz" is a gzip file, not a tar file
         return _COMPRESSED.get(encoding, "application/octet-stream")
     return ctype or "application/octet-stream"
+
+
+def _mailboxes(field_name: str, values: Sequence[str]) -> list[tuple[str, str]]:
+    """Every given value's mailboxes; a value with none (an empty --bcc "") is refused, never dropped."""
+    boxes = []
+    for value in values:
+        parsed = parse_mailboxes(field_name, value)
+        if not parsed:
+            fix = "remove the empty entry, or write name@example.com"
+            raise InputError(field_name, f"{value!r} holds no e-mail address", fix=fix)
+        boxes += parsed
+    return boxes
 
 
 def with_sender_headers(raw: bytes, sender: str, reply_to: str) -> bytes:

@@ -91,6 +91,17 @@ def test_send_from_must_be_one_address() -> None:
         compose(to=["a@example.com"], subject="s", sender="not an address")
 
 
+@pytest.mark.parametrize("field", ["to", "cc", "bcc"])
+@pytest.mark.parametrize("empty", ["", "   ", ","])
+def test_an_empty_recipient_entry_is_refused_not_dropped(field: str, empty: str) -> None:
+    # Found by the property test: send(bcc=["0@A.COM", ""]) queued the message to the one address.
+    given = {"to": ["a@example.com"], "cc": [], "bcc": []}
+    given[field] = [*given[field], empty]
+    with pytest.raises(InputError, match="holds no e-mail address") as err:
+        compose(to=given["to"], cc=given["cc"], bcc=given["bcc"], subject="s")
+    assert err.value.field == field and "remove the empty entry" in str(err.value)
+
+
 # ---- 3. garbled addresses, IDN, non-ASCII local parts ----------------------------------------
 def test_latin1_byte_in_to_is_refused() -> None:
     _refused(b"To: j\xe1n@example.sk\r\nSubject: s\r\n\r\nbody\r\n", "line 1", "not UTF-8", "0xE1")

@@ -158,12 +158,20 @@ def check_address(field_name: str, value: str) -> str:
     return f"{local}@{_ascii_domain(field_name, addr, domain)}"
 
 
+# Values that passed parse_mailboxes, with their result (which depends on the value alone): every
+# message of a mailing or a batch of .eml files repeats its From header.  Refusals are not kept.
+_CHECKED: dict[str, tuple[tuple[str, str], ...]] = {}
+
+
 def parse_mailboxes(field_name: str, value: str) -> list[tuple[str, str]]:
     """Parse an address-list header value into (display name, checked address) pairs.
 
     Obsolete syntax (RFC 5322 section 4) is accepted; anything the parser reports as
     invalid, undecodable or non-printable is refused, as is a control character anywhere.
     """
+    known = _CHECKED.get(value)
+    if known is not None:
+        return list(known)
     check_text(field_name, value)
     parsed = _parse_address_list(value)
     if isinstance(parsed, str):
@@ -176,6 +184,9 @@ def parse_mailboxes(field_name: str, value: str) -> list[tuple[str, str]]:
     for name, addr_spec in parsed:
         check_text(field_name, name)
         result.append((name, check_address(field_name, addr_spec)))
+    if len(_CHECKED) >= 256:
+        _CHECKED.clear()
+    _CHECKED[value] = tuple(result)
     return result
 
 

@@ -165,16 +165,20 @@ def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
 
 @pytest.fixture
 def slow_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], None]]:
-    """A switch that turns the fast path off (and empties the parse cache both ways)."""
+    """A switch that turns the fast path off (and empties the parse caches both ways)."""
+
+    def forget() -> None:
+        models._parse_address_list.cache_clear()
+        models._CHECKED.clear()
 
     def switch() -> None:
         monkeypatch.setattr(headerparse, "address_list", lambda value: None)
         monkeypatch.setattr(headerparse, "unstructured", lambda name, value: None)
-        models._parse_address_list.cache_clear()
+        forget()
 
-    models._parse_address_list.cache_clear()
+    forget()
     yield switch
-    models._parse_address_list.cache_clear()
+    forget()
 
 
 def test_the_fast_address_path_equals_the_email_package_wherever_it_answers() -> None:

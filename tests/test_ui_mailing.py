@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from automail.engine.service import Service
 from automail.models import MessageStatus
 from tests.helpers import make_task, new_message
 from tests.smtpd import SmtpServer
-from tests.ui_support import COMPANY, pump
+from tests.ui_support import COMPANY, pump, tcl_calls
 
 ctk = pytest.importorskip("customtkinter")
 
@@ -271,24 +270,6 @@ def test_large_file_is_checked_in_the_background_with_progress_and_a_capped_prob
     assert service.outbox(COMPANY).count(None) == 0
 
 
-def tcl_calls(work: Callable[[], object]) -> int:
-    """How many Tcl commands ``work`` runs. Each releases the GIL, and while a background job runs
-    Python, getting it back can take a whole switch interval."""
-    count = 0
-
-    def profile(_frame: Any, event: str, arg: Any) -> None:
-        nonlocal count
-        if event == "c_call" and arg.__name__ == "call" and type(getattr(arg, "__self__", None)).__name__ == "tkapp":
-            count += 1
-
-    sys.setprofile(profile)
-    try:
-        work()
-    finally:
-        sys.setprofile(None)
-    return count
-
-
 def test_progress_updates_cost_a_few_tcl_calls_and_a_job_shortens_the_switch_interval(
     win: Any, service: Service, root: Any, tmp_path: Path
 ) -> None:
@@ -348,3 +329,103 @@ def test_the_list_draws_the_newest_mailings_only(win: Any, service: Service, roo
     pump(root, lambda: ml.refresh_count > 0, timeout=20)
     assert len(ml.rows) == 50 and next(iter(ml.rows)) == "Round 51" and "Round 1" not in ml.rows
     assert ml.empty.cget("text") == "2 older mailing(s) not shown." and ml.empty.winfo_manager() == "pack"
+
+
+def four_mailings(service: Service) -> None:
+    """A finished mailing with a failure, a paused one, one sending with a cancelled message, a scheduled one."""
+    box = service.outbox(COMPANY)
+    now = time.time()
+
+    def send(count: int, failed: int = 0) -> None:
+        for i, c in enumerate(box.claim_batch("t", now + 10, limit=count)):
+            if i < failed:
+                box.mark_failed(c.message.id, now, 550, "no such user", "info@firma.sk", "t")
+            else:
+                box.mark_sent(c.message.id, now, "250 OK", {}, "info@firma.sk", "t")
+
+    service.enqueue(COMPANY, [new_message(n) for n in range(1, 4)], mailing="Upomienky")
+    send(3, failed=1)
+    service.enqueue(COMPANY, [new_message(n) for n in range(4, 8)], mailing="Newsletter")
+    send(1)
+    box.pause_mailing("Newsletter", now)
+    ids = service.enqueue(COMPANY, [new_message(n) for n in range(8, 12)], mailing="Faktúry")
+    box.cancel(ids[-1:], now)
+    service.enqueue(COMPANY, [new_message(n) for n in range(12, 14)], mailing="Vianoce", not_before=now + 86400)
+
+
+def open_mailings_list(win: Any, root: Any, monkeypatch: pytest.MonkeyPatch, count: int) -> Any:
+    """The Mailings window once it shows ``count`` rows, with no refresh of its own due (the test drives them)."""
+    from automail.ui import mailings_window
+
+    monkeypatch.setattr(mailings_window, "REFRESH_MS", 600_000)
+    win.open_mailings()
+    ml = win.mailings_window
+    pump(root, lambda: len(ml.rows) == count and ml.busy == 0, timeout=10)
+    return ml
+
+
+def test_a_refresh_of_unchanged_mailings_costs_almost_no_tcl_calls(
+    win: Any, service: Service, root: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    four_mailings(service)
+    ml = open_mailings_list(win, root, monkeypatch, 4)
+    rows = ml.rows
+    assert [rows[n].counts.cget("text") for n in rows] == [
+        "0 of 2 sent",
+        "0 of 4 sent · 1 cancelled",
+        "1 of 4 sent",
+        "2 of 3 sent · 1 failed",
+    ]
+    assert [rows[n].state.cget("text") for n in ("Faktúry", "Newsletter", "Upomienky")] == [
+        "Sending",
+        "Paused",
+        "Finished",
+    ]
+    assert [round(rows[n].bar.get(), 2) for n in rows] == [0, 0.25, 0.25, 1]
+
+    def refresh() -> None:  # what the Tk thread does when a periodic re-read of the mailings arrives
+        ml.busy += 1
+        ml._loaded(service.mailings(COMPANY))
+
+    # Each Tcl call may wait for the GIL while the engine sends in this process. Measured before: 5 calls
+    # for these four unchanged mailings (each row re-set its Pause button's command; the note under the
+    # rows was unpacked again), now none.
+    assert tcl_calls(refresh) <= 1
+    assert tcl_calls(refresh) <= 1
+
+    # One mailing moves on: only its counts and its bar are redrawn (82 calls before, 74 of them the
+    # CTkProgressBar's redraw; now 4).
+    box = service.outbox(COMPANY)
+    (claimed,) = box.claim_batch("t", time.time() + 10, limit=1)
+    box.mark_sent(claimed.message.id, time.time(), "250 OK", {}, "info@firma.sk", "t")
+    assert tcl_calls(refresh) <= 6
+    assert rows["Faktúry"].counts.cget("text") == "1 of 4 sent · 1 cancelled"
+    assert rows["Faktúry"].bar.get() == 0.5
+    assert tcl_calls(refresh) <= 1
+
+
+def test_the_progress_bars_stretch_with_the_window(
+    win: Any, service: Service, root: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    four_mailings(service)
+    ml = open_mailings_list(win, root, monkeypatch, 4)
+
+    def drawn(bar: Any) -> tuple[float, float, float]:
+        """The bar's width, where its track ends and where its progress ends (the lines' end points)."""
+        r = bar.winfo_height() / 2
+        return bar.winfo_width(), bar.coords("track")[2] + r, bar.coords("progress")[2] + r
+
+    widths = {}
+    for width in (1200, 760):
+        ml.geometry(f"{width}x560")
+        pump(root, lambda w=width: ml.winfo_width() == w)
+        pump(root)
+        for name, row in ml.rows.items():
+            bar_width, track_end, progress_end = drawn(row.bar)
+            assert track_end == bar_width, (width, name)
+            h = row.bar.winfo_height()
+            assert abs(progress_end - (h + row.bar.get() * (bar_width - h))) <= 1, (width, name, progress_end)
+            widths[width, name] = bar_width
+    for name in ml.rows:  # the bars take what the window gains
+        assert widths[1200, name] - widths[760, name] == 1200 - 760, name
+    assert drawn(ml.rows["Upomienky"].bar)[2] == widths[760, "Upomienky"]  # full: to the right end

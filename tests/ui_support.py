@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +30,24 @@ def pump(root: Any, until: Callable[[], bool] | None = None, timeout: float = 5.
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.01)
+
+
+def tcl_calls(work: Callable[[], object]) -> int:
+    """How many Tcl commands ``work`` runs. Each releases the GIL, and while a background job runs
+    Python, getting it back can take a whole switch interval."""
+    count = 0
+
+    def profile(_frame: Any, event: str, arg: Any) -> None:
+        nonlocal count
+        if event == "c_call" and arg.__name__ == "call" and type(getattr(arg, "__self__", None)).__name__ == "tkapp":
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        work()
+    finally:
+        sys.setprofile(None)
+    return count
 
 
 @pytest.fixture

@@ -401,12 +401,15 @@ def background_color(widget: Any) -> str:
 
 
 class ProgressLine(tk.Canvas):
-    """A determinate progress bar in customtkinter's colours whose ``set`` costs one or two Tcl calls.
+    """A determinate progress bar drawn as customtkinter's is, whose ``set`` costs at most one Tcl call.
 
     CTkProgressBar.set redraws its rounded shapes with ~74 Tcl calls. While a background job runs
     Python, each Tcl call releases the GIL, and getting it back can take the whole switch interval
     (5 ms): one progress update blocked the Tk thread for ~0.5 s and an event-loop pass for up to
-    1.3 s (issue 12). Here the bar is two round-capped canvas lines; ``set`` moves one's end.
+    1.3 s (issue 12). Here the bar is two round-capped canvas lines, tagged "track" and "progress";
+    ``set`` moves the progress line's end. At 0 the progress line is a dot at the left end, as
+    customtkinter draws it. Laid out wider than ``width`` (``sticky="ew"``, ``fill="x"``), the bar
+    stretches with its container: a new width redraws both lines.
     """
 
     def __init__(self, parent: Any, width: int = 220, height: int = 8) -> None:
@@ -423,27 +426,36 @@ class ProgressLine(tk.Canvas):
         colors = ctk.ThemeManager.theme["CTkProgressBar"]
         r = self._height / 2
         h = self._height
-        self.create_line(r, r, self._width - r, r, width=h, capstyle="round", fill=mode_color(colors["fg_color"]))
-        self._bar = self.create_line(
-            r, r, r, r, width=h, capstyle="round", fill=mode_color(colors["progress_color"]), state="hidden"
-        )
+        for tag, color, end in (
+            ("track", colors["fg_color"], self._width - r),
+            ("progress", colors["progress_color"], r),
+        ):
+            self.create_line(r, r, end, r, width=h, capstyle="round", fill=mode_color(color), tags=tag)
         self._value = 0.0
-        self._shown = -1  # the pixel the bar ends at now (-1: hidden)
+        self._end = round(r)  # the pixel the progress line ends at now
+        self.bind("<Configure>", self._resized)
+
+    def _end_at(self, value: float) -> int:
+        r = self._height / 2
+        return round(r + value * (self._width - 2 * r))
+
+    def _resized(self, event: Any) -> None:
+        if event.width == self._width:
+            return
+        self._width = event.width
+        r = self._height / 2
+        self.coords("track", r, r, self._width - r, r)
+        self._end = self._end_at(self._value)
+        self.coords("progress", r, r, self._end, r)
 
     def set(self, value: float) -> None:
         """Show ``value`` (0 … 1); draws only when the bar's end moves by a pixel."""
         self._value = max(0.0, min(1.0, value))
-        r = self._height / 2
-        end = round(r + self._value * (self._width - 2 * r)) if self._value > 0 else -1
-        if end == self._shown:
-            return
-        if end < 0:
-            self.itemconfigure(self._bar, state="hidden")
-        else:
-            self.coords(self._bar, r, r, end, r)
-            if self._shown < 0:
-                self.itemconfigure(self._bar, state="normal")
-        self._shown = end
+        end = self._end_at(self._value)
+        if end != self._end:
+            r = self._height / 2
+            self.coords("progress", r, r, end, r)
+            self._end = end
 
     def get(self) -> float:
         return self._value

@@ -440,9 +440,10 @@ class ProgressLine(tk.Canvas):
         return round(r + value * (self._width - 2 * r))
 
     def _resized(self, event: Any) -> None:
-        if event.width == self._width:
+        width = event.width - event.width % 2  # customtkinter draws its shapes on an even width too
+        if width == self._width:
             return
-        self._width = event.width
+        self._width = width
         r = self._height / 2
         self.coords("track", r, r, self._width - r, r)
         self._end = self._end_at(self._value)

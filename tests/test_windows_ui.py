@@ -7,6 +7,7 @@ on Windows only this way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -318,9 +319,17 @@ def test_logoff_message_finishes_the_engine_then_quits(service: Any, collect_tk_
         service.start_engine()
         root.deiconify()
         wait_for(lambda: root.update() or root.winfo_viewable(), 10, what="window shown")
-        # sent by another process, as a session manager would
-        subprocess.run([sys.executable, "-c", SEND_SAVE_YOURSELF, root.wm_frame()], check=True, timeout=30)
-        wait_for(lambda: root.update() or app._quitting, 10, what="quit")
+        # Sent by another process, as a session manager would.  Once in ~600 CI runs Tk never saw the
+        # first message (no "session ends" line; Xvfb without a window manager), so it is sent again
+        # after 3 s, at most three times: what is tested is what the app does with it.
+        for _attempt in range(3):
+            if app._quitting:
+                break
+            subprocess.run([sys.executable, "-c", SEND_SAVE_YOURSELF, root.wm_frame()], check=True, timeout=30)
+            with contextlib.suppress(TimeoutError):
+                wait_for(lambda: root.update() or app._quitting, 3, what="quit")
+                break
+        assert app._quitting, "the app did not act on WM_SAVE_YOURSELF"
         assert not service.engine_running  # stopped before the answer, not in the background afterwards
         assert app.tray.icon is None
         wait_for(lambda: root.update() or app.bridge._closed, 15, what="quit finished")

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from automail.engine.service import Service
 from automail.errors import InputError
-from automail.models import Security, SmtpSettings, Task, check_address, name_key
+from automail.models import Security, SmtpSettings, Task, check_address, name_key, parse_mailboxes
 from automail.store.outbox import NewMessage
 
 _COMMON = {
@@ -129,7 +129,14 @@ def test_send_refuses_cleanly_or_stores_a_sendable_message(
         return
     stored = box.get(msg_id)
     _check_accepted(NewMessage(box.raw(msg_id), stored.recipients, stored.from_header, "", stored.message_id))
-    assert set(stored.recipients) == {check_address("to", a) for a in to + bcc}
+    # Every entry gave at least one address (an empty one is refused, never dropped), and the stored
+    # recipients are exactly those addresses as read ('"q"@example.com' is q@example.com, RFC 5321 4.1.2).
+    expected: set[str] = set()
+    for entry in to + bcc:
+        boxes = parse_mailboxes("to", entry)
+        assert boxes, f"{entry!r} holds no address, yet the message was queued"
+        expected |= {addr for _name, addr in boxes}
+    assert set(stored.recipients) == expected
 
 
 _names = st.one_of(

@@ -103,3 +103,11 @@ def test_spacing_counts_from_the_end_of_a_send_that_took_long() -> None:
     assert t.delay(2.4) == pytest.approx(0.051)
     t.end(0.5)  # an older end changes nothing
     assert t.delay(2.451) == 0.0
+
+
+def test_a_send_ending_at_time_zero_still_counts_as_its_end() -> None:
+    """Injected clocks may start at 0: an end recorded at 0.0 is an end, not "no end yet"."""
+    t = Throttle(3000)
+    t.take(-0.05)
+    t.end(0.0)
+    assert t.delay(1.15) == pytest.approx(0.05)

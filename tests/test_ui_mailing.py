@@ -430,3 +430,30 @@ def test_the_progress_bars_stretch_with_the_window(
         assert widths[1200, name] - widths[760, name] == 1200 - 760, name
     full = drawn(ml.rows["Upomienky"].bar)
     assert full[2] == full[1]  # full: to the right end
+
+
+def test_a_long_path_shows_the_file_name_not_the_start_of_the_folder(
+    win: Any, service: Service, root: Any, tmp_path: Path
+) -> None:
+    """Files in deep folders: the entry shows the end of the path (the file's name), as the user needs to check."""
+    deep = tmp_path.joinpath(*[f"Účtovníctvo-{i}-faktúry-november" for i in range(6)])
+    deep.mkdir(parents=True)
+    template, csv = files(deep, GOOD)
+    win.new_mailing_button.invoke()
+    mw = win.mailing_window
+    pump(root, lambda: mw.winfo_viewable())
+    mw.data.set(str(csv))  # as Browse… sets it
+    root.update()
+    first, last = mw.data.entry._entry.xview()
+    assert first > 0.5 and last == 1.0  # scrolled to the end: the name shows
+    # Typing elsewhere leaves it showing the name; editing it the user scrolls as in any entry.
+    mw.template.entry.focus_set()
+    type_into(mw.template.entry, str(template))
+    mw.data.entry.focus_set()
+    root.update()
+    mw.data.entry.icursor(0)
+    mw.data.entry.xview_moveto(0.0)
+    mw.subject.entry.focus_set()
+    root.update()
+    pump(root, lambda: mw.data.entry._entry.xview()[1] == 1.0)
+    assert mw.template.entry._entry.xview()[1] == 1.0

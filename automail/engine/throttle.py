@@ -75,7 +75,8 @@ class Throttle:
         self._expire(now)
         wait = 0.0
         if self.rate_per_hour and self._last is not None:
-            wait = max(wait, max(self._last, self._ended or self._last) + self.interval - now)
+            latest = self._last if self._ended is None else max(self._last, self._ended)
+            wait = max(wait, latest + self.interval - now)
             if len(self._hour) >= self.rate_per_hour:
                 wait = max(wait, self._hour[len(self._hour) - self.rate_per_hour] + HOUR - now)
         if self.daily_cap and len(self._day) >= self.daily_cap:

@@ -191,6 +191,17 @@ class FileField(Field):
         self.filetypes = filetypes
         self.browse = ctk.CTkButton(parent, text="Browse…", width=90, command=self._browse)
         self.browse.grid(row=row, column=2, sticky="w", padx=(8, 0), pady=(6, 0))
+        # A long path shows its end, the file's name, whenever the user is not editing it.
+        self.entry.bind("<FocusOut>", lambda _e: self.show_name(), add="+")
+
+    def set(self, text: str) -> None:
+        super().set(text)
+        self.show_name()
+
+    def show_name(self) -> None:
+        """Scroll the entry to the end of its text: the file's name, not the start of a long folder path."""
+        self.entry.icursor("end")
+        self.entry.xview_moveto(1.0)
 
     def _browse(self) -> None:
         current = Path(self.get()) if self.get() else None

@@ -243,7 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-duplicate-id", action="store_true", help="queue a message whose Message-ID the outbox holds already"
     )
-    p.add_argument("files", nargs="+", help=".eml files, or - for standard input")
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="PATH",
+        help=".eml files, folders (every *.eml directly in one, by name), patterns like invoices/*.eml "
+        "(expanded by AutoMail where the shell does not), or - for standard input; all are checked, "
+        "then queued in one transaction, all or nothing",
+    )
 
     p = sub.add_parser("send", help="compose and queue one message")
     p.add_argument("--company", required=True)
@@ -557,9 +564,12 @@ def cmd_task(args: argparse.Namespace) -> int:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
+    from automail.intake.eml_files import eml_paths, read_eml_files
+
+    paths = eml_paths(args.files)  # a folder without .eml, a pattern matching nothing: refused before anything
     svc = _service()
-    limit = max_message_bytes()
-    items = [("stdin" if name == "-" else name, read_limited(name, "file", limit)) for name in args.files]
+    # Read as the gate goes: only the checked messages are held until the one transaction that queues them.
+    items = read_eml_files(paths, max_message_bytes())
     not_before = None
     if args.not_before:
         from automail.api import parse_time  # the API imports the mail merge (Jinja2): only when needed

@@ -750,6 +750,8 @@ class Mailing:
     cancelled: int
     first_sent_at: float | None
     last_sent_at: float | None
+    cancelled_at: float | None = None  # when the user cancelled it (its end then reads "cancelled")
+    ended_at: float | None = None  # when its end was announced (None: running, or not yet announced)
 
     @property
     def total(self) -> int:
@@ -766,8 +768,17 @@ class Mailing:
         """Nothing of it is left to send (sent, failed or cancelled, every message)."""
         return self.pending == 0
 
-    def end_text(self, cancelled: bool = False) -> str:
-        """How it ended, for notifications and the CLI: 'Faktúry 11/2026' finished: 1,240 sent, 3 failed."""
+    @property
+    def was_cancelled(self) -> bool:
+        """The user cancelled it (and did not retry it since)."""
+        return self.cancelled_at is not None
+
+    def end_text(self, cancelled: bool | None = None) -> str:
+        """How it ended, for notifications and the CLI: 'Faktúry 11/2026' finished: 1,240 sent, 3 failed.
+
+        ``cancelled``: say "cancelled" (None: as the mailing was, ``was_cancelled``)."""
+        if cancelled is None:
+            cancelled = self.was_cancelled
         text = f"'{self.name}' {'cancelled' if cancelled else 'finished'}: {self.sent:,} sent, {self.failed:,} failed"
         return text + (f", {self.cancelled:,} cancelled" if self.cancelled else "")
 
@@ -842,8 +853,8 @@ class EventKind(StrEnum):
     FAILED = "failed"  # a message failed for good
     STATE_CHANGED = "state_changed"  # a task's state changed
     QUEUE_DRAINED = "queue_drained"  # a task has nothing left to send
-    MAILING_FINISHED = "mailing_finished"  # a mailing's last message was sent or failed (``progress``)
-    MAILING_CANCELLED = "mailing_cancelled"  # a cancel left nothing of a mailing to send (``progress``)
+    MAILING_FINISHED = "mailing_finished"  # a mailing has nothing left to send (``progress``), said once
+    MAILING_CANCELLED = "mailing_cancelled"  # a cancelled mailing has nothing left to send (``progress``), said once
     ENGINE_STARTED = "engine_started"
     ENGINE_STOPPED = "engine_stopped"
 

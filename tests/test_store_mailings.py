@@ -151,7 +151,8 @@ def test_schema_5_outbox_gains_mailings_and_receipts(tmp_path: Path) -> None:
     box.enqueue([new_message(1)], 1.0)
     box.close()
     conn = sqlite3.connect(path)
-    for stmt in ("DROP TRIGGER tr_mailing_hold", "DROP TRIGGER tr_mailing_sent", "DROP INDEX ix_mailing"):
+    drop = ("DROP TRIGGER tr_mailing_hold", "DROP TRIGGER tr_mailing_sent", "DROP TRIGGER tr_mailing_cancelled")
+    for stmt in (*drop, "DROP INDEX ix_mailing"):
         conn.execute(stmt)
     conn.execute("DROP TABLE mailings")
     conn.execute("DROP TABLE pickup_receipts")
@@ -168,3 +169,97 @@ def test_schema_5_outbox_gains_mailings_and_receipts(tmp_path: Path) -> None:
     with pytest.raises(OutboxError):  # a file already queued: the whole batch is refused
         again.enqueue([new_message(3)], 3.0, receipts=["a.eml|1"])
     assert again.count() == 2
+
+
+def old_outbox(path: Path, version: int) -> sqlite3.Connection:
+    """An outbox file made by the release whose schema was ``version`` (its migrations, nothing later)."""
+    from automail.store.outbox import _MIGRATIONS, APPLICATION_ID, _statements
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    for target, script in _MIGRATIONS:
+        if target <= version:
+            for stmt in script if isinstance(script, tuple) else _statements(script):
+                conn.execute(stmt)
+    conn.execute(f"PRAGMA user_version={version}")
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    return conn
+
+
+def old_message(conn: sqlite3.Connection, mailing: int | None, status: str, n: int) -> None:
+    due = 1.0 if status in ("queued", "deferred") else None
+    cur = conn.execute(
+        "INSERT INTO messages (status, recipients, message_id, size, created_at, queued_at, next_attempt_at,"
+        " updated_at, mailing, task) VALUES (?, ?, ?, 10, 1.0, 1.0, ?, 1.0, ?, ?)",
+        (status, f'["c{n}@example.com"]', f"<{n}@test>", due, mailing, "" if status == "queued" else "T"),
+    )
+    conn.execute("INSERT INTO bodies (id, raw) VALUES (?, ?)", (cur.lastrowid, new_message(n).raw))
+
+
+def test_end_of_a_mailing_is_handed_out_once_and_says_whether_it_was_cancelled(box: Outbox) -> None:
+    a = box.enqueue([new_message(i) for i in range(3)], 1.0, mailing="A")
+    box.enqueue([new_message(9)], 1.0, mailing="B")
+    assert box.end_mailings(2.0) == [] and box.end_mailing(box.mailing("A").id, 2.0) is None  # still to send
+    c = box.claim("T", 2.0)
+    assert c is not None and c.message.id == a[0]
+    assert box.cancel_mailing("A", 3.0) == 2  # a[0] is in flight: not cancelled, and not ended yet
+    assert box.end_mailings(3.5) == []
+    box.mark_sent(a[0], 4.0, "250 ok", {}, "acct", "T")
+    ended = box.end_mailings(5.0)
+    assert [(m.name, m.sent, m.cancelled, m.was_cancelled, m.ended_at) for m in ended] == [("A", 1, 2, True, 5.0)]
+    assert ended[0].end_text() == "'A' cancelled: 1 sent, 0 failed, 2 cancelled"
+    assert box.end_mailings(6.0) == [] and box.end_mailing(ended[0].id, 6.0) is None  # once
+    # Cancelled before anything of it left: it ends at once, with nothing sent.
+    assert box.cancel_mailing("b", 7.0) == 1
+    (b,) = box.end_mailings(7.5)
+    assert b.end_text() == "'B' cancelled: 0 sent, 0 failed, 1 cancelled"
+
+
+def test_in_flight_message_of_a_cancelled_mailing_that_does_not_leave_is_cancelled(box: Outbox) -> None:
+    ids = box.enqueue([new_message(i) for i in range(3)], 1.0, mailing="A")
+    first, second, third = (box.claim("T", 2.0) for _ in range(3))
+    assert first and second and third
+    box.cancel_mailing("A", 3.0)  # all three in flight: nothing cancelled yet
+    box.mark_deferred(ids[0], 4.0, 60.0, 451, "try later", "acct", "T")  # did not leave
+    box.release(ids[1], 4.0)  # given back by a stopping task: did not leave
+    box.mark_sent(ids[2], 4.0, "250 ok", {}, "acct", "T")
+    assert [box.get(i).status for i in ids] == [MessageStatus.CANCELLED, MessageStatus.CANCELLED, MessageStatus.SENT]
+    assert box.next_due() is None and box.claim("T", 100.0) is None
+    (m,) = box.end_mailings(5.0)
+    assert (m.sent, m.cancelled, m.was_cancelled) == (1, 2, True)
+
+
+def test_retry_reopens_a_mailing_and_its_next_end_is_announced_again(box: Outbox) -> None:
+    (msg,) = box.enqueue([new_message(1)], 1.0, mailing="A")
+    assert box.claim("T", 2.0) is not None
+    box.mark_failed(msg, 3.0, 550, "no such user", "acct", "T")
+    (first,) = box.end_mailings(4.0)
+    assert first.end_text() == "'A' finished: 0 sent, 1 failed"
+    box.cancel_mailing("A", 5.0)  # nothing left to cancel: the end was said already
+    assert box.end_mailings(5.5) == []
+    assert box.retry_mailing("A", 6.0) == 1
+    assert box.mailing("A").cancelled_at is None and box.end_mailings(6.5) == []
+    assert box.claim("T", 7.0) is not None
+    box.mark_sent(msg, 8.0, "250 ok", {}, "acct", "T")
+    (again,) = box.end_mailings(9.0)
+    assert again.end_text() == "'A' finished: 1 sent, 0 failed" and again.ended_at == 9.0
+
+
+def test_schema_9_outbox_takes_its_ended_mailings_as_announced(tmp_path: Path) -> None:
+    path = tmp_path / "v9.sqlite3"
+    conn = old_outbox(path, 9)
+    for mailing_id, name in ((1, "Done"), (2, "Running"), (3, "Empty")):
+        conn.execute(
+            "INSERT INTO mailings (id, name, key, created_at) VALUES (?, ?, ?, 1.0)", (mailing_id, name, name.lower())
+        )
+    for n, (mailing, status) in enumerate([(1, "sent"), (1, "cancelled"), (2, "sent"), (2, "queued")]):
+        old_message(conn, mailing, status, n)
+    conn.close()
+    box = Outbox(path, "Old")
+    assert box.mailing("Done").ended_at is not None and box.mailing("Running").ended_at is None
+    assert box.end_mailings(5.0) == []  # the old end is not news; "Running" still sends, "Empty" has nothing
+    c = box.claim("T", 6.0)
+    assert c is not None and c.message.mailing_id == 2
+    box.cancel_mailing("Running", 6.5)
+    box.mark_deferred(c.message.id, 7.0, 70.0, 451, "later", "acct", "T")  # the v10 trigger cancels it
+    (m,) = box.end_mailings(8.0)
+    assert (m.name, m.sent, m.cancelled, m.was_cancelled) == ("Running", 1, 1, True)

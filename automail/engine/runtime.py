@@ -22,7 +22,7 @@ from automail.store.outbox import Outbox
 from .smtp import SmtpSession
 from .tasklock import TaskLock
 from .throttle import DAY, Throttle
-from .worker import Worker
+from .worker import Worker, mailing_end_event
 
 log = logging.getLogger(__name__)
 _P = ParamSpec("_P")
@@ -433,8 +433,21 @@ class Engine:
                 for w in workers:
                     if path in self._data_versions:
                         w.wake.set()
-                    await w.report_cancelled_mailings()  # another connection may have cancelled a mailing
+                    w.recheck_held = True  # a mailing may have been paused or cancelled meanwhile
+                await self._announce_ended(workers)
                 self._data_versions[path] = version
+
+    async def _announce_ended(self, workers: list[Worker]) -> None:
+        """Announce the mailings of an outbox that ended without a send of ours ending them: cancelled
+        in the Mailings window or by `automail mailing cancel` (another process), before anything was
+        sent or after; or ended while no engine ran. The outbox hands each end out once."""
+        # A mailing whose last result a worker has yet to report is that worker's to announce, after
+        # the result's own event.
+        busy = {m for w in workers if (m := w.unreported_mailing) is not None}
+        ended = await self._in_io(workers[0].outbox.end_mailings, self.clock.now(), busy)
+        task = min(w.task.name for w in workers)  # a task of the company (the notice is about the mailing)
+        for mailing in ended:
+            self._emit(mailing_end_event(mailing, task))
 
     def _emit(self, event: EngineEvent) -> None:
         try:

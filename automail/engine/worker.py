@@ -21,6 +21,7 @@ from automail.models import (
     EngineEvent,
     EventKind,
     EventSink,
+    Mailing,
     MessageStatus,
     Task,
     TaskState,
@@ -80,6 +81,12 @@ class _Commit:
         return self.future.result()
 
 
+def mailing_end_event(mailing: Mailing, task: str) -> EngineEvent:
+    """The notice of a mailing's end: cancelled if the user cancelled it, else finished."""
+    kind = EventKind.MAILING_CANCELLED if mailing.was_cancelled else EventKind.MAILING_FINISHED
+    return EngineEvent(kind, task, mailing.company, mailing=mailing.name, progress=mailing)
+
+
 class Worker:
     """Sends the messages of one task.  ``step(now)`` does one unit of work and
     says how long to sleep; ``run()`` repeats it until ``stop()``.
@@ -124,7 +131,7 @@ class Worker:
         # is known and runs while the next message is prepared and its envelope is on the wire; that
         # message's final dot waits for it (see ``transaction``), and so does ``flush``.
         self._unrecorded: _Unrecorded | None = None
-        self._open_mailings: set[int] = set()  # mailings this task sent from whose end is not reported yet
+        self.recheck_held = False  # another connection changed the outbox: a held message's mailing may be stopped
         self._mail_from = task.smtp.sender_address
         self._account = task.smtp.account_key
 
@@ -262,29 +269,11 @@ class Worker:
             self._unrecorded = None
             self.emit(pending.event)
             if pending.mailing_id is not None:
-                self._open_mailings.add(pending.mailing_id)
-                if pending.event.kind in (EventKind.SENT, EventKind.FAILED):
-                    await self._report_finished(pending.mailing_id)
-
-    async def report_cancelled_mailings(self) -> None:
-        """After another connection changed the outbox: say so when a cancel left one of this task's
-        mailings with nothing to send (the engine calls this; no send of ours would report it)."""
-        if self.stopping or self.finished:
-            return  # its I/O thread may be gone
-        try:
-            for mailing_id in list(self._open_mailings):
-                await self._report_finished(mailing_id, EventKind.MAILING_CANCELLED)
-        except Exception:  # a busy or broken outbox: the next change asks again
-            log.exception("task %s: checking its mailings for a cancel failed", self.task.name)
-
-    async def _report_finished(self, mailing_id: int, kind: EventKind = EventKind.MAILING_FINISHED) -> None:
-        """Say so when the message just recorded was the last one its mailing waited for."""
-        finished = await self._db(self.outbox.finished_mailing, mailing_id)
-        if finished is not None and mailing_id in self._open_mailings:  # once, whichever check saw the end first
-            self._open_mailings.discard(mailing_id)
-            if not finished.cancelled:  # no cancel: another computer's task sent its last message
-                kind = EventKind.MAILING_FINISHED
-            self.emit(EngineEvent(kind, self.task.name, self.company.name, mailing=finished.name, progress=finished))
+                # After the result is durable: a mailing cancelled while this message was in flight
+                # ends now, and its notice counts this message.
+                ended = await self._db(self.outbox.end_mailing, pending.mailing_id, self.clock.now())
+                if ended is not None:
+                    self.emit(mailing_end_event(ended, self.task.name))
 
     async def _keep(self, event: EngineEvent, commit: Callable[[], None], mailing_id: int | None = None) -> None:
         """Start committing a result in the I/O thread; the next final dot (or ``flush``) waits for it.
@@ -334,6 +323,23 @@ class Worker:
             )
         await self._keep(event, commit, msg.mailing_id)
 
+    @property
+    def unreported_mailing(self) -> int | None:
+        """The mailing of the last result while its event is not out yet (its end is ours to announce)."""
+        pending = self._unrecorded
+        return None if pending is None else pending.mailing_id
+
+    async def _drop_stopped_held(self, now: float) -> None:
+        """Give back the held messages of mailings paused or cancelled since they were claimed (by the
+        Mailings window or another process): a held message has not left, so it must not go out."""
+        self.recheck_held = False
+        mailings = {c.message.mailing_id for c in self._held} - {None}
+        stopped = await self._db(self.outbox.stopped_mailings, sorted(m for m in mailings if m is not None))
+        if stopped:
+            back = [c.message.id for c in self._held if c.message.mailing_id in stopped]
+            self._held = deque(c for c in self._held if c.message.mailing_id not in stopped)
+            await self._db(self.outbox.release, back, now)  # held again if paused, cancelled if cancelled
+
     async def _release_held(self, now: float, *extra: int) -> None:
         ids = [c.message.id for c in self._held] + list(extra)
         self._held.clear()
@@ -354,6 +360,8 @@ class Worker:
         delay = self.throttle.delay(now)
         if delay > 0:
             return await self._wait(now, delay)
+        if self.recheck_held and self._held:
+            await self._drop_stopped_held(now)
         claimed = self._held.popleft() if self._held else None
         if claimed is None:
             # The bucket slot is taken before the claim (an await): workers sharing the bucket

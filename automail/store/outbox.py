@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,7 +29,7 @@ from automail.models import Mailing, MessageStatus, RecipientState, RecipientSta
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 APPLICATION_ID = 0x41754D6C  # "AuMl" in PRAGMA application_id: marks a file as an AutoMail outbox
 
 _SCHEMA_V1 = """
@@ -229,6 +229,28 @@ _SCHEMA_V9 = (
     END""",
 )
 
+# v10 (issue 12, a mailing's end said once): ``cancelled_at`` records that the user cancelled a mailing,
+# so its end reads "cancelled" whatever the order of events (a message in flight may finish after the
+# cancel); ``ended_at`` is set by whoever announces the end (a worker or the engine's outbox watcher,
+# in any process) in the same transaction that checks nothing is left: one notice per end. A retry
+# clears both: the mailing runs again and its next end is announced again. tr_mailing_cancelled
+# cancels a message of a cancelled mailing that comes back from ``sending`` to wait (a deferral, a
+# release, a crash recovery): it never left, and cancel cancels what has not left. Mailings that had
+# ended before the upgrade count as announced (no burst of old notices).
+_SCHEMA_V10 = (
+    "ALTER TABLE mailings ADD COLUMN cancelled_at REAL",
+    "ALTER TABLE mailings ADD COLUMN ended_at REAL",
+    """CREATE TRIGGER IF NOT EXISTS tr_mailing_cancelled AFTER UPDATE OF status ON messages
+    WHEN old.status = 'sending' AND new.status IN ('queued', 'deferred') AND new.mailing IS NOT NULL
+        AND (SELECT cancelled_at FROM mailings WHERE id = new.mailing) IS NOT NULL BEGIN
+        UPDATE messages SET status = 'cancelled', next_attempt_at = NULL, held_at = NULL WHERE id = new.id;
+    END""",
+    """UPDATE mailings SET ended_at = coalesce(last_sent_at, created_at) WHERE ended_at IS NULL
+    AND EXISTS (SELECT 1 FROM messages WHERE mailing = mailings.id)
+    AND NOT EXISTS (SELECT 1 FROM messages WHERE mailing = mailings.id
+        AND status IN ('queued', 'sending', 'deferred'))""",
+)
+
 _MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = (
     (1, _SCHEMA_V1),
     (2, _SCHEMA_V2),
@@ -239,6 +261,7 @@ _MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = (
     (7, _SCHEMA_V7),
     (8, _SCHEMA_V8),
     (9, _SCHEMA_V9),
+    (10, _SCHEMA_V10),
 )
 
 # Full-text search over the columns the Outbox window searches, where this SQLite has FTS5
@@ -270,7 +293,9 @@ _COLUMNS = (
     "last_error_code, last_error, refused, server_reply, task, created_at, next_attempt_at, sent_at, rcpt_state, "
     "mailing"
 )
-_MAILING_COLUMNS = "id, name, sources, created_at, not_before, paused, first_sent_at, last_sent_at"
+_MAILING_COLUMNS = (
+    "id, name, sources, created_at, not_before, paused, first_sent_at, last_sent_at, cancelled_at, ended_at"
+)
 MAILING_NAME_MAX = 200
 
 _M_COLUMNS = ", ".join(f"m.{c.strip()}" for c in _COLUMNS.split(","))  # the same, of ``messages m``
@@ -976,6 +1001,8 @@ class Outbox:
             paused=bool(row[5]),
             first_sent_at=row[6],
             last_sent_at=row[7],
+            cancelled_at=row[8],
+            ended_at=row[9],
             queued=counts[MessageStatus.QUEUED],
             sending=counts[MessageStatus.SENDING],
             sent=counts[MessageStatus.SENT],
@@ -1027,17 +1054,60 @@ class Outbox:
         ).fetchone()
         return int(row[0])
 
-    def finished_mailing(self, mailing_id: int) -> Mailing | None:
-        """The mailing with its final counts if nothing of it is left to send, else None (cheap then)."""
-        conn = self._conn()
-        left = conn.execute(
+    @staticmethod
+    def _has_left(conn: sqlite3.Connection, mailing_id: int) -> bool:
+        """Whether a mailing still has messages to send (queued, being sent or deferred)."""
+        row = conn.execute(
             "SELECT 1 FROM messages WHERE mailing=? AND status IN ('queued', 'sending', 'deferred') LIMIT 1",
             (mailing_id,),
         ).fetchone()
-        if left is not None:
+        return row is not None
+
+    def end_mailing(self, mailing_id: int, now: float) -> Mailing | None:
+        """The mailing with its final counts if it has just ended and nobody has announced it yet, else None.
+
+        Ended: it has messages and none is left to send. The caller announces it: the check and
+        ``ended_at`` are one transaction, so of all workers and processes exactly one gets it.
+        Reads only (no write lock) while the mailing is running or once its end was taken.
+        """
+        row = (
+            self._conn()
+            .execute(
+                "SELECT 1 FROM mailings WHERE id=? AND ended_at IS NULL AND NOT EXISTS (SELECT 1 FROM messages"
+                " WHERE mailing=mailings.id AND status IN ('queued', 'sending', 'deferred'))",
+                (mailing_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
             return None
-        row = conn.execute(f"SELECT {_MAILING_COLUMNS} FROM mailings WHERE id=?", (mailing_id,)).fetchone()
-        return None if row is None else self._mailing_from(conn, row)
+        with self.transaction() as wconn:
+            row = wconn.execute(f"SELECT {_MAILING_COLUMNS} FROM mailings WHERE id=?", (mailing_id,)).fetchone()
+            if row is None or row[9] is not None or self._has_left(wconn, mailing_id):
+                return None
+            mailing = self._mailing_from(wconn, row)
+            if mailing.total == 0:
+                return None  # an empty mailing (being filled) has not ended
+            wconn.execute("UPDATE mailings SET ended_at=? WHERE id=?", (now, mailing_id))
+        return replace(mailing, ended_at=now)
+
+    def end_mailings(self, now: float, skip: Iterable[int] = ()) -> builtins.list[Mailing]:
+        """Every mailing (but those in ``skip``) that has ended and was not announced yet (see ``end_mailing``),
+        oldest first."""
+        open_ids = [r[0] for r in self._conn().execute("SELECT id FROM mailings WHERE ended_at IS NULL ORDER BY id")]
+        skipped = set(skip)
+        return [m for i in open_ids if i not in skipped and (m := self.end_mailing(i, now)) is not None]
+
+    def stopped_mailings(self, mailing_ids: Sequence[int]) -> set[int]:
+        """Which of these mailings are paused or cancelled now."""
+        if not mailing_ids:
+            return set()
+        rows = self._conn().execute(
+            f"SELECT id FROM mailings WHERE id IN ({','.join('?' * len(mailing_ids))})"
+            " AND (paused OR cancelled_at IS NOT NULL)",
+            list(mailing_ids),
+        )
+        return {int(r[0]) for r in rows}
 
     def mailing_name(self, mailing_id: int) -> str:
         """The name of a mailing by its id ('' if there is none)."""
@@ -1070,6 +1140,9 @@ class Outbox:
         """Cancel every message of a mailing that has not left (queued or deferred); how many."""
         with self.transaction() as conn:
             mailing_id = self._mailing_row(conn, name)[0]
+            # Recorded even when nothing is left to cancel: its end (a message in flight may still
+            # be recorded after this) is announced as a cancel.
+            conn.execute("UPDATE mailings SET cancelled_at=coalesce(cancelled_at, ?) WHERE id=?", (now, mailing_id))
             return conn.execute(
                 "UPDATE messages SET status='cancelled', next_attempt_at=NULL, held_at=NULL, updated_at=?"
                 " WHERE mailing=? AND status IN ('queued', 'deferred')",
@@ -1278,6 +1351,14 @@ class Outbox:
 
     @staticmethod
     def _requeue(conn: sqlite3.Connection, ids: Sequence[int], now: float) -> None:
+        for i in range(0, len(ids), 500):
+            # Their mailings run again: not cancelled any more, and their next end is announced again.
+            chunk = list(ids[i : i + 500])
+            conn.execute(
+                "UPDATE mailings SET cancelled_at=NULL, ended_at=NULL WHERE id IN"
+                f" (SELECT DISTINCT mailing FROM messages WHERE id IN ({','.join('?' * len(chunk))}))",
+                chunk,
+            )
         for msg_id in ids:
             (text,) = conn.execute("SELECT rcpt_state FROM messages WHERE id=?", (msg_id,)).fetchone()
             # Recipients that got the message keep it; every other one is tried again.

@@ -58,7 +58,7 @@ class Notifier:
         self.clock = clock
         self.unreachable_grace_s = unreachable_grace_s
         self.failed_window_s = failed_window_s
-        self._finished: set[tuple[str, str]] = set()  # (company, mailing) already reported
+        self._finished: set[tuple[str, str, float | None]] = set()  # (company, mailing, end) already reported
         self._incidents: dict[str, str] = {}  # task -> incident key already notified
         self._pending_unreachable: dict[str, tuple[float, str]] = {}  # task -> (since, reason)
         self._in_error: dict[str, str] = {}  # task -> incident key of the current error
@@ -83,8 +83,8 @@ class Notifier:
         elif event.kind in (EventKind.MAILING_FINISHED, EventKind.MAILING_CANCELLED) and event.progress is not None:
             # A mailing's end is the news (not a task's queue running dry); two tasks sharing a
             # mailing may both see its end: it is said once.
-            key = (event.company.casefold(), event.mailing.casefold())
-            if key not in self._finished:
+            key = (event.company.casefold(), event.mailing.casefold(), event.progress.ended_at)
+            if key not in self._finished:  # the same end (a retried mailing ends again: news again)
                 self._finished.add(key)
                 self._flush_failed(event.task)
                 cancelled = event.kind is EventKind.MAILING_CANCELLED

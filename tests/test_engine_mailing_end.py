@@ -1,0 +1,100 @@
+"""A mailing's end is announced once by the running engine, against a real SMTP server on 127.0.0.1:
+finished, or cancelled (in the app or by `automail mailing cancel`), before anything was sent or with a
+message in flight."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from automail.engine.service import Service
+from automail.models import EngineEvent, EventKind, MailingAction, MessageStatus, TaskState
+from tests.helpers import cli, eml, make_service, make_task, wait_until
+from tests.smtpd import SmtpServer
+
+ENDS = (EventKind.MAILING_FINISHED, EventKind.MAILING_CANCELLED)
+
+
+def ends(events: list[EngineEvent]) -> list[tuple[EventKind, str]]:
+    return [(e.kind, e.progress.end_text()) for e in events if e.kind in ENDS and e.progress is not None]
+
+
+def running(svc: Service, task: str = "Mailing") -> bool:
+    return svc.engine.running_tasks().get(task) in (TaskState.RUNNING, TaskState.WAITING)
+
+
+def test_cancel_before_anything_was_sent_is_announced_once(automail_home: Path, smtp_server: SmtpServer) -> None:
+    svc = make_service(automail_home, make_task(port=smtp_server.port))
+    events: list[EngineEvent] = []
+    svc.subscribe(events.append)
+    later = time.time() + 3600  # held by --not-before: nothing of them leaves during the test
+    svc.enqueue_raw("Firma", [(f"a{i}", eml(i)) for i in range(3)], mailing="Faktúry 11/2026", not_before=later)
+    svc.enqueue_raw("Firma", [(f"b{i}", eml(10 + i)) for i in range(2)], mailing="Newsletter", not_before=later)
+    svc.start_engine()
+    try:
+        assert wait_until(lambda: running(svc))
+        svc.change_mailing(MailingAction.CANCEL, "Faktúry 11/2026")  # the Mailings window
+        assert wait_until(lambda: len(ends(events)) == 1, 5), events
+        cli("mailing", "cancel", "Newsletter")  # another process
+        assert wait_until(lambda: len(ends(events)) == 2, 5), events
+        time.sleep(2.5)  # the engine looks at the outbox every second: nothing is said twice
+    finally:
+        svc.stop_engine()
+    assert ends(events) == [
+        (EventKind.MAILING_CANCELLED, "'Faktúry 11/2026' cancelled: 0 sent, 0 failed, 3 cancelled"),
+        (EventKind.MAILING_CANCELLED, "'Newsletter' cancelled: 0 sent, 0 failed, 2 cancelled"),
+    ]
+    assert smtp_server.messages == []
+    svc.close()
+
+
+@pytest.mark.parametrize("rate", [None, 3000], ids=["unlimited", "throttled"])
+@pytest.mark.parametrize("reply", ["250", "451"], ids=["delivered", "deferred"])
+def test_cancel_with_a_message_in_flight_is_announced_once_after_its_result(
+    automail_home: Path, smtp_server: SmtpServer, rate: int | None, reply: str
+) -> None:
+    # An unlimited task claims several messages at once: those not yet on the wire have not left either.
+    svc = make_service(automail_home, make_task(port=smtp_server.port, rate=rate))
+    events: list[EngineEvent] = []
+    svc.subscribe(events.append)
+    smtp_server.stall_seconds = 2.0  # the reply to the final dot comes late: the message is in flight
+    if reply != "250":
+        smtp_server.data_replies = [f"{reply} 4.3.0 try again later"]
+    ids = svc.enqueue_raw("Firma", [(f"a{i}", eml(i)) for i in range(5)], mailing="Faktúry 11/2026")
+    svc.start_engine()
+    try:
+        assert wait_until(lambda: any(p.endswith(b"\r\n.\r\n") for p in smtp_server.packets), 10)
+        svc.change_mailing(MailingAction.CANCEL, "Faktúry 11/2026")
+        assert wait_until(lambda: ends(events), 10), events
+        time.sleep(2.5)
+    finally:
+        svc.stop_engine()
+    delivered = reply == "250"
+    assert len(smtp_server.messages) == int(delivered)  # it had left; nothing after it did
+    expected = f"'Faktúry 11/2026' cancelled: {int(delivered)} sent, 0 failed, {5 - int(delivered)} cancelled"
+    assert ends(events) == [(EventKind.MAILING_CANCELLED, expected)]
+    result = EventKind.SENT if delivered else EventKind.DEFERRED
+    kinds = [e.kind for e in events if e.kind in (result, *ENDS)]
+    assert kinds == [result, EventKind.MAILING_CANCELLED]  # the notice comes after the in-flight result
+    box = svc.outbox("Firma")
+    assert box.get(ids[0]).status is (MessageStatus.SENT if delivered else MessageStatus.CANCELLED)
+    assert all(box.get(i).status is MessageStatus.CANCELLED for i in ids[1:])
+    svc.close()
+
+
+def test_a_finished_mailing_is_announced_once(automail_home: Path, smtp_server: SmtpServer) -> None:
+    svc = make_service(automail_home, make_task(port=smtp_server.port))
+    events: list[EngineEvent] = []
+    svc.subscribe(events.append)
+    smtp_server.rcpt_replies = {"customer2@example.com": "550 5.1.1 no such user"}
+    svc.enqueue_raw("Firma", [(f"a{i}", eml(i)) for i in range(4)], mailing="Faktúry 11/2026")
+    svc.start_engine()
+    try:
+        assert wait_until(lambda: ends(events), 10), events
+        time.sleep(2.5)
+    finally:
+        svc.stop_engine()
+    assert ends(events) == [(EventKind.MAILING_FINISHED, "'Faktúry 11/2026' finished: 3 sent, 1 failed")]
+    svc.close()

@@ -10,7 +10,6 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -70,29 +69,32 @@ def _check_size(raw: bytes, source: str, max_bytes: int) -> None:
         )
 
 
-@dataclass
 class _Field:
     """One header field as read: its name, the line it starts on, and its physical lines."""
 
-    name: str
-    line: int
-    lines: list[bytes]  # the first without "Name:", continuations as they are (no line ends)
-    key: str = field(init=False)  # the name in lower case
-    _value: str | None = field(default=None, init=False, repr=False)
+    # A plain class with slots, not a dataclass: `enqueue` makes one per header line, 240,000 for 30,000 files.
+    __slots__ = ("_value", "first", "key", "line", "lines", "name")
 
-    def __post_init__(self) -> None:
-        self.key = self.name.lower()
+    def __init__(self, name: str, line: int, first: bytes, value: bytes) -> None:
+        self.name = name
+        self.key = name.lower()  # the name in lower case
+        self.line = line
+        self.first = first  # the first line in standard form: "Name:" and the value as read
+        self.lines = [value]  # the first without "Name:", continuations as they are (no line ends)
+        self._value: str | None = None
 
     @property
     def value(self) -> str:
         """The unfolded value (RFC 5322 3.2.2), decoded (UTF-8 was checked when reading)."""
         # Made once, when the whole header has been read: the gate asks for it several times.
         if self._value is None:
-            self._value = "".join(line.decode("utf-8") for line in self.lines).strip()
+            lines = self.lines
+            text = lines[0].decode("utf-8") if len(lines) == 1 else b"".join(lines).decode("utf-8")
+            self._value = text.strip()
         return self._value
 
     def to_bytes(self) -> bytes:
-        return b"\r\n".join([self.name.encode("ascii") + b":" + self.lines[0], *self.lines[1:]])
+        return self.first if len(self.lines) == 1 else b"\r\n".join([self.first, *self.lines[1:]])
 
 
 def _line_error(source: str, number: int, line: bytes, problem: str, fix: str) -> InputError:
@@ -208,7 +210,10 @@ def _read_header(raw: bytes, source: str) -> tuple[list[_Field], bytes, int]:
                 "the line is not a header (Name: value) and no empty line separates it from the headers",
                 "put an empty line between the headers and the body, or fix the header",
             )
-        fields.append(_Field(match.group(1).decode("ascii"), number, [line[match.end() :]]))
+        name, end = match.group(1), match.end()
+        # "Name : value" (obsolete syntax) is written back as "Name: value"; the usual line as it is.
+        first = line if end == len(name) + 1 else name + b":" + line[end:]
+        fields.append(_Field(name.decode("ascii"), number, first, line[end:]))
     return fields, body, body_line
 
 
@@ -238,9 +243,9 @@ def _check_body(body: bytes, source: str, first_line: int) -> None:
 
 def _field_text(source: str, field: _Field) -> str:
     """The decoded value (RFC 2047 encoded-words too), refused if it hides control characters."""
-    where = f"{source}: {field.name} (line {field.line})"
     if "=?" not in field.value:  # nothing encoded: the lines were checked when read
         return field.value
+    where = f"{source}: {field.name} (line {field.line})"
     fast = headerparse.unstructured(field.name, field.value)  # the same text, without the email package
     if fast is not None:
         return check_text(where, fast)
@@ -258,6 +263,8 @@ _UNIQUE = ("from", "sender", "reply-to", "to", "cc", "bcc", "subject", "message-
 
 
 def _check_duplicates(source: str, fields: list[_Field]) -> None:
+    if len({f.key for f in fields}) == len(fields):  # no name twice (the usual case): nothing to look for
+        return
     by_key: dict[str, list[_Field]] = {}
     for f in fields:
         by_key.setdefault(f.key, []).append(f)

@@ -49,6 +49,17 @@ def test_obsolete_space_before_colon_is_written_back_in_standard_form() -> None:
     assert _head(msg.raw).startswith(b"To: a@example.com\r\nSubject: hi\r\n")
 
 
+def test_a_header_that_must_be_unique_is_refused_twice_in_any_spelling() -> None:
+    # The check skips its search when no name repeats: every way a name can repeat must still be found.
+    _refused(b"To: a@example.com\r\nto: b@example.com\r\n\r\nb", "m.eml: line 2", "header to appears 2 times")
+    err = _refused(b"X-A: 1\r\nSubject: 1\r\nTo: a@example.com\r\nSUBJECT: 2\r\nsubject : 3\r\n\r\nb", "line 4")
+    assert "the header SUBJECT appears 3 times" in str(err) and err.fix == "merge them into one Subject header"
+    # Several doubled: the first in RFC 5322's order is named, whatever comes first in the file.
+    _refused(b"Subject: 1\r\nSubject: 2\r\nTo: a@example.com\r\nFrom: f@x.sk\r\nFrom: g@x.sk\r\n\r\nb", "From")
+    msg = prepare_raw(b"Received: a\r\nReceived: b\r\nX-A: 1\r\nx-a: 2\r\nTo: a@example.com\r\n\r\nb", "m.eml")
+    assert _head(msg.raw).startswith(b"Received: a\r\nReceived: b\r\nX-A: 1\r\nx-a: 2\r\nTo: a@example.com\r\n")
+
+
 def test_a_line_without_colon_in_the_header_is_refused_naming_the_line() -> None:
     raw = b"To: a@example.com\r\nthis is not a header\r\nBcc: hidden@example.org\r\n\r\nbody\r\n"
     err = _refused(raw, "line 2", "not a header")

@@ -57,7 +57,9 @@ def dropped_files(folder: Path) -> list[Path]:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         return []
-    return sorted(Path(e.path) for e in entries if e.name.lower().endswith(".eml") and e.is_file())
+    # Sorted by name as Path objects sort (case-insensitively on Windows), without comparing 30,000 Paths.
+    found = [e for e in entries if e.name.lower().endswith(".eml") and e.is_file()]
+    return [Path(e.path) for e in sorted(found, key=lambda e: os.path.normcase(e.name))]
 
 
 def _reject(path: Path, reason: str) -> None:

@@ -194,15 +194,8 @@ def _task_options(p: argparse.ArgumentParser, adding: bool) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="automail", description="Throttled, durable mass e-mail sending.")
-    parser.add_argument("--version", action="version", version=f"AutoMail {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-
-    company = sub.add_parser("company", help="companies and their outboxes").add_subparsers(
-        dest="action", required=True, parser_class=_Parser
-    )
+def _company_arguments(p: argparse.ArgumentParser) -> None:
+    company = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
     p = company.add_parser("add")
     p.add_argument("name")
     p.add_argument("--outbox", help="outbox database path (default: data folder)")
@@ -215,9 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--yes", action="store_true", help="remove it even with messages still to send")
 
-    task = sub.add_parser("task", help="automatic e-mail sending tasks").add_subparsers(
-        dest="action", required=True, parser_class=_Parser
-    )
+
+def _task_arguments(p: argparse.ArgumentParser) -> None:
+    task = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
     p = task.add_parser("add")
     p.add_argument("name")
     _task_options(p, adding=True)
@@ -235,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--all", action="store_true")
     task.add_parser("test").add_argument("name")
 
-    p = sub.add_parser("enqueue", help="queue .eml files")
+
+def _enqueue_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--company", required=True)
     p.add_argument("--tag", default="")
     p.add_argument("--mailing", metavar="NAME", help="queue the files as a new mailing of this name")
@@ -252,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         "then queued in one transaction, all or nothing",
     )
 
-    p = sub.add_parser("send", help="compose and queue one message")
+
+def _send_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--company", required=True)
     p.add_argument("--to", nargs="+", default=[], action="extend")
     p.add_argument("--cc", nargs="+", default=[], action="extend")
@@ -264,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", default="")
     p.add_argument("--from", dest="sender", default="", help="From header (default: the task's sender)")
 
-    p = sub.add_parser("merge", help="queue a personalised mailing from a template and a CSV/XLSX file")
+
+def _merge_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--company", required=True)
     p.add_argument("--data", required=True, type=Path, help="CSV (UTF-8 or cp1250; , ; or tab) or .xlsx")
     p.add_argument(
@@ -287,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-to", metavar="ADDR", help="send the first message now to ADDR only; queue nothing")
     p.add_argument("--skip-invalid", action="store_true", help="queue the good rows; write the rest to a CSV")
 
-    p = sub.add_parser("outbox", help="list a company's messages")
+
+def _outbox_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--company", required=True)
     p.add_argument("--status", choices=[s.value for s in MessageStatus])
     p.add_argument("--search", default="")
@@ -298,19 +295,21 @@ def build_parser() -> argparse.ArgumentParser:
     shown.add_argument("--all", action="store_true", help="every matching message, oldest first, streamed")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("retry", help="queue failed messages again")
+
+def _retry_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--company", required=True)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--failed", action="store_true", help="every failed message")
     g.add_argument("ids", nargs="*", type=_message_id, default=[])
 
-    p = sub.add_parser("cancel", help="cancel queued messages")
+
+def _cancel_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--company", required=True)
     p.add_argument("ids", nargs="+", type=_message_id)
 
-    mailing = sub.add_parser("mailing", help="mailings: progress, pause, resume, cancel").add_subparsers(
-        dest="action", required=True, parser_class=_Parser
-    )
+
+def _mailing_arguments(p: argparse.ArgumentParser) -> None:
+    mailing = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
     p = mailing.add_parser("list", help="every mailing with its progress")
     p.add_argument("--company", help="only this company's mailings")
     p.add_argument("--json", action="store_true")
@@ -323,23 +322,73 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name")
         p.add_argument("--company", help="the company, when several have a mailing of that name")
 
-    p = sub.add_parser("status", help="state of every task")
+
+def _status_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("run", help="send in the foreground until stopped")
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until-empty", action="store_true", help="exit when nothing is left to send")
 
-    p = sub.add_parser("demo", help="show AutoMail sending a sample mailing to a local capture server")
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--headless", action="store_true", help="no windows: print progress")
 
-    sub.add_parser("gui", help="start the desktop app (the default with a display)")
 
-    p = sub.add_parser("install", help="install this built AutoMail for you: menu entry, start at login")
+def _install_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-autostart", action="store_true", help="do not start AutoMail when you log in")
     p.add_argument("--no-desktop-icon", action="store_true", help="no shortcut on the desktop")
-    p = sub.add_parser("uninstall", help="remove the installed AutoMail; your data and passwords stay")
+
+
+def _uninstall_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--purge", action="store_true", help="also delete the data folder and the stored passwords")
+
+
+def _no_arguments(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+# Every command: its one-line help and what adds its arguments (in the order `automail --help` lists them).
+_PARSERS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "company": ("companies and their outboxes", _company_arguments),
+    "task": ("automatic e-mail sending tasks", _task_arguments),
+    "enqueue": ("queue .eml files", _enqueue_arguments),
+    "send": ("compose and queue one message", _send_arguments),
+    "merge": ("queue a personalised mailing from a template and a CSV/XLSX file", _merge_arguments),
+    "outbox": ("list a company's messages", _outbox_arguments),
+    "retry": ("queue failed messages again", _retry_arguments),
+    "cancel": ("cancel queued messages", _cancel_arguments),
+    "mailing": ("mailings: progress, pause, resume, cancel", _mailing_arguments),
+    "status": ("state of every task", _status_arguments),
+    "run": ("send in the foreground until stopped", _run_arguments),
+    "demo": ("show AutoMail sending a sample mailing to a local capture server", _demo_arguments),
+    "gui": ("start the desktop app (the default with a display)", _no_arguments),
+    "install": ("install this built AutoMail for you: menu entry, start at login", _install_arguments),
+    "uninstall": ("remove the installed AutoMail; your data and passwords stay", _uninstall_arguments),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; given ``command``, only that one's arguments are added (the rest are
+    listed with their help all the same): building all of them costs every start of the CLI ~10 ms."""
+    parser = _Parser(prog="automail", description="Throttled, durable mass e-mail sending.")
+    parser.add_argument("--version", action="version", version=f"AutoMail {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    for name, (help_text, add_arguments) in _PARSERS.items():
+        p = sub.add_parser(name, help=help_text)
+        if command in (None, name):
+            add_arguments(p)
     return parser
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``argv`` parsed, with only its command's parser built: the same result, help and errors as
+    ``build_parser().parse_args(argv)``."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    # The options before the command take no value: the first other word names it (or is an error).
+    word = next((a for a in args if not a.startswith("-")), None)
+    return build_parser(word if word in _PARSERS else None).parse_args(args)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -1091,8 +1140,7 @@ def _data_folder_for(command: str) -> contextlib.AbstractContextManager[Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `automail`, `python -m automail` and app.py."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(argv)
     from automail.logsetup import setup_logging
     from automail.paths import data_dir, prepare_data_dir
 

@@ -16,12 +16,14 @@ import functools
 import re
 
 # atext (RFC 5322 3.2.3) as the email package reads it: anything but specials, white space and
-# controls; non-ASCII letters included (RFC 6532).  C1 controls and line separators are left out.
-_ATEXT = r"[^\x00-\x20\x7f-\x9f()<>\[\]:;@\\,.\"\u2028\u2029]"
+# controls; non-ASCII letters included (RFC 6532).  C1 controls are left out; so are the line
+# separators U+2028/U+2029 and every other white space, but by _ODD_SPACE_RE before any matching:
+# a class of characters below U+0100 only compiles in a quarter of the time (~3 ms of each CLI start).
+_ATEXT = r"[^\x00-\x20\x7f-\x9f()<>\[\]:;@\\,.\"]"
 _DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
 _ADDR_SPEC = rf"({_DOT_ATOM})@({_DOT_ATOM})"
 # A display-name word: an atom, or a quoted string of plain text with single inner spaces.
-_WORD = rf'(?:{_ATEXT}+|"[^"\\\x00-\x20\x7f-\x9f\u2028\u2029]+(?: [^"\\\x00-\x20\x7f-\x9f\u2028\u2029]+)*")'
+_WORD = rf'(?:{_ATEXT}+|"[^"\\\x00-\x20\x7f-\x9f]+(?: [^"\\\x00-\x20\x7f-\x9f]+)*")'
 _MAILBOX_RE = re.compile(rf"[ \t]*(?:({_WORD}(?:[ \t]+{_WORD})*)?[ \t]*<{_ADDR_SPEC}>|{_ADDR_SPEC})[ \t]*(,|$)")
 _PHRASE_WORD_RE = re.compile(r'"[^"]*"|[^ \t]+')
 # Encoded text that the email package splits off at the same "?=" as the standard does.

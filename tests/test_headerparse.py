@@ -241,6 +241,20 @@ SUBJECTS = [
 ]
 
 
+def test_line_separators_and_odd_white_space_never_take_the_fast_address_path() -> None:
+    # The fast path's character classes leave them to this check (a cheaper regular expression).
+    for odd in ("\u2028", "\u2029", "\x85", "\xa0", "\u3000"):
+        for value in [
+            f"Ján{odd}Novák <a@example.sk>",
+            f'"Ján{odd}Novák" <a@example.sk>',
+            f"a{odd}b@example.sk",
+            f"a@exa{odd}mple.sk",
+            f"Ján <a{odd}@example.sk>",
+            f"a@example.sk,{odd}b@example.sk",
+        ]:
+            assert headerparse.address_list(value) is None, value
+
+
 def test_the_fast_unstructured_path_equals_the_email_package_wherever_it_answers() -> None:
     rnd = random.Random(13)
     values = SUBJECTS + [

@@ -52,6 +52,7 @@ from . import classify, encode
 from .timeouts import Timeouts
 
 MAX_REPLY_BYTES = 64 * 1024  # a reply (with its continuation lines) longer than this is garbage
+READ_BUFFER = 16 * 1024  # the transport reads replies into this; a longer burst takes several reads
 UPLOAD_CHUNK = 256 * 1024  # written at a time; the next waits until the transport has room
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -91,7 +92,7 @@ def data_payload(raw: bytes) -> bytes:
     return raw
 
 
-class _ReplyReader(asyncio.Protocol):
+class _ReplyReader(asyncio.BufferedProtocol):
     """The transport's protocol during a transaction: splits incoming bytes into replies.
 
     Unlike a one-reply-per-command reader it keeps every reply that arrives, however the
@@ -99,10 +100,15 @@ class _ReplyReader(asyncio.Protocol):
     on to aiosmtplib's protocol, so the client knows it is disconnected.  It also follows
     the transport's flow control, so the upload can wait for room instead of buffering a
     whole large message in memory.
+
+    A buffered protocol: the transport reads into a small buffer of ours.  With a plain
+    ``Protocol`` asyncio allocates 256 KiB for every read (``recv(max_size)``: an mmap, an mremap
+    and an munmap per reply, three replies a message).
     """
 
     def __init__(self, inner: asyncio.BaseProtocol) -> None:
         self.inner = inner
+        self._read_into = memoryview(bytearray(READ_BUFFER))
         self._buffer = bytearray()
         self._replies: deque[Reply] = deque()
         self._lines: list[bytes] = []
@@ -110,8 +116,15 @@ class _ReplyReader(asyncio.Protocol):
         self._error: _Broken | None = None
         self._paused = False
 
-    # -- asyncio.Protocol ------------------------------------------------------------
-    def data_received(self, data: bytes) -> None:
+    # -- asyncio.BufferedProtocol ----------------------------------------------------
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_into
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._read_into[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        """Take bytes the server sent (what ``buffer_updated`` received)."""
         buf = self._buffer
         buf += data
         start = 0

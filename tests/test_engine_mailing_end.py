@@ -4,12 +4,14 @@ message in flight."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from automail.engine.service import Service
+from automail.engine.worker import CLAIM_BATCH
 from automail.models import EngineEvent, EventKind, MailingAction, MessageStatus, TaskState
 from tests.helpers import cli, eml, make_service, make_task, wait_until
 from tests.smtpd import SmtpServer
@@ -97,4 +99,38 @@ def test_a_finished_mailing_is_announced_once(automail_home: Path, smtp_server: 
     finally:
         svc.stop_engine()
     assert ends(events) == [(EventKind.MAILING_FINISHED, "'Faktúry 11/2026' finished: 3 sent, 1 failed")]
+    svc.close()
+
+
+def test_an_unlimited_task_asks_about_the_end_once_per_claimed_batch_not_per_message(
+    automail_home: Path, smtp_server: SmtpServer
+) -> None:
+    # While the worker still holds a message of the mailing (claimed, or sent and not yet recorded),
+    # the mailing cannot have ended: asking the outbox after every message was a round trip to the
+    # I/O thread per message. The end is still announced once, after the last message's event.
+    svc = make_service(automail_home, make_task(port=smtp_server.port))
+    events: list[EngineEvent] = []
+    svc.subscribe(events.append)
+    box = svc.outbox("Firma")
+    asked: list[int] = []
+    end_mailing = box.end_mailing
+
+    def counted(mailing_id: int, now: float) -> object:
+        if threading.current_thread().name.startswith("automail-io-"):  # the worker's, not the watcher's
+            asked.append(mailing_id)
+        return end_mailing(mailing_id, now)
+
+    box.end_mailing = counted  # type: ignore[method-assign]
+    total = 2 * CLAIM_BATCH + 6
+    svc.enqueue_raw("Firma", [(f"a{i}", eml(i)) for i in range(total)], mailing="Faktúry 12/2026")
+    svc.start_engine()
+    try:
+        assert wait_until(lambda: ends(events), 30), events
+        time.sleep(1.5)
+    finally:
+        svc.stop_engine()
+    assert ends(events) == [(EventKind.MAILING_FINISHED, f"'Faktúry 12/2026' finished: {total} sent, 0 failed")]
+    kinds = [e.kind for e in events if e.kind in (EventKind.SENT, *ENDS)]
+    assert kinds == [EventKind.SENT] * total + [EventKind.MAILING_FINISHED]
+    assert 1 <= len(asked) <= 3, asked  # one per batch of CLAIM_BATCH (was one per message: 70)
     svc.close()

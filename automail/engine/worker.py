@@ -246,11 +246,12 @@ class Worker:
             pending.future = self._submit(pending.commit)
         return _Commit(pending.future)
 
-    async def flush(self) -> None:
+    async def flush(self, sending: int | None = None) -> None:
         """Commit the last result now (a no-op when it is already durable), then emit its event.
 
         If the commit fails the result stays pending: the next flush tries again, and no
         further message is delivered meanwhile (its final dot waits for this commit).
+        ``sending``: the mailing of a message this worker has sent but not recorded yet (see ``_keep``).
         """
         pending = self._unrecorded
         commit = self._start_commit()
@@ -268,12 +269,21 @@ class Worker:
         if self._unrecorded is pending:
             self._unrecorded = None
             self.emit(pending.event)
-            if pending.mailing_id is not None:
+            if pending.mailing_id is not None and not self._holds(pending.mailing_id, sending):
                 # After the result is durable: a mailing cancelled while this message was in flight
                 # ends now, and its notice counts this message.
                 ended = await self._db(self.outbox.end_mailing, pending.mailing_id, self.clock.now())
                 if ended is not None:
                     self.emit(mailing_end_event(ended, self.task.name))
+
+    def _holds(self, mailing_id: int, sending: int | None) -> bool:
+        """Whether a message of this mailing is still ours in ``sending`` (held, or sent and not recorded).
+
+        Its mailing cannot have ended then, so nobody need ask the outbox (``end_mailing`` would say
+        None): an unlimited task asks once per claimed batch instead of once per message, which was a
+        round trip to the I/O thread and back for every message (issue 12's end-to-end run).
+        """
+        return sending == mailing_id or any(c.message.mailing_id == mailing_id for c in self._held)
 
     async def _keep(self, event: EngineEvent, commit: Callable[[], None], mailing_id: int | None = None) -> None:
         """Start committing a result in the I/O thread; the next final dot (or ``flush``) waits for it.
@@ -281,7 +291,7 @@ class Worker:
         Started at once, not when the next envelope is written: the commit's fsync then overlaps
         everything before the next final dot (the next claim, the envelope's and DATA's round trips).
         """
-        await self.flush()  # normally long done: at most one result waits
+        await self.flush(sending=mailing_id)  # normally long done: at most one result waits
         self._unrecorded = _Unrecorded(event, commit, mailing_id=mailing_id)
         self._start_commit()
 

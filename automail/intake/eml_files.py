@@ -9,10 +9,9 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 from automail.errors import InputError
-from automail.intake.pickup import dropped_files
+from automail.intake.pickup import eml_files_in
 from automail.message import read_limited
 
 STDIN = "-"
@@ -20,8 +19,12 @@ _GLOB_MAGIC = frozenset("*?[")
 
 
 def _folder_files(folder: str) -> list[str]:
-    # The same listing as the pickup folder's: every *.eml directly in it, by name.
-    found = [str(path) for path in dropped_files(Path(folder))]
+    try:
+        found = eml_files_in(folder)  # the pickup folder's listing: every *.eml directly in it, by name
+    except OSError as exc:
+        raise InputError(
+            "files", f"cannot read the folder {folder}: {exc.strerror}", fix="check that you may read it"
+        ) from exc
     if not found:
         raise InputError(
             "files",

@@ -51,15 +51,20 @@ def identity(path: Path, raw: bytes, stat: os.stat_result) -> str:
     return f"{path.name}|{stat.st_size}|{stat.st_mtime_ns}|{hashlib.sha256(raw).hexdigest()}"
 
 
-def dropped_files(folder: Path) -> list[Path]:
-    """The complete files waiting in a pickup folder, by name."""
+def eml_files_in(folder: str | Path) -> list[str]:
+    """The paths of the ``*.eml`` files directly in ``folder``, by name; none when it does not exist."""
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         return []
     # Sorted by name as Path objects sort (case-insensitively on Windows), without comparing 30,000 Paths.
     found = [e for e in entries if e.name.lower().endswith(".eml") and e.is_file()]
-    return [Path(e.path) for e in sorted(found, key=lambda e: os.path.normcase(e.name))]
+    return [e.path for e in sorted(found, key=lambda e: os.path.normcase(e.name))]
+
+
+def dropped_files(folder: Path) -> list[Path]:
+    """The complete files waiting in a pickup folder, by name."""
+    return [Path(p) for p in eml_files_in(folder)]
 
 
 def _reject(path: Path, reason: str) -> None:

@@ -98,3 +98,15 @@ def test_expansion_keeps_the_order_given(invoices: Path) -> None:
     assert eml_paths(["missing.eml"]) == ["missing.eml"]  # reported when read, as before
     with pytest.raises(InputError, match="matches no file"):
         eml_paths([str(invoices / "x*")])
+
+
+def test_a_folder_that_cannot_be_read_is_bad_input_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+
+    def refuse(path: object) -> None:  # tests run as root here, whom no folder permission stops
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("automail.intake.pickup.os.scandir", refuse)
+    with pytest.raises(InputError, match=f"cannot read the folder {folder}: Permission denied"):
+        eml_paths([str(folder)])

@@ -613,7 +613,7 @@ def cmd_task(args: argparse.Namespace) -> int:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    from automail.intake.eml_files import eml_paths, read_eml_files
+    from automail.intake.eml_files import eml_paths, read_eml_files, source_name
 
     paths = eml_paths(args.files)  # a folder without .eml, a pattern matching nothing: refused before anything
     svc = _service()
@@ -631,6 +631,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         mailing=args.mailing,
         not_before=not_before,
         allow_duplicate_id=args.allow_duplicate_id,
+        mailing_sources=[
+            source_name(name) for name in args.files
+        ],  # the mailing was made from a folder, not 30,000 files
     )
     into = f" as mailing {args.mailing.strip()!r}" if args.mailing else ""
     _out(f"Queued {len(ids)} message(s) in {svc.definitions.company(args.company).name}{into}: ids {_id_ranges(ids)}")

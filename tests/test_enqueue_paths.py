@@ -110,3 +110,9 @@ def test_a_folder_that_cannot_be_read_is_bad_input_naming_it(tmp_path: Path, mon
     monkeypatch.setattr("automail.intake.pickup.os.scandir", refuse)
     with pytest.raises(InputError, match=f"cannot read the folder {folder}: Permission denied"):
         eml_paths([str(folder)])
+
+
+def test_a_mailing_from_a_folder_records_the_folder_not_each_file(invoices: Path) -> None:
+    cli("enqueue", "--company", "Firma", "--mailing", "Faktúry", str(invoices), "-", stdin=eml(9))
+    [mailing] = json.loads(cli("mailing", "list", "--json").stdout)
+    assert mailing["sources"] == [str(invoices), "stdin"] and mailing["queued"] == 4

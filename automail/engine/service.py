@@ -390,11 +390,14 @@ class Service:
         mailing: str | None = None,
         not_before: float | None = None,
         allow_duplicate_id: bool = False,
+        mailing_sources: Sequence[str] | None = None,
     ) -> list[int]:
         """Validate every (source name, MIME bytes) pair, then queue all or nothing.
 
         A Message-ID already in the outbox or twice in the batch is refused unless
         ``allow_duplicate_id``: receivers drop or thread a second message with the same ID.
+        ``mailing_sources``: what the mailing records it was made from (default: every source name),
+        e.g. the folder a user gave rather than its 30,000 files.
         """
         box = self.outbox(company)
         prepare = self.preparer(company, tag)
@@ -404,6 +407,8 @@ class Service:
             sources.append(source)
         if not allow_duplicate_id:
             self._refuse_duplicate_ids(box, sources, prepared)
+        if mailing_sources is not None:
+            sources = list(mailing_sources)
         return self.enqueue(company, prepared, mailing=mailing, sources=sources, not_before=not_before)
 
     @staticmethod

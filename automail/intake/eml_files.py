@@ -63,7 +63,12 @@ def eml_paths(names: Iterable[str]) -> list[str]:
     return paths
 
 
+def source_name(path: str) -> str:
+    """How errors and mailings name a path of the command line: "-" is "stdin"."""
+    return "stdin" if path == STDIN else path
+
+
 def read_eml_files(paths: Iterable[str], max_bytes: int) -> Iterator[tuple[str, bytes]]:
     """(source name, contents) of each path, read one at a time as the caller goes ("-": standard input)."""
     for path in paths:
-        yield ("stdin" if path == STDIN else path), read_limited(path, "file", max_bytes)
+        yield source_name(path), read_limited(path, "file", max_bytes)

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from automail.engine.smtp.transaction import HookFailed, _ReplyReader, data_payload, transact
+from automail.engine.smtp.transaction import MAX_REPLY_BYTES, HookFailed, _ReplyReader, data_payload, transact
 from automail.errors import FaultKind, Reply, SmtpError
 from automail.models import MessageStatus, TaskState
 from tests.helpers import eml, make_service, make_task, run_engine_until
@@ -189,9 +189,18 @@ def test_reply_reader_joins_split_and_packed_replies() -> None:
         assert await reader.reply(1) == Reply(250, "ok")
         with pytest.raises(TimeoutError):
             await reader.reply(0.05)
+        reader.data_received(b"250 \r\n221-a\r\n221 b  c \r\n")  # empty text; the next reply joined again
+        assert await reader.reply(1) == Reply(250, "")
+        assert await reader.reply(1) == Reply(221, "a b c")
         reader.data_received(b"hello there\r\n")
         with pytest.raises(Exception, match="malformed"):
             await reader.reply(1)
+        long = _ReplyReader(asyncio.Protocol())  # many continuation lines, each short, too much in all
+        long.data_received(b"250-" + b"x" * 1000 + b"\r\n")
+        for _ in range(MAX_REPLY_BYTES // 1000):
+            long.data_received(b"250-" + b"x" * 1000 + b"\r\n")
+        with pytest.raises(Exception, match="over-long reply"):
+            await long.reply(1)
 
     asyncio.run(go())
 

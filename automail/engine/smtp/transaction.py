@@ -111,7 +111,8 @@ class _ReplyReader(asyncio.BufferedProtocol):
         self._read_into = memoryview(bytearray(READ_BUFFER))
         self._buffer = bytearray()
         self._replies: deque[Reply] = deque()
-        self._lines: list[bytes] = []
+        self._lines: list[bytes] = []  # continuation lines of the reply being read
+        self._size = 0  # their bytes
         self._waiter: asyncio.Future[None] | None = None
         self._error: _Broken | None = None
         self._paused = False
@@ -142,14 +143,21 @@ class _ReplyReader(asyncio.BufferedProtocol):
             text = line[:200].decode("utf-8", "replace")
             self._fail(_Broken(f"malformed SMTP reply: {text!r}"))
             return
-        self._lines.append(line)
-        if sum(len(x) for x in self._lines) > MAX_REPLY_BYTES:
+        size = self._size + len(line)
+        if size > MAX_REPLY_BYTES:
             self._fail(_Broken("the server sent an over-long reply"))
             return
-        if line[3:4] != b"-":
-            text = b" ".join(x[4:].strip() for x in self._lines).decode("utf-8", "surrogateescape")
-            self._replies.append(classify.reply(int(line[:3]), text))
-            self._lines = []
+        if line[3:4] == b"-":
+            self._lines.append(line)
+            self._size = size
+            return
+        if self._lines:
+            self._lines.append(line)
+            joined = b" ".join(x[4:].strip() for x in self._lines)
+            self._lines, self._size = [], 0
+        else:  # most replies are one line
+            joined = line[4:].strip()
+        self._replies.append(classify.reply(int(line[:3]), joined.decode("utf-8", "surrogateescape")))
 
     def eof_received(self) -> bool:
         self._fail(_Broken("the server closed the connection"))
@@ -184,11 +192,15 @@ class _ReplyReader(asyncio.BufferedProtocol):
             waiter.set_result(None)
 
     async def _wait(self, timeout: float) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
+        # One timer handle, not an ``asyncio.timeout`` context (its object, rescheduling and
+        # cancel-to-TimeoutError conversion for each of a message's three replies).
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter)
         try:
-            async with asyncio.timeout(timeout):
-                await self._waiter
+            await waiter
         finally:
+            timer.cancel()
             self._waiter = None
 
     async def reply(self, timeout: float) -> Reply:
@@ -207,6 +219,11 @@ class _ReplyReader(asyncio.BufferedProtocol):
             await self._wait(timeout)
         if self._error is not None:
             raise self._error
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 def _address(addr: str, utf8: bool) -> bytes:

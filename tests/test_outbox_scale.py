@@ -30,11 +30,11 @@ TASK = next(iter(HISTORY_TASKS))
 
 # Every hot query, run through the public interface, and the index each must use.
 HOT: dict[str, tuple[Callable[[Outbox], object], str]] = {
-    "claim, one tag": (lambda b: b.claim_batch(TASK, NOW, TAGS[:1], "", 32), "ix_ready_tag"),
-    "claim, two tags": (lambda b: b.claim_batch(TASK, NOW, TAGS[:2], "", 32), "ix_ready_tag"),
-    "claim, no tags": (lambda b: b.claim_batch("All", NOW, (), "", 32), "ix_ready"),
-    "next_due, tags": (lambda b: b.next_due(TAGS[1:]), "ix_ready_tag"),
-    "next_due, no tags": (lambda b: b.next_due(), "ix_ready"),
+    "claim, one tag": (lambda b: b.claim_batch(TASK, NOW, TAGS[:1], "", 32), "ix_due_tag"),
+    "claim, two tags": (lambda b: b.claim_batch(TASK, NOW, TAGS[:2], "", 32), "ix_due_tag"),
+    "claim, no tags": (lambda b: b.claim_batch("All", NOW, (), "", 32), "ix_due"),
+    "next_due, tags": (lambda b: b.next_due(TAGS[1:]), "ix_due_tag"),
+    "next_due, no tags": (lambda b: b.next_due(), "ix_due"),
     "counts, tags": (lambda b: b.counts(TAGS[:1]), "message_counts"),
     "counts, no tags": (lambda b: b.counts(), "message_counts"),
     "sent last hour": (lambda b: b.sent_count(TASK, NOW - 3600), "ix_task_sent"),
@@ -51,7 +51,7 @@ HOT: dict[str, tuple[Callable[[Outbox], object], str]] = {
     "throttle restore": (lambda b: b.send_times("acct", NOW - 3600), "ix_send_account"),
     "enqueue: Message-IDs held already": (lambda b: b.known_message_ids(["<5.bench@firma.example>"]), "ix_message_id"),
 }
-INDEXES = ("ix_ready", "ix_ready_tag", "ix_task_sent", "ix_sending", "ix_status", "ix_send_account", "ix_message_id")
+INDEXES = ("ix_due", "ix_due_tag", "ix_task_sent", "ix_sending", "ix_status", "ix_send_account", "ix_message_id")
 
 
 def plan_problems(path: Path) -> list[str]:
@@ -224,11 +224,11 @@ def test_a_v2_outbox_gets_the_new_indexes_counters_and_search(tmp_path: Path) ->
     box = Outbox(path, "Firma")
     conn = sqlite3.connect(path)
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-    assert {"ix_ready_tag", "message_counts", "tr_counts_update"} <= names
+    assert {"ix_due_tag", "mailing_counts", "message_counts", "tr_counts_update"} <= names
     assert "ix_tag_status" not in names  # replaced by the counters
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     # Statistics for the new index right after the migration (PRAGMA optimize's job on a schema change).
-    assert conn.execute("SELECT count(*) FROM sqlite_stat1 WHERE idx='ix_ready_tag'").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM sqlite_stat1 WHERE idx='ix_due_tag'").fetchone()[0] == 1
     conn.close()
     assert box.counts(("A",)) == {**{s: 0 for s in MessageStatus}, MessageStatus.SENT: 2, MessageStatus.QUEUED: 1}
     assert box.failed_count("T", ("A",)) == 1

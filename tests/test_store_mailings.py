@@ -93,11 +93,11 @@ def test_pause_touches_only_its_mailing_and_resume_restores_due_times(box: Outbo
     assert box.pause_mailing("a", 103.0) == 3  # two queued and the deferred one
     assert box.mailing("A").paused and box.mailing("A").state == "paused"
     assert (box.held_count(), box.held_count([""]), box.held_count(["other"])) == (3, 3, 0)
-    # Paused messages leave the ready index: only B's are claimed, however late it is.
+    # A paused mailing's messages are not claimed: only B's are, however late it is.
     taken = [c.message.id for c in box.claim_batch("T", 10_000.0, limit=10)]
     assert taken == b
     assert box.next_due() is None
-    # A retry or a release inside a paused mailing stays held (the trigger), it is not claimed.
+    # A retry or a release inside a paused mailing stays held: it is not claimed.
     box.mark_failed(b[0], 10_001.0, 550, "no", "acct", "T")
     box.release(b[1], 10_001.0)
     box.mark_failed(b[1], 10_001.0, 550, "no", "acct", "T")
@@ -147,19 +147,12 @@ def test_cancel_and_retry_failed_change_only_their_mailing(box: Outbox) -> None:
 
 def test_schema_5_outbox_gains_mailings_and_receipts(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
-    box = Outbox(path, "Old")
-    box.enqueue([new_message(1)], 1.0)
-    box.close()
-    conn = sqlite3.connect(path)
-    drop = ("DROP TRIGGER tr_mailing_hold", "DROP TRIGGER tr_mailing_sent", "DROP TRIGGER tr_mailing_cancelled")
-    for stmt in (*drop, "DROP INDEX ix_mailing"):
-        conn.execute(stmt)
-    conn.execute("DROP TABLE mailings")
-    conn.execute("DROP TABLE pickup_receipts")
-    conn.execute("ALTER TABLE messages DROP COLUMN mailing")
-    conn.execute("ALTER TABLE messages DROP COLUMN held_at")
-    conn.execute("PRAGMA user_version=5")
-    conn.commit()
+    conn = old_outbox(path, 5)
+    conn.execute(
+        "INSERT INTO messages (status, recipients, message_id, size, created_at, queued_at, next_attempt_at,"
+        " updated_at) VALUES ('queued', '[\"c1@example.com\"]', '<1@test>', 10, 1.0, 1.0, 1.0, 1.0)"
+    )
+    conn.execute("INSERT INTO bodies (id, raw) VALUES (1, ?)", (new_message(1).raw,))
     conn.close()
     again = Outbox(path, "Old")
     assert again.get(1).mailing_id is None

@@ -29,7 +29,7 @@ from automail.models import Mailing, MessageStatus, RecipientState, RecipientSta
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 APPLICATION_ID = 0x41754D6C  # "AuMl" in PRAGMA application_id: marks a file as an AutoMail outbox
 
 _SCHEMA_V1 = """
@@ -251,6 +251,52 @@ _SCHEMA_V10 = (
         AND status IN ('queued', 'sending', 'deferred'))""",
 )
 
+# v11 (issue 12, mailings at scale: 200,000 messages in mailings):
+# - mailing_counts keeps the messages per (mailing, status), maintained by triggers in the same
+#   transaction as every change (like message_counts): the Mailings window and `mailing list` read a
+#   few rows per mailing instead of a GROUP BY over its messages (~190 ms at 200,000 before);
+# - pause and resume change the mailing's row only (they rewrote every waiting message, holding the
+#   write lock 5–7 s for 200,000): the claim honours ``mailings.paused`` itself. The due indexes lead
+#   with the mailing, so a claim reads one due-ordered range per running mailing (and one for the
+#   messages in none) and a paused mailing's due messages are never even read; ix_mailings_open
+#   lists the running mailings (ended_at is set once a mailing has nothing left, and cleared by a retry).
+#   Held messages of v6–v10 get their due time back; tr_mailing_hold goes.
+_SCHEMA_V11 = (
+    """CREATE TABLE IF NOT EXISTS mailing_counts (
+        mailing INTEGER NOT NULL,
+        status  TEXT    NOT NULL,
+        n       INTEGER NOT NULL,
+        PRIMARY KEY (mailing, status)
+    ) WITHOUT ROWID""",
+    "DELETE FROM mailing_counts",
+    """INSERT INTO mailing_counts (mailing, status, n)
+    SELECT mailing, status, count(*) FROM messages WHERE mailing IS NOT NULL GROUP BY mailing, status""",
+    """CREATE TRIGGER IF NOT EXISTS tr_mailing_counts_insert AFTER INSERT ON messages
+    WHEN new.mailing IS NOT NULL BEGIN
+        INSERT INTO mailing_counts (mailing, status, n) VALUES (new.mailing, new.status, 1)
+            ON CONFLICT (mailing, status) DO UPDATE SET n = n + 1;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS tr_mailing_counts_update AFTER UPDATE OF status, mailing ON messages
+    WHEN (old.status IS NOT new.status OR old.mailing IS NOT new.mailing)
+        AND (old.mailing IS NOT NULL OR new.mailing IS NOT NULL) BEGIN
+        UPDATE mailing_counts SET n = n - 1 WHERE mailing = old.mailing AND status = old.status;
+        INSERT INTO mailing_counts (mailing, status, n) SELECT new.mailing, new.status, 1 WHERE new.mailing IS NOT NULL
+            ON CONFLICT (mailing, status) DO UPDATE SET n = n + 1;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS tr_mailing_counts_delete AFTER DELETE ON messages
+    WHEN old.mailing IS NOT NULL BEGIN
+        UPDATE mailing_counts SET n = n - 1 WHERE mailing = old.mailing AND status = old.status;
+    END""",
+    "DROP TRIGGER IF EXISTS tr_mailing_hold",
+    "UPDATE messages SET next_attempt_at = held_at, held_at = NULL WHERE held_at IS NOT NULL",
+    "DROP INDEX IF EXISTS ix_ready",
+    "DROP INDEX IF EXISTS ix_ready_tag",
+    "CREATE INDEX IF NOT EXISTS ix_due ON messages(mailing, next_attempt_at, id) WHERE next_attempt_at IS NOT NULL",
+    """CREATE INDEX IF NOT EXISTS ix_due_tag ON messages(tag, mailing, next_attempt_at, id)
+    WHERE next_attempt_at IS NOT NULL""",
+    "CREATE INDEX IF NOT EXISTS ix_mailings_open ON mailings(paused, id) WHERE ended_at IS NULL",
+)
+
 _MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = (
     (1, _SCHEMA_V1),
     (2, _SCHEMA_V2),
@@ -262,6 +308,7 @@ _MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = (
     (8, _SCHEMA_V8),
     (9, _SCHEMA_V9),
     (10, _SCHEMA_V10),
+    (11, _SCHEMA_V11),
 )
 
 # Full-text search over the columns the Outbox window searches, where this SQLite has FTS5
@@ -433,26 +480,56 @@ def _tag_clause(tags: Sequence[str]) -> tuple[str, list[Any]]:
     return f" AND tag IN ({','.join('?' * len(tags))})", list(tags)
 
 
-def _due_ids(tags: Sequence[str], now: float, limit: int) -> tuple[str, list[Any]]:
+_COMPOUND_ARMS = 400  # SQLite allows 500 terms in one compound SELECT (SQLITE_MAX_COMPOUND_SELECT)
+
+
+def _arms(tags: Sequence[str], groups: Sequence[int | None]) -> list[tuple[str, list[Any]]]:
+    """WHERE clauses (and their arguments) of the due-index ranges a scope reads: one per tag (or
+    none) and per group, a group being a running mailing or None (the messages in no mailing)."""
+    out = []
+    scopes: list[str | None] = [*sorted(set(tags))] or [None]
+    for tag in scopes:
+        for group in groups:
+            where: list[str] = []
+            args: list[Any] = []
+            if tag is not None:
+                where.append("tag = ?")
+                args.append(tag)
+            if group is None:
+                where.append("mailing IS NULL")
+            else:
+                where.append("mailing = ?")
+                args.append(group)
+            out.append((" AND ".join(where), args))
+    return out
+
+
+def _union(selects: list[str]) -> str:
+    """UNION ALL of any number of SELECTs, nested so no compound exceeds SQLite's limit of terms."""
+    while len(selects) > _COMPOUND_ARMS:
+        selects = [
+            "SELECT * FROM (" + " UNION ALL ".join(selects[i : i + _COMPOUND_ARMS]) + ")"
+            for i in range(0, len(selects), _COMPOUND_ARMS)
+        ]
+    return " UNION ALL ".join(selects)
+
+
+def _due_ids(tags: Sequence[str], groups: Sequence[int | None], now: float, limit: int) -> tuple[str, list[Any]]:
     """SELECT of the due message ids, oldest due first.
 
-    A tagged scope reads one range of ix_ready_tag per tag (each in due order, stopping at
-    ``limit``) and merges them: ``tag IN (…) ORDER BY next_attempt_at`` cannot use the index order.
+    It reads one range of ix_due (ix_due_tag for a tagged scope) per tag and running mailing (see
+    ``_arms``), each in due order and stopping at ``limit``, and merges them: a paused mailing's
+    messages are never read, however many are due, and ``tag IN (…) ORDER BY next_attempt_at``
+    could not use the index order anyway.
     """
-    if not tags:
-        return "SELECT id FROM messages WHERE next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?", [now, limit]
-    arm = (
-        "SELECT * FROM (SELECT id, next_attempt_at FROM messages WHERE tag = ? AND next_attempt_at <= ?"
-        " ORDER BY next_attempt_at, id LIMIT ?)"
-    )
-    unique = sorted(set(tags))
-    args: list[Any] = []
-    for tag in unique:
-        args += [tag, now, limit]
-    return f"SELECT id FROM ({' UNION ALL '.join([arm] * len(unique))}) ORDER BY next_attempt_at, id LIMIT ?", [
-        *args,
-        limit,
-    ]
+    selects, args = [], []
+    for where, arm_args in _arms(tags, groups):
+        selects.append(
+            "SELECT * FROM (SELECT id, next_attempt_at FROM messages"
+            f" WHERE {where} AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?)"
+        )
+        args += [*arm_args, now, limit]
+    return f"SELECT id FROM ({_union(selects)}) ORDER BY next_attempt_at, id LIMIT ?", [*args, limit]
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -985,11 +1062,14 @@ class Outbox:
             )
         return tuple(row)
 
-    def _mailing_from(self, conn: sqlite3.Connection, row: Sequence[Any]) -> Mailing:
+    def _mailing_from(
+        self, conn: sqlite3.Connection, row: Sequence[Any], counted: Mapping[str, int] | None = None
+    ) -> Mailing:
+        """A mailing from its row and its kept counts (``counted``: status -> n, read here if not given)."""
+        if counted is None:
+            counted = dict(conn.execute("SELECT status, n FROM mailing_counts WHERE mailing=?", (row[0],)).fetchall())
         counts = dict.fromkeys(MessageStatus, 0)
-        for status, n in conn.execute(
-            "SELECT status, count(*) FROM messages WHERE mailing=? GROUP BY status", (row[0],)
-        ):
+        for status, n in counted.items():
             counts[MessageStatus(status)] = int(n)
         return Mailing(
             id=row[0],
@@ -1020,7 +1100,10 @@ class Outbox:
         """Every mailing of this outbox with its counts, oldest first."""
         conn = self._conn()
         rows = conn.execute(f"SELECT {_MAILING_COLUMNS} FROM mailings ORDER BY id").fetchall()
-        return [self._mailing_from(conn, r) for r in rows]
+        counted: dict[int, dict[str, int]] = {r[0]: {} for r in rows}
+        for mailing_id, status, n in conn.execute("SELECT mailing, status, n FROM mailing_counts"):
+            counted.setdefault(mailing_id, {})[status] = n
+        return [self._mailing_from(conn, r, counted[r[0]]) for r in rows]
 
     def mailing_messages(self, name: str, status: MessageStatus, limit: int = 100) -> list[StoredMessage]:
         """Up to ``limit`` messages of a mailing in one status, oldest first (``mailing show``'s failures)."""
@@ -1035,21 +1118,16 @@ class Outbox:
     def held_count(self, tags: Sequence[str] = ()) -> int:
         """Waiting messages held by a paused mailing (restricted to tags when given): not due until resumed."""
         conn = self._conn()
-        paused = [r[0] for r in conn.execute("SELECT id FROM mailings WHERE paused=1")]
-        if not paused:
-            return 0
         if not tags:
-            # Every waiting message of a paused mailing is held: counted from ix_mailing alone.
-            return sum(
-                int(conn.execute(
-                    "SELECT count(*) FROM messages WHERE mailing=? AND status IN ('queued', 'deferred')", (m,)
-                ).fetchone()[0])
-                for m in paused
-            )  # fmt: skip
+            row = conn.execute(
+                "SELECT sum(n) FROM mailing_counts WHERE status IN ('queued', 'deferred')"
+                " AND mailing IN (SELECT id FROM mailings WHERE paused)"
+            ).fetchone()
+            return int(row[0] or 0)
         clause, args = _tag_clause(tags)
         row = conn.execute(
-            f"SELECT count(*) FROM messages WHERE mailing IN (SELECT id FROM mailings WHERE paused=1)"
-            f" AND held_at IS NOT NULL{clause}",
+            "SELECT count(*) FROM messages WHERE mailing IN (SELECT id FROM mailings WHERE paused)"
+            f" AND status IN ('queued', 'deferred'){clause}",
             args,
         ).fetchone()
         return int(row[0])
@@ -1058,7 +1136,7 @@ class Outbox:
     def _has_left(conn: sqlite3.Connection, mailing_id: int) -> bool:
         """Whether a mailing still has messages to send (queued, being sent or deferred)."""
         row = conn.execute(
-            "SELECT 1 FROM messages WHERE mailing=? AND status IN ('queued', 'sending', 'deferred') LIMIT 1",
+            "SELECT 1 FROM mailing_counts WHERE mailing=? AND status IN ('queued', 'sending', 'deferred') AND n > 0",
             (mailing_id,),
         ).fetchone()
         return row is not None
@@ -1073,8 +1151,8 @@ class Outbox:
         row = (
             self._conn()
             .execute(
-                "SELECT 1 FROM mailings WHERE id=? AND ended_at IS NULL AND NOT EXISTS (SELECT 1 FROM messages"
-                " WHERE mailing=mailings.id AND status IN ('queued', 'sending', 'deferred'))",
+                "SELECT 1 FROM mailings WHERE id=? AND ended_at IS NULL AND NOT EXISTS (SELECT 1 FROM mailing_counts"
+                " WHERE mailing=mailings.id AND status IN ('queued', 'sending', 'deferred') AND n > 0)",
                 (mailing_id,),
             )
             .fetchone()
@@ -1115,26 +1193,24 @@ class Outbox:
         return "" if row is None else str(row[0])
 
     def pause_mailing(self, name: str, now: float) -> int:
-        """Stop a mailing's messages from being claimed (others go on); how many were held."""
-        with self.transaction() as conn:
-            mailing_id = self._mailing_row(conn, name)[0]
-            conn.execute("UPDATE mailings SET paused=1 WHERE id=?", (mailing_id,))
-            return conn.execute(
-                "UPDATE messages SET held_at=next_attempt_at, next_attempt_at=NULL, updated_at=?"
-                " WHERE mailing=? AND next_attempt_at IS NOT NULL",
-                (now, mailing_id),
-            ).rowcount
+        """Stop a mailing's messages from being claimed (others go on); how many wait.
+
+        One row changes, whatever the mailing's size: the claim honours ``mailings.paused`` (see _due_ids).
+        """
+        return self._set_paused(name, True)
 
     def resume_mailing(self, name: str, now: float) -> int:
-        """Let a paused mailing's messages be claimed again, each at its own due time; how many."""
+        """Let a paused mailing's messages be claimed again, each at its own due time; how many wait."""
+        return self._set_paused(name, False)
+
+    def _set_paused(self, name: str, paused: bool) -> int:
         with self.transaction() as conn:
             mailing_id = self._mailing_row(conn, name)[0]
-            conn.execute("UPDATE mailings SET paused=0 WHERE id=?", (mailing_id,))
-            return conn.execute(
-                "UPDATE messages SET next_attempt_at=held_at, held_at=NULL, updated_at=?"
-                " WHERE mailing=? AND held_at IS NOT NULL",
-                (now, mailing_id),
-            ).rowcount
+            conn.execute("UPDATE mailings SET paused=? WHERE id=?", (int(paused), mailing_id))
+            row = conn.execute(
+                "SELECT sum(n) FROM mailing_counts WHERE mailing=? AND status IN ('queued', 'deferred')", (mailing_id,)
+            ).fetchone()
+            return int(row[0] or 0)
 
     def cancel_mailing(self, name: str, now: float) -> int:
         """Cancel every message of a mailing that has not left (queued or deferred); how many."""
@@ -1174,16 +1250,21 @@ class Outbox:
 
     # ---- consuming -----------------------------------------------------------
     def next_due(self, tags: Sequence[str] = ()) -> float | None:
-        """When the earliest queued or deferred message becomes due (None: nothing waiting)."""
-        if not tags:
-            sql, args = f"SELECT min(next_attempt_at) FROM messages WHERE {_READY}", []
-        else:
-            # One min() per tag: each is a single seek in ix_ready_tag.
-            unique = sorted(set(tags))
-            arm = f"SELECT min(next_attempt_at) AS due FROM messages WHERE tag = ? AND {_READY}"
-            sql, args = f"SELECT min(due) FROM ({' UNION ALL '.join([arm] * len(unique))})", unique
-        row = self._conn().execute(sql, args).fetchone()
-        return None if row[0] is None else float(row[0])
+        """When the earliest queued or deferred message becomes due (None: nothing waiting;
+        a paused mailing's messages do not count)."""
+        conn = self._conn()
+        # One min() per range: each is a single seek in ix_due / ix_due_tag.
+        arms = _arms(tags, self._running_groups(conn))
+        selects = [f"SELECT min(next_attempt_at) AS due FROM messages WHERE {where} AND {_READY}" for where, _ in arms]
+        row = conn.execute(f"SELECT min(due) FROM ({_union(selects)})", [a for _, args in arms for a in args])
+        due = row.fetchone()[0]
+        return None if due is None else float(due)
+
+    @staticmethod
+    def _running_groups(conn: sqlite3.Connection) -> list[int | None]:
+        """None (the messages in no mailing) and the mailings not paused that may have messages waiting."""
+        rows = conn.execute("SELECT id FROM mailings WHERE ended_at IS NULL AND paused = 0 ORDER BY id")
+        return [None, *(int(r[0]) for r in rows)]
 
     def claim(self, task: str, now: float, tags: Sequence[str] = (), mail_from: str = "") -> ClaimedMessage | None:
         """Atomically take the next due message for ``task`` (status → sending)."""
@@ -1194,8 +1275,10 @@ class Outbox:
         self, task: str, now: float, tags: Sequence[str] = (), mail_from: str = "", limit: int = 1
     ) -> list[ClaimedMessage]:
         """Atomically take up to ``limit`` due messages, oldest first, in one transaction."""
-        due, args = _due_ids(tags, now, limit)
         with self.transaction() as conn:
+            # The running mailings are read in the claim's own transaction: a pause committed
+            # before it is honoured.
+            due, args = _due_ids(tags, self._running_groups(conn), now, limit)
             rows = conn.execute(
                 f"UPDATE messages SET status='sending', task=?, mail_from=?, claimed_at=?, updated_at=?,"
                 f" next_attempt_at=NULL WHERE id IN ({due}) RETURNING {_COLUMNS}, queued_at",

@@ -378,3 +378,30 @@ def test_cli_status_answers_while_an_engine_holds_the_write_lock(automail_home: 
         engine.execute("ROLLBACK")
         engine.close()
     assert rows[0]["queued"] == 2
+
+
+def test_claims_beside_a_paused_mailing_read_only_running_ranges(history: Path, tmp_path: Path) -> None:
+    path = tmp_path / "copy.sqlite3"
+    shutil.copy(history, path)
+    box = Outbox(path, "Firma")
+    box.enqueue([new_message(100_000 + i, tag=TAGS[0]) for i in range(3000)], 0.0, mailing="Big")  # due first
+    box.enqueue([new_message(200_000 + i, tag=TAGS[0]) for i in range(5)], NOW, mailing="Small")
+    box.pause_mailing("Big", NOW)
+    big_id = box.mailing("Big").id
+    for tags in ((), TAGS[:1], TAGS[:2]):
+        claimed = box.claim_batch("T", NOW + 1, tags, "", 32)
+        assert claimed and all(c.message.mailing_id != big_id for c in claimed)
+        due = box.next_due(tags)
+        assert due is None or due > 0.0  # the paused mailing's due time is not "next"
+    statements: list[str] = []
+    box._conn().set_trace_callback(statements.append)
+    box.claim_batch("T", NOW + 1, (), "", 32)
+    box._conn().set_trace_callback(None)
+    box.close()
+    raw = sqlite3.connect(path)
+    claim = next(s for s in statements if s.startswith("UPDATE messages SET status='sending'"))
+    plan = [row[3] for row in raw.execute("EXPLAIN QUERY PLAN " + claim)]
+    raw.close()
+    # One due-ordered range per running mailing and one for the messages in none; Big is not read.
+    assert sum("USING COVERING INDEX ix_due (mailing=? AND next_attempt_at<?)" in p for p in plan) == 2, plan
+    assert plan_problems(path) == []  # every hot query again, with mailings running and one paused

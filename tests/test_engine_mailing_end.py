@@ -61,7 +61,7 @@ def test_cancel_with_a_message_in_flight_is_announced_once_after_its_result(
     svc = make_service(automail_home, make_task(port=smtp_server.port, rate=rate))
     events: list[EngineEvent] = []
     svc.subscribe(events.append)
-    smtp_server.stall_seconds = 2.0  # the reply to the final dot comes late: the message is in flight
+    smtp_server.stall_seconds = 3.0  # the reply to the final dot comes late: the message is in flight
     if reply != "250":
         smtp_server.data_replies = [f"{reply} 4.3.0 try again later"]
     ids = svc.enqueue_raw("Firma", [(f"a{i}", eml(i)) for i in range(5)], mailing="Faktúry 11/2026")

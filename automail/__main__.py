@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from automail.engine.service import Service
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+UNTIL_EMPTY_CHECK_S = 0.5  # `run --until-empty` looks at the queue at least this often, and at once when a task drains
 # pystray must own the main thread on macOS and so must Tk: the desktop app is refused there, the CLI works.
 MACOS_NO_DESKTOP = (
     "The desktop app does not run on macOS yet (its tray icon and its windows would both need the main thread)."
@@ -926,14 +927,20 @@ def cmd_status(args: argparse.Namespace) -> int:
 class _StopSignal:
     """SIGINT/SIGTERM (SIGBREAK on Windows) set an event instead of raising in the middle of a send."""
 
-    def __init__(self) -> None:
+    def __init__(self, wake: threading.Event | None = None) -> None:
         self.event = threading.Event()
+        self._wake = wake  # also set by a signal: whoever waits on it looks at ``event`` at once
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _StopSignal:
         for sig in stop_signals():  # SIGBREAK too on Windows (Ctrl+Break, console closed, logoff)
-            self._old[sig] = signal.signal(sig, lambda *_: self.event.set())
+            self._old[sig] = signal.signal(sig, self._stop)
         return self
+
+    def _stop(self, *_: object) -> None:
+        self.event.set()
+        if self._wake is not None:
+            self._wake.set()
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._old.items():
@@ -943,12 +950,15 @@ class _StopSignal:
 def run_engine(svc: Service, until_empty: bool, on_event: Callable[[EngineEvent], None] = _print_event) -> int:
     """Run the engine in the foreground; see `automail run`."""
     failed = 0
+    check = threading.Event()  # look at the queue now: a task drained or changed state, or a stop signal
 
     def count(event: EngineEvent) -> None:
         nonlocal failed
         if event.kind is EventKind.FAILED:
             failed += 1
         on_event(event)
+        if event.kind in (EventKind.QUEUE_DRAINED, EventKind.STATE_CHANGED):
+            check.set()
 
     svc.subscribe(count)
     local = [t for t in svc.local_tasks() if t.enabled]
@@ -960,11 +970,14 @@ def run_engine(svc: Service, until_empty: bool, on_event: Callable[[EngineEvent]
         return EXIT_FAILED if until_empty else EXIT_OK
     code = EXIT_OK
     try:  # the engine is stopped also when reading the status fails (a damaged outbox)
-        with _StopSignal() as stop:  # before saying "Ctrl+C stops it", so a stop right after it is graceful
+        with _StopSignal(check) as stop:  # before saying "Ctrl+C stops it", so a stop right after it is graceful
             _out(f"AutoMail engine running {len(local)} task(s) on {svc.computer}. Ctrl+C stops it.")
             svc.start_engine()
-            time.sleep(0.2)
-            while not stop.event.wait(0.5):
+            while True:
+                check.wait(UNTIL_EMPTY_CHECK_S)  # --until-empty ends as soon as the last task drains
+                check.clear()
+                if stop.event.is_set():
+                    break
                 if not until_empty:
                     continue
                 local = [t for t in svc.local_tasks() if t.enabled]

@@ -74,6 +74,26 @@ def test_run_until_empty_exits_1_when_messages_failed(tmp_path: Path, smtp_serve
     assert len(smtp_server.messages) == 2
 
 
+def test_run_until_empty_ends_when_the_queue_drains_not_at_the_next_poll(
+    tmp_path: Path, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drained task's event wakes the check: with a 60 s poll the run still ends right after the last send."""
+    import time
+
+    from automail import __main__ as main
+    from automail.engine.service import Service
+
+    setup_task(smtp_server.port, "--unlimited")
+    cli("task", "start", "Mailing")
+    cli("enqueue", "--company", "Firma", *write_emls(tmp_path / "in", 3))
+    monkeypatch.setattr(main, "UNTIL_EMPTY_CHECK_S", 60.0)
+    start = time.monotonic()
+    code = main.run_engine(Service(), True, on_event=lambda e: None)  # main thread: it installs signal handlers
+    assert code == main.EXIT_OK
+    assert time.monotonic() - start < 30  # the old loop only looked again after a whole poll (60 s here)
+    assert len(smtp_server.messages) == 3
+
+
 def test_password_only_in_keyring_and_wrong_password_stops_run(
     tmp_path: Path, automail_home: Path, smtp_server_auth: SmtpServer
 ) -> None:

@@ -784,7 +784,9 @@ class Mailing:
 
     @property
     def state(self) -> str:
-        """One word for lists: finished, paused, scheduled or sending."""
+        """One word for lists: cancelled, finished, paused, scheduled or sending."""
+        if self.was_cancelled:  # a message in flight at the cancel may still be finishing: it had left
+            return "cancelled"
         if self.finished:
             return "finished"
         if self.paused:

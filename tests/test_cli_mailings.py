@@ -84,6 +84,8 @@ def test_pause_resume_cancel_and_retry_change_only_their_mailing(tmp_path: Path,
     assert mailing_json("Later")["queued"] == 2
     assert "2 message(s) cancelled" in cli("mailing", "cancel", "Later").stdout
     assert mailing_json("Later")["cancelled"] == 2 and len(smtp_server.messages) == 5  # 2 + 3, none of Later
+    assert mailing_json("Later")["state"] == "cancelled"  # not "finished": nothing of it was sent
+    assert "cancelled" in cli("mailing", "list").stdout
 
 
 def test_mailing_errors_are_input_errors(tmp_path: Path, smtp_server: SmtpServer) -> None:

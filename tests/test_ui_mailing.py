@@ -221,8 +221,8 @@ def test_cancel_and_retry_failed_and_live_refresh(win: Any, service: Service, ro
     ml.confirm.ok_button.invoke()
     pump(root, lambda: "3 message(s) cancelled" in ml.status_line.cget("text"), timeout=10)
     assert [box.get(i).status for i in ids].count(MessageStatus.CANCELLED) == 3
-    pump(root, lambda: row.state.cget("text") == "Finished", timeout=10)
-    assert row.pause_button.cget("state") == "disabled"
+    pump(root, lambda: row.state.cget("text") == "Cancelled", timeout=10)  # what the user did, not "Finished"
+    assert row.pause_button.cget("state") == "disabled" and row.cancel_button.cget("state") == "disabled"
 
 
 def test_large_file_is_checked_in_the_background_with_progress_and_a_capped_problem_list(

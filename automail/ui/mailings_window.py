@@ -31,7 +31,13 @@ REFRESH_MS = 1000  # the list is re-read this often while the window is open (on
 MAILINGS_SHOWN = 50
 EMPTY_TEXT = "No mailing yet. Make one with New mailing… in the main window."
 _REPACK = object()
-STATE_WORDS = {"finished": "Finished", "paused": "Paused", "scheduled": "Scheduled", "sending": "Sending"}
+STATE_WORDS = {
+    "cancelled": "Cancelled",
+    "finished": "Finished",
+    "paused": "Paused",
+    "scheduled": "Scheduled",
+    "sending": "Sending",
+}
 
 
 def _when(ts: float | None) -> str:
@@ -97,14 +103,15 @@ class MailingRow:
 
     def show(self, m: Mailing) -> None:
         """Draw the mailing's current state (only what changed is reconfigured)."""
-        color = (ERROR_COLOR if m.failed else OK_COLOR) if m.finished else MUTED_COLOR
+        open_ = not (m.finished or m.was_cancelled)  # a cancelled mailing can only be retried (its failures)
+        color = MUTED_COLOR if open_ or m.was_cancelled else ERROR_COLOR if m.failed else OK_COLOR
         configure_changed(self.state, text=state_text(m), text_color=color)
         configure_changed(self.counts, text=counts_text(m))
         self.bar.set((m.sent + m.failed + m.cancelled) / m.total if m.total else 1.0)  # drawn if it moves a pixel
         self.paused = m.paused
-        set_enabled(self.pause_button, not m.finished, text="Resume" if m.paused else "Pause")
+        set_enabled(self.pause_button, open_, text="Resume" if m.paused else "Pause")
         set_enabled(self.retry_button, m.failed > 0)
-        set_enabled(self.cancel_button, not m.finished, fg_color="#B3261E")
+        set_enabled(self.cancel_button, open_, fg_color="#B3261E")
 
     def _pause_or_resume(self) -> None:
         (self.window.resume if self.paused else self.window.pause)(self.name)

@@ -7,12 +7,14 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from automail.engine.service import Service
 from automail.engine.worker import CLAIM_BATCH
 from automail.models import EngineEvent, EventKind, MailingAction, MessageStatus, TaskState
+from automail.store.outbox import Outbox
 from tests.helpers import cli, eml, make_service, make_task, wait_until
 from tests.smtpd import SmtpServer
 
@@ -133,4 +135,48 @@ def test_an_unlimited_task_asks_about_the_end_once_per_claimed_batch_not_per_mes
     kinds = [e.kind for e in events if e.kind in (EventKind.SENT, *ENDS)]
     assert kinds == [EventKind.SENT] * total + [EventKind.MAILING_FINISHED]
     assert 1 <= len(asked) <= 3, asked  # one per batch of CLAIM_BATCH (was one per message: 70)
+    svc.close()
+
+
+def test_a_cancel_stops_an_unlimited_tasks_claimed_batch_within_a_message_or_two(
+    automail_home: Path, smtp_server: SmtpServer
+) -> None:
+    # An unlimited task claims 32 messages at once. A cancel from another process while they go out:
+    # the claimed ones have not left, so they must not go out — not only after the engine's
+    # once-a-second look, by when a fast server would have taken the whole batch.
+    svc = make_service(automail_home, make_task(port=smtp_server.port))
+    events: list[EngineEvent] = []
+    svc.subscribe(events.append)
+    ids = svc.enqueue_raw("Firma", [(f"a{i}", eml(i)) for i in range(3 * CLAIM_BATCH)], mailing="Faktúry 11/2026")
+    other = Outbox(svc.outbox("Firma").path, "Firma")  # as `automail mailing cancel` opens it
+    record = smtp_server._record
+    cancelled_after: list[int] = []
+
+    def record_then_cancel(*args: Any) -> str:
+        reply = record(*args)
+        if len(smtp_server.messages) == 5 and not cancelled_after:
+            other.cancel_mailing("Faktúry 11/2026", time.time())  # committed before the 5th is accepted
+            cancelled_after.append(len(smtp_server.messages))
+        return reply
+
+    smtp_server._record = record_then_cancel  # type: ignore[method-assign]
+    svc.start_engine()
+    try:
+        assert wait_until(lambda: ends(events), 10), events
+    finally:
+        svc.stop_engine()
+        other.close()
+    sent = len(smtp_server.messages)
+    # The 6th may already be on the wire when the worker learns of the cancel (with the 5th's commit).
+    assert cancelled_after == [5] and sent <= 6, f"{sent - 5} message(s) left after the cancel"
+    box = svc.outbox("Firma")
+    statuses = [box.get(i).status for i in ids]
+    assert statuses.count(MessageStatus.SENT) == sent
+    assert statuses.count(MessageStatus.CANCELLED) == len(ids) - sent
+    assert ends(events) == [
+        (
+            EventKind.MAILING_CANCELLED,
+            f"'Faktúry 11/2026' cancelled: {sent} sent, 0 failed, {len(ids) - sent} cancelled",
+        )
+    ]
     svc.close()

@@ -168,7 +168,7 @@ def sample_mailing_files(tmp: Path) -> Path:
 
 
 def sample_mailings(service) -> None:  # type: ignore[no-untyped-def]
-    """Four mailings of Firma s.r.o.: one sending, one paused, one finished with failures, one scheduled."""
+    """Five mailings of Firma s.r.o.: sending, paused, finished with failures, scheduled, cancelled."""
     from automail.store.outbox import NewMessage
 
     box = service.outbox("Firma s.r.o.")
@@ -197,6 +197,9 @@ def sample_mailings(service) -> None:  # type: ignore[no-untyped-def]
     box.enqueue(messages("faktury", 1240), now - 600, mailing="Faktúry 11/2026")
     send("faktury", 730, failed=2)
     box.enqueue(messages("vianoce", 860), now, mailing="Vianočný pozdrav", not_before=now + 20 * 86400)
+    box.enqueue(messages("akcia", 400), now - 5400, mailing="Akcia december")
+    send("akcia", 120)
+    box.cancel_mailing("Akcia december", now)
 
 
 def wait(root, done) -> None:  # type: ignore[no-untyped-def]

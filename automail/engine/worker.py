@@ -150,6 +150,7 @@ class Worker:
         # message's final dot waits for it (see ``transaction``), and so does ``flush``.
         self._unrecorded: _Unrecorded | None = None
         self.recheck_held = False  # another connection changed the outbox: a held message's mailing may be stopped
+        self._seen_version: int | None = None  # the outbox's data_version when the I/O thread last looked
         self._mail_from = task.smtp.sender_address
         self._account = task.smtp.account_key
 
@@ -261,8 +262,24 @@ class Worker:
         if pending is None:
             return None
         if pending.future is None:
-            pending.future = self._submit(pending.commit)
+            pending.future = self._submit(partial(self._commit_then_look, pending.commit))
         return _Commit(pending.future)
+
+    def _commit_then_look(self, commit: Callable[[], None]) -> None:
+        """(I/O thread) Commit a result; then, if messages are held, see whether another connection
+        committed since the claim — a pause or cancel from the Mailings window or `automail mailing`:
+        the held messages' mailings are looked at before the next one is sent (``step``), not only at the
+        engine's once-a-second look, by when an unlimited task would have sent the rest of its batch."""
+        commit()
+        if self._held:
+            self._note_outside_changes()
+
+    def _note_outside_changes(self, *, flag: bool = True) -> None:
+        """(I/O thread) Note the outbox's data_version (changed only by other connections' commits)."""
+        version = self.outbox.data_version()
+        if version != self._seen_version:
+            self._seen_version = version
+            self.recheck_held = self.recheck_held or flag
 
     async def flush(self, sending: int | None = None) -> None:
         """Commit the last result now (a no-op when it is already durable), then emit its event.
@@ -419,8 +436,14 @@ class Worker:
         """Take the next due messages: a batch for an unlimited task, one for a throttled one."""
         size = CLAIM_BATCH if self.throttle.interval == 0 else 1
         task = self.task
-        self._held.extend(await self._db(self.outbox.claim_batch, task.name, now, task.tags, self._mail_from, size))
+        self._held.extend(await self._db(self._claim_in_io, task.name, now, task.tags, size))
         return self._held.popleft() if self._held else None
+
+    def _claim_in_io(self, task: str, now: float, tags: tuple[str, ...], size: int) -> list[ClaimedMessage]:
+        """(I/O thread) Claim, noting the outbox's version first: what others commit from then on
+        (the claim saw all before it) is an outside change the held messages' mailings may have had."""
+        self._note_outside_changes(flag=False)
+        return self.outbox.claim_batch(task, now, tags, self._mail_from, size)
 
     async def _wait(self, now: float, delay: float) -> float:
         """The bucket says wait ``delay`` seconds: give back what is held and say why we wait."""

@@ -490,7 +490,7 @@ def _print_event(event: EngineEvent) -> None:
     elif event.kind is EventKind.QUEUE_DRAINED:
         _out(f"[{event.task}] queue empty")
     elif event.kind in (EventKind.MAILING_FINISHED, EventKind.MAILING_CANCELLED) and event.progress is not None:
-        _out(f"[{event.task}] mailing {event.progress.end_text(event.kind is EventKind.MAILING_CANCELLED)}")
+        _out(f"[{event.task}] mailing {event.progress.end_text()}")
 
 
 def _warn_overlap(svc: Any, task: Task) -> None:

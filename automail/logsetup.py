@@ -36,17 +36,17 @@ def setup_logging(
     once on stderr, logs nowhere, and returns None.
     """
     folder = log_dir(home)
-    path: Path | None = folder / "automail.log"
+    file = folder / "automail.log"
+    path: Path | None = file
     root = logging.getLogger()
     stop_logging()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / "automail.log", "a", encoding="utf-8"):
+        with open(file, "a", encoding="utf-8"):
             pass  # the handler opens the file only when it writes: find out now that it cannot
-        file_handler = _LogFile(folder / "automail.log", max_bytes, backup_count)
+        file_handler = _LogFile(file, max_bytes, backup_count)
     except OSError as exc:
-        if sys.stderr is not None:
-            print(f"automail: warning: cannot write the log {path}: {exc.strerror}", file=sys.stderr)
+        _warn_unwritable(file, exc)
         path = None
     else:
         file_handler.setFormatter(logging.Formatter(_FORMAT))
@@ -63,6 +63,11 @@ def setup_logging(
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     install_excepthooks()
     return path
+
+
+def _warn_unwritable(path: Path, exc: OSError) -> None:
+    if sys.stderr is not None:  # a windowed (frozen) app has none
+        print(f"automail: warning: cannot write the log {path}: {exc.strerror}", file=sys.stderr)
 
 
 class _LogFile(logging.Handler):
@@ -88,8 +93,7 @@ class _LogFile(logging.Handler):
                 )
             except OSError as exc:
                 self._broken = True
-                if sys.stderr is not None:
-                    print(f"automail: warning: cannot write the log {self._path}: {exc.strerror}", file=sys.stderr)
+                _warn_unwritable(self._path, exc)
                 return
             self._file.setFormatter(self.formatter)
         if self._file is not None:

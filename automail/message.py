@@ -154,7 +154,9 @@ def _head_is_clean(head: bytes) -> bool:
 def _header_lines(raw: bytes, start: int) -> tuple[list[bytes], bytes, int, bytes | None]:
     """The header's lines up to the first empty one (line ends removed), the body, the body's first
     line number, and the header block as read (None when it took the line-by-line scan)."""
-    ends = [i for i in (raw.find(b"\n\n", start), raw.find(b"\n\r\n", start)) if i >= 0]
+    crlf = raw.find(b"\n\r\n", start)
+    lf = raw.find(b"\n\n", start, len(raw) if crlf < 0 else crlf + 2)  # not through the whole body
+    ends = [i for i in (lf, crlf) if i >= 0]
     if not ends or raw.startswith((b"\n", b"\r\n"), start):
         return (*_scan_header_lines(raw, start), None)
     cut = min(ends) + 1  # where the first empty line starts: every line before it has content

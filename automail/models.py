@@ -773,13 +773,10 @@ class Mailing:
         """The user cancelled it (and did not retry it since)."""
         return self.cancelled_at is not None
 
-    def end_text(self, cancelled: bool | None = None) -> str:
-        """How it ended, for notifications and the CLI: 'Faktúry 11/2026' finished: 1,240 sent, 3 failed.
-
-        ``cancelled``: say "cancelled" (None: as the mailing was, ``was_cancelled``)."""
-        if cancelled is None:
-            cancelled = self.was_cancelled
-        text = f"'{self.name}' {'cancelled' if cancelled else 'finished'}: {self.sent:,} sent, {self.failed:,} failed"
+    def end_text(self) -> str:
+        """How it ended, for notifications and the CLI: 'Faktúry 11/2026' finished: 1,240 sent, 3 failed."""
+        how = "cancelled" if self.was_cancelled else "finished"
+        text = f"'{self.name}' {how}: {self.sent:,} sent, {self.failed:,} failed"
         return text + (f", {self.cancelled:,} cancelled" if self.cancelled else "")
 
     @property

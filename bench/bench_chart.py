@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import COMPANY, Result, automail_service, build, median
+from common import COMPANY, Result, automail_service, build, median, reads
 
 from automail.clock import hour_start
 from automail.models import Security, SmtpSettings, Task
@@ -76,15 +76,6 @@ def upgrade_from_v2(service: object, box: object) -> float:
     t0 = time.perf_counter()
     Outbox(path, COMPANY).close()
     return time.perf_counter() - t0
-
-
-def reads(fn: object, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()  # type: ignore[operator]
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def bench(messages: int = 1_000_000, n_reads: int = 30) -> Result:

@@ -445,15 +445,15 @@ class Service:
         outbox and the files before it in this pass)."""
         box, prepare = self._outbox_of(company), self.preparer(company.name)
         seen: dict[str, tuple[str, NewMessage]] = {}
+        # The pickup folder has no options: the fix says what its writer can do instead.
+        fix = (
+            "give the message a Message-ID of its own (or none: AutoMail then adds one) and drop it in the "
+            "pickup folder again; if it really must go out twice, queue the file from the rejected folder with "
+            f'automail enqueue --company "{company.name}" --allow-duplicate-id FILE'
+        )
 
         def gate(source: str, raw: bytes) -> NewMessage:
             msg = prepare(source, raw)
-            # The pickup folder has no options: the fix says what its writer can do instead.
-            fix = (
-                "give the message a Message-ID of its own (or none: AutoMail then adds one) and drop it in the "
-                "pickup folder again; if it really must go out twice, queue the file from the rejected folder with "
-                f'automail enqueue --company "{company.name}" --allow-duplicate-id FILE'
-            )
             earlier = seen.get(msg.message_id)
             if earlier is not None:
                 self._refuse_duplicate_ids(box, [earlier[0], source], [earlier[1], msg], fix)

@@ -378,8 +378,8 @@ class Worker:
         """Give back the held messages of mailings paused or cancelled since they were claimed (by the
         Mailings window or another process): a held message has not left, so it must not go out."""
         self.recheck_held = False
-        mailings = {c.message.mailing_id for c in self._held} - {None}
-        stopped = await self._db(self.outbox.stopped_mailings, sorted(m for m in mailings if m is not None))
+        mailings = {m for c in self._held if (m := c.message.mailing_id) is not None}
+        stopped = await self._db(self.outbox.stopped_mailings, sorted(mailings))
         if stopped:
             back = [c.message.id for c in self._held if c.message.mailing_id in stopped]
             self._held = deque(c for c in self._held if c.message.mailing_id not in stopped)

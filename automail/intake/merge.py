@@ -249,7 +249,7 @@ def render(
         result.rows.append(row)
     # An attachment only one message carries (each customer's own invoice) stays in that message's
     # body: storing it apart would cost a hash, a second row and a lookup at send time, and save nothing.
-    uses = builder.attachments.uses
+    uses = Counter(id(body) for m in result.messages for body in m.shared)
     result.messages = [
         replace(m, shared=kept) if (kept := tuple(b for b in m.shared if uses[id(b)] > 1)) != m.shared else m
         for m in result.messages
@@ -360,9 +360,6 @@ class _RowBuilder:
                 body = multipart("mixed", [body, *files])
             raw = mime_message(headers, body)
             message = prepare_raw(raw, row.where, self.options.tag, self.options.max_bytes)
-            # Attachments are stored once in the outbox however many messages carry them (see render).
-            for file in files:
-                self.attachments.uses[id(file.body)] += 1
             return replace(message, shared=tuple(part.body for part in files)), found
         except AutomailError as exc:
             problem("", exc.message + (f" — {exc.fix}" if exc.fix else ""))
@@ -441,7 +438,6 @@ class _AttachmentCache:
         self.max_bytes = max_bytes
         self._parts: dict[object, Part] = {}
         self._bodies: dict[bytes, bytes] = {}  # one object per distinct encoded content (files alike)
-        self.uses: Counter[int] = Counter()  # id(encoded content) → messages carrying it
 
     def read(self, path: Path, column: str) -> Part:
         # The file's identity (device, inode) finds it however it is named: one stat, not a path resolve.

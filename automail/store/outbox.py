@@ -666,6 +666,14 @@ def check_ours(path: Path) -> None:
     raise foreign
 
 
+# A mailing that has messages, none left to send, and whose end nobody has announced (``end_mailing``).
+_ENDED_UNANNOUNCED = (
+    "ended_at IS NULL AND EXISTS (SELECT 1 FROM mailing_counts WHERE mailing=mailings.id AND n > 0)"
+    " AND NOT EXISTS (SELECT 1 FROM mailing_counts WHERE mailing=mailings.id"
+    " AND status IN ('queued', 'sending', 'deferred') AND n > 0)"
+)
+
+
 @_store_errors
 class Outbox:
     """The outbox database of one company.  Safe to share between threads:
@@ -1132,15 +1140,6 @@ class Outbox:
         ).fetchone()
         return int(row[0])
 
-    @staticmethod
-    def _has_left(conn: sqlite3.Connection, mailing_id: int) -> bool:
-        """Whether a mailing still has messages to send (queued, being sent or deferred)."""
-        row = conn.execute(
-            "SELECT 1 FROM mailing_counts WHERE mailing=? AND status IN ('queued', 'sending', 'deferred') AND n > 0",
-            (mailing_id,),
-        ).fetchone()
-        return row is not None
-
     def end_mailing(self, mailing_id: int, now: float) -> Mailing | None:
         """The mailing with its final counts if it has just ended and nobody has announced it yet, else None.
 
@@ -1148,33 +1147,25 @@ class Outbox:
         ``ended_at`` are one transaction, so of all workers and processes exactly one gets it.
         Reads only (no write lock) while the mailing is running or once its end was taken.
         """
-        row = (
-            self._conn()
-            .execute(
-                "SELECT 1 FROM mailings WHERE id=? AND ended_at IS NULL AND NOT EXISTS (SELECT 1 FROM mailing_counts"
-                " WHERE mailing=mailings.id AND status IN ('queued', 'sending', 'deferred') AND n > 0)",
-                (mailing_id,),
-            )
-            .fetchone()
-        )
-        if row is None:
+        row = self._conn().execute(f"SELECT 1 FROM mailings WHERE id=? AND {_ENDED_UNANNOUNCED}", (mailing_id,))
+        if row.fetchone() is None:
             return None
         with self.transaction() as wconn:
             row = wconn.execute(f"SELECT {_MAILING_COLUMNS} FROM mailings WHERE id=?", (mailing_id,)).fetchone()
-            if row is None or row[9] is not None or self._has_left(wconn, mailing_id):
+            if row is None or row[9] is not None:
                 return None
             mailing = self._mailing_from(wconn, row)
-            if mailing.total == 0:
-                return None  # an empty mailing (being filled) has not ended
+            if mailing.pending or mailing.total == 0:  # still sending, or empty (being filled): not ended
+                return None
             wconn.execute("UPDATE mailings SET ended_at=? WHERE id=?", (now, mailing_id))
         return replace(mailing, ended_at=now)
 
     def end_mailings(self, now: float, skip: Iterable[int] = ()) -> builtins.list[Mailing]:
         """Every mailing (but those in ``skip``) that has ended and was not announced yet (see ``end_mailing``),
         oldest first."""
-        open_ids = [r[0] for r in self._conn().execute("SELECT id FROM mailings WHERE ended_at IS NULL ORDER BY id")]
+        ended = self._conn().execute(f"SELECT id FROM mailings WHERE {_ENDED_UNANNOUNCED} ORDER BY id")
         skipped = set(skip)
-        return [m for i in open_ids if i not in skipped and (m := self.end_mailing(i, now)) is not None]
+        return [m for (i,) in ended.fetchall() if i not in skipped and (m := self.end_mailing(i, now)) is not None]
 
     def stopped_mailings(self, mailing_ids: Sequence[int]) -> set[int]:
         """Which of these mailings are paused or cancelled now."""
@@ -1220,7 +1211,7 @@ class Outbox:
             # be recorded after this) is announced as a cancel.
             conn.execute("UPDATE mailings SET cancelled_at=coalesce(cancelled_at, ?) WHERE id=?", (now, mailing_id))
             return conn.execute(
-                "UPDATE messages SET status='cancelled', next_attempt_at=NULL, held_at=NULL, updated_at=?"
+                "UPDATE messages SET status='cancelled', next_attempt_at=NULL, updated_at=?"
                 " WHERE mailing=? AND status IN ('queued', 'deferred')",
                 (now, mailing_id),
             ).rowcount
@@ -1459,8 +1450,7 @@ class Outbox:
             self._check_ids(conn, id_list, ("queued", "deferred"), "cancel")
             for msg_id in id_list:
                 conn.execute(
-                    "UPDATE messages SET status='cancelled', next_attempt_at=NULL, held_at=NULL, updated_at=?"
-                    " WHERE id=?",
+                    "UPDATE messages SET status='cancelled', next_attempt_at=NULL, updated_at=? WHERE id=?",
                     (now, msg_id),
                 )
         return len(id_list)

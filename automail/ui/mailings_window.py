@@ -31,13 +31,6 @@ REFRESH_MS = 1000  # the list is re-read this often while the window is open (on
 MAILINGS_SHOWN = 50
 EMPTY_TEXT = "No mailing yet. Make one with New mailing… in the main window."
 _REPACK = object()
-STATE_WORDS = {
-    "cancelled": "Cancelled",
-    "finished": "Finished",
-    "paused": "Paused",
-    "scheduled": "Scheduled",
-    "sending": "Sending",
-}
 
 
 def _when(ts: float | None) -> str:
@@ -56,7 +49,7 @@ def counts_text(m: Mailing) -> str:
 def state_text(m: Mailing) -> str:
     if m.state == "scheduled":
         return f"Scheduled for {_when(m.not_before)}"
-    return STATE_WORDS.get(m.state, m.state.capitalize())
+    return m.state.capitalize()
 
 
 class MailingRow:

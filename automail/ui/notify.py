@@ -87,9 +87,8 @@ class Notifier:
             if key not in self._finished:  # the same end (a retried mailing ends again: news again)
                 self._finished.add(key)
                 self._flush_failed(event.task)
-                cancelled = event.kind is EventKind.MAILING_CANCELLED
-                title = "Mailing cancelled" if cancelled else "Mailing finished"
-                self._notify(title, f"Mailing {event.progress.end_text(cancelled)}")
+                title = "Mailing cancelled" if event.kind is EventKind.MAILING_CANCELLED else "Mailing finished"
+                self._notify(title, f"Mailing {event.progress.end_text()}")
         self.tick()
 
     def _on_state(self, event: EngineEvent) -> None:

@@ -207,6 +207,8 @@ class _RecordingSMTP(SMTP):
 
     async def smtp_DATA(self, arg: str) -> None:
         await asyncio.sleep(self._owner.delays.get("DATA", 0))  # before the 354
+        if self._owner.data_without_recipients and self.envelope is not None and not self.envelope.rcpt_tos:
+            self.envelope.rcpt_tos.append("")  # a broken server: 354 although no recipient was accepted
         await super().smtp_DATA(arg)
 
 
@@ -250,6 +252,8 @@ class SmtpServer:
       starttls / require_starttls / auth   apply from the next connection on
       pipelining    advertise PIPELINING (RFC 2920) in the EHLO reply
       smtputf8      advertise SMTPUTF8 (from the next connection on)
+      data_without_recipients  answer DATA with 354 even when no recipient was accepted, like a
+                    broken server (what it then accepts is recorded with the recipient "")
     Recorded: messages, packets (every chunk of bytes received, in order: shows
     which commands a client sent together) and ehlo_names (each EHLO's argument).
     Counters: connections (sessions opened since start/clear), auth_failures (rejected
@@ -272,6 +276,7 @@ class SmtpServer:
         self.host = HOST
         self.pipelining = pipelining
         self.smtputf8 = True
+        self.data_without_recipients = False
         self.packets: list[bytes] = []
         self.port = 0
         self.starttls = starttls

@@ -88,7 +88,7 @@ def session_stats(log: str) -> str:
 
 
 # ---- 1 (protocol side): every recipient refused ------------------------------------------------
-def test_all_refused_recipients_cost_no_data_command(postfix: Postfix) -> None:
+def test_all_refused_recipients_end_with_rset(postfix: Postfix) -> None:
     mark = postfix.log_mark()
     ok = message("ok@example.sk")
     refused, sent = session(
@@ -102,8 +102,9 @@ def test_all_refused_recipients_cost_no_data_command(postfix: Postfix) -> None:
     assert isinstance(sent, SendResult)
     postfix.wait_for(1, message_id=str(ok["Message-ID"]))
     stats = session_stats(postfix.wait_for_log("disconnect from localhost[127.0.0.1]", since=mark))
-    # one DATA (the accepted message's), the refused one ended with RSET
-    assert "data=1 " in stats and "rset=1" in stats and "rcpt=1/3" in stats, stats
+    # two DATA: the refused message's, pipelined with its envelope and refused (no body sent), and
+    # the accepted message's; the refused one ended with RSET
+    assert "data=1/2 " in stats and "rset=1" in stats and "rcpt=1/3" in stats, stats
     log = postfix.log(since=mark)
     assert not [w for w in PROTOCOL_WARNINGS if w in log], log  # the log says which warning
 
@@ -148,8 +149,30 @@ def test_why_data_waits_for_the_rcpt_replies(postfix: Postfix, pipelined_data: b
         assert replies[-1].startswith(b"221") and len(replies) == 10 * 3 + 1, replies
 
 
+def test_a_run_of_all_refused_messages_costs_one_data_error_and_keeps_the_session(postfix: Postfix) -> None:
+    """The adaptive rule against the evidence above: twelve messages whose only recipient is refused,
+    then a good one, on one connection.  Only the first refused message's DATA was pipelined (and
+    refused); the others waited for their RCPT reply and ended with RSET, so Postfix counted 13
+    errors, not 24 (its hard limit is 20), and the good message was delivered on the same session."""
+    mark = postfix.log_mark()
+    good = message("ok-run@example.sk")
+    refused = [((f"reject-run{i}@example.sk",), message(f"reject-run{i}@example.sk").as_bytes()) for i in range(12)]
+    *errors, sent = session(settings(postfix, postfix.plain_port), *refused, (("ok-run@example.sk",), good.as_bytes()))
+    for i, error in enumerate(errors):
+        assert isinstance(error, SmtpError) and error.kind is FaultKind.PERMANENT, error
+        assert error.refused is not None and list(error.refused) == [f"reject-run{i}@example.sk"]
+        assert error.refused[f"reject-run{i}@example.sk"].code == 550
+    assert isinstance(sent, SendResult), sent
+    postfix.wait_for(1, message_id=str(good["Message-ID"]))
+    log = postfix.wait_for_log("disconnect from localhost[127.0.0.1]", since=mark)
+    assert log.count("disconnect from") == 1, log  # one connection all along
+    assert "mail=13 rcpt=1/13 data=1/2 rset=12 quit=1" in session_stats(log), log
+    assert not [w for w in PROTOCOL_WARNINGS if w in log], log  # the log says which warning
+
+
 def test_partly_refused_recipients_are_listed_with_their_codes(postfix: Postfix) -> None:
     msg = message("ok2@example.sk")
+    mark = postfix.log_mark()
     [result] = session(
         settings(postfix, postfix.plain_port),
         (("ok2@example.sk", "defer2@example.sk", "reject2@example.sk"), msg.as_bytes()),
@@ -158,6 +181,9 @@ def test_partly_refused_recipients_are_listed_with_their_codes(postfix: Postfix)
     assert {a: r.code for a, r in result.refused.items()} == {"defer2@example.sk": 450, "reject2@example.sk": 550}
     assert isinstance(result.refused["reject2@example.sk"], Reply)
     assert [m.delivered_to for m in postfix.wait_for(1, message_id=str(msg["Message-ID"]))] == ["ok2@example.sk"]
+    log = postfix.wait_for_log("disconnect from localhost[127.0.0.1]", since=mark)
+    assert "rcpt=1/3 data=1 " in session_stats(log), log  # DATA pipelined with the envelope, answered 354
+    assert not [w for w in PROTOCOL_WARNINGS if w in log], log  # the log says which warning
 
 
 # ---- 2: the server's size limit ----------------------------------------------------------------

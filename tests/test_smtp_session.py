@@ -75,7 +75,7 @@ def server(request: pytest.FixtureRequest) -> SmtpServer:
 
 
 # ---- defect 1 (protocol side): refused recipients ------------------------------------------
-def test_every_recipient_refused_ends_with_rset_never_data(server: SmtpServer) -> None:
+def test_every_recipient_refused_ends_with_rset(server: SmtpServer) -> None:
     server.rcpt_replies = {"gone@example.com": "550 5.1.1 No such user", "busy@example.com": "450 4.2.1 Busy"}
 
     async def go() -> tuple[SmtpError, SendResult]:
@@ -93,10 +93,76 @@ def test_every_recipient_refused_ends_with_rset_never_data(server: SmtpServer) -
         "gone@example.com": Reply(550, "5.1.1 No such user"),
         "busy@example.com": Reply(450, "4.2.1 Busy"),
     }
-    assert commands(server, b"DATA\r\n") == 1  # only for the next message
+    # Pipelined, the refused message's DATA went with its envelope (refused: no body sent); one by
+    # one, DATA is sent only for the next message.
+    assert commands(server, b"DATA\r\n") == (2 if server.pipelining else 1)
     assert commands(server, b"RSET\r\n") == 1
     assert after.refused == {} and server.connections == 1
     assert [m.rcpt_tos for m in server.messages] == [["ok@example.com"]]
+
+
+def _data_with_envelope(server: SmtpServer) -> list[bool]:
+    """For each DATA the client sent: whether it came in one write with a RCPT TO (pipelined)."""
+    return [b"RCPT TO:" in p for p in server.packets if b"DATA\r\n" in p]
+
+
+def test_all_refused_recipients_stop_pipelined_data_for_the_rest_of_the_connection(server: SmtpServer) -> None:
+    """The adaptive rule (transaction.py): DATA goes with the envelope until a message has no recipient
+    accepted; then it waits for the RCPT replies on that connection, and a new connection starts over."""
+    server.rcpt_replies = {"gone@example.com": "550 5.1.1 No such user"}
+    refusal = {"gone@example.com": Reply(550, "5.1.1 No such user")}
+
+    async def go() -> list[SmtpError | SendResult]:
+        s = SmtpSession(settings(server.port), None, timeouts=FAST)
+        results: list[SmtpError | SendResult] = []
+        try:
+            for i, to in enumerate(["ok@example.com", "gone@example.com", "gone@example.com", "ok@example.com"]):
+                try:
+                    results.append(await s.send(SENDER, (to,), eml(i)))
+                except SmtpError as exc:
+                    results.append(exc)
+            await s.close()  # the next message opens a new connection
+            results.append(await s.send(SENDER, ("ok@example.com",), eml(9)))
+        finally:
+            await s.close()
+        return results
+
+    first, refused, refused_again, after, new_connection = asyncio.run(go())
+    for error in (refused, refused_again):  # the same error, whether DATA was pipelined or not
+        assert isinstance(error, SmtpError) and error.kind is FaultKind.PERMANENT and error.refused == refusal
+    assert all(isinstance(r, SendResult) for r in (first, after, new_connection))
+    assert server.connections == 2 and commands(server, b"RSET\r\n") == 2
+    assert [m.rcpt_tos for m in server.messages] == [["ok@example.com"]] * 3
+    if server.pipelining:
+        # first, the first refused (its DATA refused, no body), after (DATA alone), a new connection
+        assert _data_with_envelope(server) == [True, True, False, True]
+    else:
+        assert _data_with_envelope(server) == [False, False, False]
+
+
+def test_a_server_that_says_354_without_recipients_gets_no_message(smtp_server_pipelining: SmtpServer) -> None:
+    """A broken server accepts a pipelined DATA although every recipient was refused: the client ends
+    the data at once (the final dot alone), reports the refusal, and the connection goes on."""
+    server = smtp_server_pipelining
+    server.rcpt_replies = {"gone@example.com": "550 5.1.1 No such user"}
+    server.data_without_recipients = True
+    hooks: list[str] = []
+
+    async def go() -> tuple[SmtpError, SendResult]:
+        s = SmtpSession(settings(server.port), None, timeouts=FAST)
+        try:
+            with pytest.raises(SmtpError) as refused:
+                await s.send(SENDER, ("gone@example.com",), eml(1), lambda: hooks.append("hook"))
+            return refused.value, await s.send(SENDER, ("ok@example.com",), eml(2))
+        finally:
+            await s.close()
+
+    error, after = asyncio.run(go())
+    assert error.refused == {"gone@example.com": Reply(550, "5.1.1 No such user")} and hooks == ["hook"]
+    nothing, delivered = server.messages  # what the broken server "accepted" for nobody: no data at all
+    assert nothing.rcpt_tos == [""] and nothing.data == b""
+    assert delivered.rcpt_tos == ["ok@example.com"] and b"Subject" in delivered.data and after.refused == {}
+    assert server.connections == 1 and _data_with_envelope(server) == [True, False]
 
 
 def test_every_recipient_refused_permanently_is_permanent(smtp_server: SmtpServer) -> None:

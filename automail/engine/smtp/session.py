@@ -17,7 +17,7 @@ from automail.models import Security, SmtpSettings
 
 from . import classify
 from .timeouts import Timeouts
-from .transaction import HookFailed, SendResult, transact
+from .transaction import HookFailed, Pipelining, SendResult, transact
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ class SmtpSession:
         # Off when the task says so, or for the rest of this session once the server made a
         # protocol error while commands were pipelined (RFC 2920 servers that get it wrong).
         self.pipelining = settings.pipelining
+        # Per connection (like the server's error counter): whether DATA still goes with the envelope.
+        self._pipelined = Pipelining()
         self._step = "connecting"
 
     @property
@@ -94,6 +96,7 @@ class SmtpSession:
             await _quit(client, self.timeouts.quit)
             raise self._setup_error(exc) from exc
         self._client = client
+        self._pipelined = Pipelining()  # a new connection starts optimistic again
         self._last_used = asyncio.get_running_loop().time()
         return f"{greeting.code} {' '.join(greeting.message.split())}"
 
@@ -258,6 +261,7 @@ class SmtpSession:
                 where=self.where,
                 timeouts=self.timeouts,
                 pipelining=self.pipelining,
+                state=self._pipelined,
             )
         except HookFailed as exc:
             await self.close()

@@ -3,18 +3,31 @@
 aiosmtplib connects, negotiates TLS and logs in (``session``); this module runs the
 transaction itself because the engine needs what aiosmtplib's ``sendmail`` cannot do:
 
-* **PIPELINING** (RFC 2920): when the server offers it (and the task allows it), MAIL FROM
-  and every RCPT TO leave in one write and their replies are read together.  DATA waits for
-  those replies: when every recipient was refused the transaction ends with RSET, never
-  DATA.  Pipelining DATA too would save a round trip, but Postfix counts a DATA with no
-  valid recipients as a client error (smtpd.c ``data_cmd`` returns -1 and the command loop
-  increments ``error_count``, which drives ``smtpd_soft_error_limit`` tarpitting and
-  ``smtpd_hard_error_limit`` disconnection).  Measured with a real Postfix 3.7 at its
-  defaults (tests/test_postfix_smtp.py ``test_why_data_waits_for_the_rcpt_replies``): ten
-  messages whose recipients are all refused end in "421 4.7.0 Error: too many errors" and a
-  dropped connection when DATA is pipelined; ended with RSET, the session stays usable.  So
-  a message costs three round trips (envelope, DATA, data + dot) however many recipients
-  it has — still fewer than aiosmtplib's 3 + recipients.
+* **PIPELINING** (RFC 2920), adaptively: when the server offers it (and the task allows it),
+  MAIL FROM, every RCPT TO and DATA leave in one write — DATA as the last command of the
+  group, as RFC 2920 allows and as Postfix's own SMTP client does — and their replies are
+  read together, each checked in order: a message costs two round trips (the group → its
+  replies ending in 354; the message and its final dot → 250) however many recipients it has,
+  against aiosmtplib's 3 + recipients.  The risk is a message whose recipients are all
+  refused: its DATA is then refused too (503/554; nothing is sent after it, the transaction
+  ends with RSET and the error is the same recipients-refused one as without pipelining), and
+  Postfix counts such a DATA as a client error (smtpd.c ``data_cmd`` returns -1 and the
+  command loop increments ``error_count``, which drives ``smtpd_soft_error_limit`` tarpitting
+  and ``smtpd_hard_error_limit`` disconnection; each refused RCPT counts once already).
+  Measured with a real Postfix 3.7 at its defaults (tests/test_postfix_smtp.py
+  ``test_why_data_waits_for_the_rcpt_replies``): ten such messages with DATA pipelined end in
+  "421 4.7.0 Error: too many errors" and a dropped connection; ended with RSET after the
+  RCPT replies, the session stays usable.  So the first message on a connection that finds
+  no recipient accepted (every RCPT refused, or MAIL refused) turns DATA pipelining off for
+  the rest of that connection (``Pipelining.data``): from then on DATA waits for the RCPT
+  replies and is never sent after all-refused ones (three round trips), so a run of bad
+  addresses costs the server one DATA error per connection, not one per message.  The rule
+  is per connection, not per session object, because the server's error counter is: a new
+  connection starts at zero errors, so it starts optimistic again (a reconnect is rare:
+  after a dropped or idle connection).  A broken server that answers 354 although no
+  recipient was accepted gets the terminating dot alone (an empty message to nobody) and
+  the transaction still fails as recipients (or sender) refused — a message is never
+  "delivered" to nobody.
 * **A hook before the final dot**: ``before_dot`` is called as soon as the first command
   is on the wire, and an awaitable it returns is awaited before the last piece of the message
   and the terminating ``.``, which then go in one write (the worker passes the commit of the
@@ -232,6 +245,26 @@ def _address(addr: str, utf8: bool) -> bytes:
     return b"<" + addr.encode("utf-8" if utf8 else "ascii") + b">"
 
 
+@dataclass
+class Pipelining:
+    """What one connection pipelines (RFC 2920); the session keeps one per connection.
+
+    ``data``: DATA goes in the envelope's write.  ``transact`` turns it off for good once a
+    pipelined DATA met an envelope with no recipient accepted (see the module docstring).
+    """
+
+    data: bool = True
+
+
+@dataclass(frozen=True)
+class _Envelope:
+    """The replies to one envelope: MAIL FROM, each RCPT TO sent, and DATA when it was pipelined."""
+
+    mail: Reply
+    rcpts: list[Reply]
+    data: Reply | None
+
+
 @dataclass(frozen=True)
 class _Prepared:
     payload: bytes
@@ -319,33 +352,39 @@ class _Transaction:
             self.transport.abort()  # a reply may still come: the stream is out of step for good
             raise classify.send_failed(self.where, step, exc, timeout, after_dot=after_dot) from None
 
-    async def envelope(self, mail_from: str, recipients: list[str], pipelining: bool) -> tuple[Reply, list[Reply]]:
-        """MAIL FROM and the RCPT TOs: in one write when pipelining, else each after the last reply."""
+    async def envelope(self, pipelining: bool, with_data: bool) -> _Envelope:
+        """MAIL FROM and the RCPT TOs (and DATA when ``with_data``): in one write when pipelining,
+        else each after the last reply.  DATA is never pipelined without the envelope."""
         p, wait = self.prepared, self.timeouts.envelope
         if pipelining:
-            self.transport.writelines([p.mail, *p.rcpts])
+            group = [p.mail, *p.rcpts, b"DATA\r\n"] if with_data else [p.mail, *p.rcpts]
+            self.transport.writelines(group)
             self._run_hook()  # while the server works on the envelope
             try:
                 mail = await self._reply("MAIL FROM", wait)
                 rcpts = [await self._reply("RCPT TO", wait) for _ in p.rcpts]
+                data = await self._reply("DATA", self.timeouts.command) if with_data else None
             except SmtpError as exc:
                 raise self._pipelining_fault(exc.message) from None
-            # After a refused MAIL the RCPTs are refused as out of sequence (503): that is no fault.
+            # After a refused MAIL the RCPTs are refused as out of sequence (503), and DATA after an
+            # envelope with no recipient accepted (503, or Postfix's 554 5.5.1): that is no fault.
             suspects = [mail, *rcpts] if mail.code == 250 else [mail]
+            if data is not None and mail.code == 250 and any(_accepted(r) for r in rcpts):
+                suspects.append(data)
             bad = next((r for r in suspects if classify.is_protocol_error(r)), None)
             if bad is not None:
                 raise self._pipelining_fault(f"{self.where} answered the pipelined envelope with {bad}", bad.code)
-            return mail, rcpts
+            return _Envelope(mail, rcpts, data)
         self.transport.write(p.mail)
         self._run_hook()
         mail = await self._reply("MAIL FROM", wait)
         if mail.code != 250:
-            return mail, []
+            return _Envelope(mail, [], None)
         rcpts = []
         for command in p.rcpts:
             self.transport.write(command)
             rcpts.append(await self._reply("RCPT TO", wait))
-        return mail, rcpts
+        return _Envelope(mail, rcpts, None)
 
     def _pipelining_fault(self, text: str, code: int | None = None) -> classify.PipeliningFault:
         self.transport.abort()
@@ -353,14 +392,24 @@ class _Transaction:
             f"{text}; PIPELINING is turned off for the rest of this session", kind=FaultKind.TRANSIENT, code=code
         )
 
-    async def data(self) -> None:
-        """DATA, which must be answered 354."""
+    async def data(self) -> Reply:
+        """DATA on its own, after the envelope's replies."""
         self.transport.write(b"DATA\r\n")
-        r = await self._reply("DATA", self.timeouts.command)
-        if r.code != 354:
-            raise classify.message_refused(
-                self.where, r, len(self.prepared.payload), self.prepared.limit, after_dot=False
-            )
+        return await self._reply("DATA", self.timeouts.command)
+
+    async def nothing(self) -> None:
+        """End a DATA the server accepted (354) although it had no recipient: the final dot alone.
+
+        The message is not sent, so nothing reaches anybody; the reply does not change the
+        outcome (the envelope's refusal).  The hook's commit is still awaited before this dot,
+        as before every final dot.
+        """
+        await self._finish_hook()
+        self.transport.write(b".\r\n")
+        try:
+            await self.reader.reply(self.timeouts.final_dot)
+        except (TimeoutError, _Broken):
+            self.transport.abort()  # out of step for good; the session reconnects
 
     async def upload(self) -> Reply:
         """The message and the final dot; the server's verdict on the message."""
@@ -396,6 +445,7 @@ async def transact(
     where: str = "the SMTP server",
     timeouts: Timeouts | None = None,
     pipelining: bool = True,
+    state: Pipelining | None = None,
 ) -> SendResult:
     """Send one message on ``client``'s open, logged-in session.
 
@@ -403,8 +453,10 @@ async def transact(
     set when every recipient was refused; after a refusal the connection is still in step
     and the caller sends RSET, after a timeout or a garbled reply it is aborted.  If
     ``before_dot`` raises, the connection is aborted (the server discards the unfinished
-    message) and ``HookFailed`` carries the error.  ``pipelining=False`` never pipelines.
+    message) and ``HookFailed`` carries the error.  ``pipelining=False`` never pipelines;
+    ``state`` is the connection's ``Pipelining`` (None: a fresh one, DATA pipelined).
     """
+    state = state if state is not None else Pipelining()
     transport = cast(asyncio.Transport | None, client.transport)
     inner = client.protocol
     if transport is None or inner is None or transport.is_closing():
@@ -415,16 +467,36 @@ async def transact(
     step = _Transaction(transport, reader, where, timeouts or Timeouts(), prepared, before_dot)
     try:
         pipelined = pipelining and client.supports_extension("pipelining")
-        mail, rcpt_replies = await step.envelope(mail_from, recipients, pipelined)
-        size = len(prepared.payload)
-        if mail.code != 250:
-            raise classify.mail_refused(where, mail_from, mail, size, prepared.limit)
-        refused = {rcpt: r for rcpt, r in zip(recipients, rcpt_replies, strict=True) if r.code not in (250, 251)}
-        if len(refused) == len(recipients):
-            raise classify.recipients_refused(refused)
-        await step.data()
+        replies = await step.envelope(pipelined, with_data=pipelined and state.data)
+        refusal = _envelope_refusal(replies, where, mail_from, recipients, prepared)
+        if isinstance(refusal, SmtpError):
+            if replies.data is not None:
+                state.data = False  # the server counted that DATA as an error: no more on this connection
+                if replies.data.code == 354:
+                    await step.nothing()
+            raise refusal
+        data = replies.data if replies.data is not None else await step.data()
+        if data.code != 354:
+            raise classify.message_refused(where, data, len(prepared.payload), prepared.limit, after_dot=False)
         final = await step.upload()
-        return SendResult(reply=final.text, refused=refused)
+        return SendResult(reply=final.text, refused=refusal)
     finally:
         if not transport.is_closing():
             transport.set_protocol(inner)
+
+
+def _accepted(r: Reply) -> bool:
+    return r.code in (250, 251)
+
+
+def _envelope_refusal(
+    replies: _Envelope, where: str, mail_from: str, recipients: list[str], prepared: _Prepared
+) -> SmtpError | dict[str, Reply]:
+    """The error when the envelope leaves nobody to send to (MAIL or every RCPT refused), else
+    the recipients refused (4xx and 5xx) while others were accepted."""
+    if replies.mail.code != 250:
+        return classify.mail_refused(where, mail_from, replies.mail, len(prepared.payload), prepared.limit)
+    refused = {rcpt: r for rcpt, r in zip(recipients, replies.rcpts, strict=True) if not _accepted(r)}
+    if len(refused) == len(recipients):
+        return classify.recipients_refused(refused)
+    return refused

@@ -36,12 +36,12 @@ smtp-sink) during the sessions of 2026-11-26.
 - Current engine (`automail/engine/smtp/transaction.py`): AutoMail runs the mail transaction itself on
   the connection aiosmtplib opened (aiosmtplib still connects, does STARTTLS/TLS and AUTH):
   * **PIPELINING** (RFC 2920) when the server offers it, as Postfix, Exchange and Gmail do: MAIL
-    FROM and every RCPT TO leave in one write; DATA waits for their replies (a DATA after
-    all-refused RCPTs is a client error to Postfix: ten such messages end in "421 too many
-    errors", see tests/test_postfix_smtp.py), the body and its final dot go in a third write —
-    3 round trips per message instead of 4 (an earlier version pipelined DATA too: 2). Every
-    reply is still checked in order, and a server that does not offer PIPELINING (or a task with
-    `--no-pipelining`) gets one command at a time.
+    FROM, every RCPT TO and DATA leave in one write, the body and its final dot in a second —
+    2 round trips per message instead of 4. A DATA after all-refused RCPTs is a client error to
+    Postfix (ten such messages end in "421 too many errors", see tests/test_postfix_smtp.py), so
+    once a message on a connection has every recipient refused, DATA waits for the RCPT replies
+    on that connection (3 round trips). Every reply is still checked in order, and a server that
+    does not offer PIPELINING (or a task with `--no-pipelining`) gets one command at a time.
   * **The previous result is committed while this envelope is on the wire**: right after the
     envelope is written, the worker commits message N's result (`mark_sent` + send-log row, one
     `synchronous=FULL` WAL fsync, ~0.2–0.5 ms here) while the server works on message N+1's

@@ -124,8 +124,8 @@ def _replies(sock: socket.socket, count: int) -> list[bytes]:
 
 @pytest.mark.parametrize("pipelined_data", [True, False], ids=["DATA-pipelined", "RSET-after-replies"])
 def test_why_data_waits_for_the_rcpt_replies(postfix: Postfix, pipelined_data: bool) -> None:
-    """The evidence for transaction.py's choice: Postfix counts a DATA after all-refused RCPTs as a
-    client error (smtpd_hard_error_limit, 20 by default, then "421 too many errors" and the
+    """The evidence for transaction.py's adaptive rule: Postfix counts a DATA after all-refused RCPTs as
+    a client error (smtpd_hard_error_limit, 20 by default, then "421 too many errors" and the
     connection is gone), while the same refusals ended with RSET leave the session usable."""
     mark = postfix.log_mark()
     replies: list[bytes] = []

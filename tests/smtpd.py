@@ -209,6 +209,11 @@ class _RecordingSMTP(SMTP):
         await asyncio.sleep(self._owner.delays.get("DATA", 0))  # before the 354
         if self._owner.data_without_recipients and self.envelope is not None and not self.envelope.rcpt_tos:
             self.envelope.rcpt_tos.append("")  # a broken server: 354 although no recipient was accepted
+        with self._owner._lock:
+            refusal = self._owner.data_command_replies.pop(0) if self._owner.data_command_replies else None
+        if refusal is not None:
+            await self.push(refusal)  # the DATA command itself refused, before any 354
+            return
         await super().smtp_DATA(arg)
 
 
@@ -252,6 +257,8 @@ class SmtpServer:
       starttls / require_starttls / auth   apply from the next connection on
       pipelining    advertise PIPELINING (RFC 2920) in the EHLO reply
       smtputf8      advertise SMTPUTF8 (from the next connection on)
+      data_command_replies  queue of replies for the next DATA commands themselves, given
+                    instead of their 354 (data_replies answer the end of the message)
       data_without_recipients  answer DATA with 354 even when no recipient was accepted, like a
                     broken server (what it then accepts is recorded with the recipient "")
     Recorded: messages, packets (every chunk of bytes received, in order: shows
@@ -277,6 +284,7 @@ class SmtpServer:
         self.pipelining = pipelining
         self.smtputf8 = True
         self.data_without_recipients = False
+        self.data_command_replies: list[str] = []
         self.packets: list[bytes] = []
         self.port = 0
         self.starttls = starttls

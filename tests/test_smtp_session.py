@@ -209,6 +209,9 @@ def test_size_refusal_on_mail_from_fails_that_message_not_the_task(automail_home
     run_engine_until(svc, lambda: all(m.status is MessageStatus.FAILED for m in svc.messages("Firma")))
     assert svc.status()[0].state is not TaskState.ERROR
     assert all("larger than" in m.last_error for m in svc.messages("Firma"))
+    # A refused MAIL stops pipelined DATA on the connection too: only the first message's DATA went
+    # (with its envelope, refused by the server); one by one, none.
+    assert server.connections == 1 and commands(server, b"DATA\r\n") == (1 if server.pipelining else 0)
     svc.close()
 
 
@@ -493,6 +496,30 @@ def test_a_protocol_error_while_pipelining_turns_it_off_for_the_session(smtp_ser
     fault = asyncio.run(go())
     assert fault.kind is FaultKind.TRANSIENT and "PIPELINING is turned off" in str(fault)
     assert len(smtp_server_pipelining.messages) == 1 and _pipelined(smtp_server_pipelining) == 1  # the first only
+
+
+def test_a_protocol_error_to_a_pipelined_data_is_a_pipelining_fault(server: SmtpServer) -> None:
+    """DATA answered "need RCPT" although a recipient was accepted: the server lost step with the
+    pipelined group.  One by one, the same reply is an ordinary refusal of DATA."""
+    server.data_command_replies = ["503 5.5.1 Error: need RCPT command"]
+
+    async def go() -> tuple[SmtpError, bool, SendResult]:
+        s = SmtpSession(settings(server.port), None, timeouts=FAST)
+        try:
+            with pytest.raises(SmtpError) as refused:
+                await s.send(SENDER, ("a@x.sk",), eml(1))
+            return refused.value, s.pipelining, await s.send(SENDER, ("a@x.sk",), eml(2))
+        finally:
+            await s.close()
+
+    error, pipelining_after, after = asyncio.run(go())
+    if server.pipelining:
+        assert isinstance(error, classify.PipeliningFault) and "PIPELINING is turned off" in str(error)
+        assert error.kind is FaultKind.TRANSIENT and not pipelining_after and server.connections == 2
+    else:
+        assert not isinstance(error, classify.PipeliningFault) and "refused DATA: 503" in str(error)
+        assert error.kind is FaultKind.PERMANENT and server.connections == 1
+    assert after.refused == {} and len(server.messages) == 1
 
 
 def test_aiosmtplib_is_the_major_version_the_transaction_was_written_for() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import signal
 import subprocess
 import sys
@@ -42,6 +44,11 @@ def test_kill_9_during_sending_loses_nothing_and_duplicates_at_most_one(
     sending = [m for m in outbox() if m["status"] == "sending"]
     # claimed by the killed engine (an unlimited task claims a batch); at most one of them was delivered
     assert len(sending) <= CLAIM_BATCH
+    # Most of them were delivered and their results are only in the results journal (one row each,
+    # durable before the next final dot); the next start folds them in before it requeues anything.
+    with contextlib.closing(sqlite3.connect(Path(os.environ["AUTOMAIL_HOME"]) / "outbox" / "Firma.sqlite3")) as db:
+        journaled = {r[0] for r in db.execute("SELECT message FROM results")}
+    assert journaled and journaled <= {m["id"] for m in sending}
     smtp_server.stall_seconds = 0
     assert cli("run", "--until-empty", timeout=120).returncode == 0
     rows = outbox()

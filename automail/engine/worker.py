@@ -149,6 +149,9 @@ class Worker:
         # is known and runs while the next message is prepared and its envelope is on the wire; that
         # message's final dot waits for it (see ``transaction``), and so does ``flush``.
         self._unrecorded: _Unrecorded | None = None
+        # Results appended to the outbox's results journal (the rest of a batch was held): folded into
+        # their messages when nothing is held any more, or before a mailing's end is looked for.
+        self._journaled = False
         self.recheck_held = False  # another connection changed the outbox: a held message's mailing may be stopped
         self._seen_version: int | None = None  # the outbox's data_version when the I/O thread last looked
         self._mail_from = task.smtp.sender_address
@@ -282,7 +285,8 @@ class Worker:
             self.recheck_held = self.recheck_held or flag
 
     async def flush(self, sending: int | None = None) -> None:
-        """Commit the last result now (a no-op when it is already durable), then emit its event.
+        """Commit the last result now (a no-op when it is already durable), then emit its event; fold
+        the results journal into the messages once nothing is held.
 
         If the commit fails the result stays pending: the next flush tries again, and no
         further message is delivered meanwhile (its final dot waits for this commit).
@@ -290,26 +294,36 @@ class Worker:
         """
         pending = self._unrecorded
         commit = self._start_commit()
-        if pending is None or commit is None:
+        if pending is not None and commit is not None:
+            try:
+                await commit
+            except asyncio.CancelledError:
+                raise  # the commit goes on in the I/O thread; the next flush waits for it
+            except Exception:
+                if pending.future is commit.future:
+                    pending.future = None  # try the commit again next time
+                log.error("task %s: recording message %s failed", self.task.name, pending.event.message_id)
+                raise
+        if pending is None or self._unrecorded is not pending:
+            await self._apply_journal(not self._held)
             return
-        try:
-            await commit
-        except asyncio.CancelledError:
-            raise  # the commit goes on in the I/O thread; the next flush waits for it
-        except Exception:
-            if pending.future is commit.future:
-                pending.future = None  # try the commit again next time
-            log.error("task %s: recording message %s failed", self.task.name, pending.event.message_id)
-            raise
-        if self._unrecorded is pending:
-            self._unrecorded = None
-            self.emit(pending.event)
-            if pending.mailing_id is not None and not self._holds(pending.mailing_id, sending):
-                # After the result is durable: a mailing cancelled while this message was in flight
-                # ends now, and its notice counts this message.
-                ended = await self._db(self.outbox.end_mailing, pending.mailing_id, self.clock.now())
-                if ended is not None:
-                    self.emit(mailing_end_event(ended, self.task.name))
+        self._unrecorded = None
+        self.emit(pending.event)
+        ends = pending.mailing_id is not None and not self._holds(pending.mailing_id, sending)
+        await self._apply_journal(ends or not self._held)
+        if ends:
+            assert pending.mailing_id is not None
+            # After the result is durable and in its message: a mailing cancelled while this message
+            # was in flight ends now, and its notice counts this message.
+            ended = await self._db(self.outbox.end_mailing, pending.mailing_id, self.clock.now())
+            if ended is not None:
+                self.emit(mailing_end_event(ended, self.task.name))
+
+    async def _apply_journal(self, due: bool) -> None:
+        """Fold the journaled results into their messages, if there are any and ``due``."""
+        if self._journaled and due:
+            await self._db(self.outbox.apply_results)
+            self._journaled = False
 
     def _holds(self, mailing_id: int, sending: int | None) -> bool:
         """Whether a message of this mailing is still ours in ``sending`` (held, or sent and not recorded).
@@ -346,9 +360,14 @@ class Worker:
             mailing=mailing,
         )  # fmt: skip
         account, task = self._account, self.task.name
+        # The next message is in hand: its final dot waits for this commit, so it is the journal's one
+        # row, not the message's ~15 pages (see the outbox's schema 12); folded in when the batch ends.
+        journal = bool(self._held)
         commit: Callable[[], None]
         if outcome.status is MessageStatus.SENT:
-            commit = partial(box.mark_sent, msg.id, now, outcome.reply, outcome.recipients, account, task)
+            commit = partial(
+                box.mark_sent, msg.id, now, outcome.reply, outcome.recipients, account, task, journal=journal
+            )
         elif outcome.status is MessageStatus.DEFERRED:
             assert outcome.next_at is not None
             commit = partial(
@@ -361,12 +380,22 @@ class Worker:
                 account,
                 task,
                 recipients=outcome.recipients,
+                journal=journal,
             )
         else:
             commit = partial(
-                box.mark_failed, msg.id, now, outcome.code, outcome.error, account, task, recipients=outcome.recipients
+                box.mark_failed,
+                msg.id,
+                now,
+                outcome.code,
+                outcome.error,
+                account,
+                task,
+                recipients=outcome.recipients,
+                journal=journal,
             )
         await self._keep(event, commit, msg.mailing_id)
+        self._journaled = self._journaled or journal
 
     @property
     def unreported_mailing(self) -> int | None:
@@ -386,10 +415,14 @@ class Worker:
             await self._db(self.outbox.release, back, now)  # held again if paused, cancelled if cancelled
 
     async def _release_held(self, now: float, *extra: int) -> None:
+        """Give back every held message (and ``extra``); nothing is held then, so the journal is folded in
+        (the last result must be committed first: ``flush``)."""
         ids = [c.message.id for c in self._held] + list(extra)
         self._held.clear()
         if ids:
             await self._db(self.outbox.release, ids, now)
+        if self._unrecorded is None:
+            await self._apply_journal(True)
 
     # ---- one step: claim → wait → send → classify → record ---------------------------------
     async def step(self, now: float) -> float:

@@ -338,7 +338,7 @@ class Worker:
         """Start committing a result in the I/O thread; the next final dot (or ``flush``) waits for it.
 
         Started at once, not when the next envelope is written: the commit's fsync then overlaps
-        everything before the next final dot (the next claim, the envelope's and DATA's round trips).
+        everything before the next final dot (the next claim, and the round trip of the envelope with DATA).
         """
         await self.flush(sending=mailing_id)  # normally long done: at most one result waits
         self._unrecorded = _Unrecorded(event, commit, mailing_id=mailing_id)

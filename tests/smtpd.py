@@ -147,7 +147,7 @@ class _Handler:
         await asyncio.sleep(self.owner.delays.get("MAIL", 0))
         reply = self.owner.mail_reply
         if reply is not None:
-            return reply
+            return _closing_if_421(server, reply)
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
@@ -159,7 +159,7 @@ class _Handler:
         replies = self.owner.rcpt_replies
         reply = replies.get(address, replies.get(address.lower()))
         if reply is not None:
-            return reply
+            return _closing_if_421(server, reply)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return "250 OK"
@@ -186,6 +186,13 @@ class _Handler:
         if reply is not None and not reply.startswith("2"):
             return reply
         return owner._record(server, session, envelope, reply)
+
+
+def _closing_if_421(server: SMTP, reply: str) -> str:
+    """A 421 means the server closes the connection (RFC 5321 3.8): it does, right after the reply."""
+    if reply.startswith("421") and server.transport is not None:
+        asyncio.get_running_loop().call_soon(server.transport.close)  # after aiosmtpd has written the reply
+    return reply
 
 
 class _RecordingSMTP(SMTP):

@@ -146,19 +146,24 @@ def test_a_server_that_says_354_without_recipients_gets_no_message(smtp_server_p
     server = smtp_server_pipelining
     server.rcpt_replies = {"gone@example.com": "550 5.1.1 No such user"}
     server.data_without_recipients = True
-    hooks: list[str] = []
+    hooks: list[tuple[str, int]] = []
+
+    async def commit() -> None:  # the previous result's commit: it ends before even this lone dot
+        await asyncio.sleep(0.2)
+        hooks.append(("committed", len(server.messages)))
 
     async def go() -> tuple[SmtpError, SendResult]:
         s = SmtpSession(settings(server.port), None, timeouts=FAST)
         try:
             with pytest.raises(SmtpError) as refused:
-                await s.send(SENDER, ("gone@example.com",), eml(1), lambda: hooks.append("hook"))
+                await s.send(SENDER, ("gone@example.com",), eml(1), commit)
             return refused.value, await s.send(SENDER, ("ok@example.com",), eml(2))
         finally:
             await s.close()
 
     error, after = asyncio.run(go())
-    assert error.refused == {"gone@example.com": Reply(550, "5.1.1 No such user")} and hooks == ["hook"]
+    assert error.refused == {"gone@example.com": Reply(550, "5.1.1 No such user")}
+    assert hooks == [("committed", 0)]  # awaited, and before the server had the (empty) message
     nothing, delivered = server.messages  # what the broken server "accepted" for nobody: no data at all
     assert nothing.rcpt_tos == [""] and nothing.data == b""
     assert delivered.rcpt_tos == ["ok@example.com"] and b"Subject" in delivered.data and after.refused == {}
@@ -520,6 +525,37 @@ def test_a_protocol_error_to_a_pipelined_data_is_a_pipelining_fault(server: Smtp
         assert not isinstance(error, classify.PipeliningFault) and "refused DATA: 503" in str(error)
         assert error.kind is FaultKind.PERMANENT and server.connections == 1
     assert after.refused == {} and len(server.messages) == 1
+
+
+@pytest.mark.parametrize("closing_at", ["MAIL", "RCPT"])
+def test_a_421_in_the_pipelined_group_defers_the_message_and_keeps_pipelining(
+    smtp_server_pipelining: SmtpServer, closing_at: str
+) -> None:
+    """The server says 421 and closes (Postfix after too many errors, a server going down): the replies
+    after it never come, which is no protocol error of the server's — the message waits for a new
+    connection, which pipelines as before."""
+    server = smtp_server_pipelining
+    closing = "421 4.7.0 Error: too many errors"
+    if closing_at == "MAIL":
+        server.mail_reply = closing
+    else:
+        server.rcpt_replies = {"a@x.sk": closing}
+
+    async def go() -> tuple[SmtpError, bool, SendResult]:
+        s = SmtpSession(settings(server.port), None, timeouts=FAST)
+        try:
+            with pytest.raises(SmtpError) as closed:
+                await s.send(SENDER, ("a@x.sk",), eml(1))
+            server.mail_reply, server.rcpt_replies = None, {}
+            return closed.value, s.pipelining, await s.send(SENDER, ("a@x.sk",), eml(2))
+        finally:
+            await s.close()
+
+    error, pipelining_after, after = asyncio.run(go())
+    assert not isinstance(error, classify.PipeliningFault), error
+    assert error.kind is FaultKind.TRANSIENT and error.code == 421 and "too many errors" in str(error)
+    assert pipelining_after and after.refused == {} and server.connections == 2
+    assert len(server.messages) == 1 and _pipelined(server) == 2  # both envelopes pipelined
 
 
 def test_aiosmtplib_is_the_major_version_the_transaction_was_written_for() -> None:

@@ -72,7 +72,7 @@ def test_a_journaled_result_is_one_small_commit(tmp_path: Path) -> None:
     box.watch(lambda sql, _wall, _cpu: statements.append(sql))
     box.mark_sent(ids[0], 102.0, "250 ok", {}, "acct", "T", journal=True)
     box.watch(None)
-    assert len(statements) == 1 and statements[0].startswith("INSERT INTO results")
+    assert len(statements) == 1 and statements[0].startswith("INSERT OR REPLACE INTO results")
     with contextlib.closing(sqlite3.connect(box.path)) as db:
         assert db.execute("SELECT message, status, at, task, account FROM results").fetchall() == [
             (ids[0], "sent", 102.0, "T", "acct")
@@ -114,3 +114,15 @@ def test_a_schema_11_outbox_gains_the_journal(tmp_path: Path) -> None:
     again = Outbox(path, "Firma")
     again.mark_sent(ids[0], 102.0, "250 ok", {}, "acct", "T", journal=True)
     assert again.apply_results() == 1 and again.get(ids[0]).status is MessageStatus.SENT
+
+
+def test_the_throttle_counts_journaled_sends(tmp_path: Path) -> None:
+    """After a crash mid-batch the restarted engine builds its throttle before the worker folds the
+    journal in: a daily cap must still count the sends that only the journal knows of."""
+    box, ids = claimed_box(tmp_path / "o.sqlite3")
+    box.mark_sent(ids[0], 102.0, "250 ok", {}, "acct", "T")
+    box.mark_sent(ids[1], 103.0, "250 ok", {}, "acct", "T", journal=True)
+    box.mark_failed(ids[2], 104.0, 552, "too large", "", "T", journal=True)  # never sent: not a send
+    assert box.send_times("acct", 0) == [102.0, 103.0]
+    box.apply_results()
+    assert box.send_times("acct", 0) == [102.0, 103.0]  # the same sends, once

@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from automail.engine import worker
 from automail.engine.worker import CLAIM_BATCH
 from automail.models import EventKind, MessageStatus
 from tests.helpers import eml, make_service, make_task, run_engine_until
@@ -49,4 +54,79 @@ def test_every_result_is_durable_before_the_next_final_dot_and_folded_in_when_th
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("SELECT count(*) FROM results").fetchone()[0] == 0
         assert db.execute("SELECT count(*) FROM send_log").fetchone()[0] == N  # the throttle's log, as before
+    svc.close()
+
+
+def test_the_next_final_dot_waits_while_the_journal_row_cannot_be_written(
+    automail_home: Path, smtp_server_pipelining: SmtpServer
+) -> None:
+    """Another program holds the outbox's write lock when message 5 is accepted: its result cannot be
+    committed, so message 6 is not finished (no final dot) until the lock is given back."""
+    server = smtp_server_pipelining
+    svc = make_service(automail_home, make_task(port=server.port))
+    svc.enqueue_raw("Firma", [(f"m{i}", eml(i)) for i in range(10)])
+    path = automail_home / "outbox" / "Firma.sqlite3"
+    arrived: list[float] = []
+    released: list[float] = []
+    record = server._record
+
+    def hold_the_lock(db: sqlite3.Connection) -> None:
+        time.sleep(0.5)
+        released.append(time.monotonic())
+        db.execute("COMMIT")
+        db.close()
+
+    def at_the_final_dot(*args: Any) -> str:
+        arrived.append(time.monotonic())
+        if len(arrived) == 5:  # before message 5's 250 leaves: its result's commit must wait for this lock
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute("BEGIN IMMEDIATE")
+            threading.Thread(target=hold_the_lock, args=(db,), daemon=True).start()
+        return record(*args)
+
+    server._record = at_the_final_dot  # type: ignore[method-assign]
+    run_engine_until(svc, lambda: len(server.messages) == 10 and not svc.pending(svc.tasks()), timeout=30)
+    assert len(released) == 1 and arrived[5] > released[0]  # message 6's dot came after the lock's end
+    assert [m.status for m in svc.messages("Firma")] == [MessageStatus.SENT] * 10
+    svc.close()
+
+
+def test_a_fold_that_fails_loses_no_result_and_sends_nothing_twice(
+    automail_home: Path, smtp_server_pipelining: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Moving the batch's results into their messages fails for a while (the outbox's disk is full, a lock
+    held too long): the results stay durable in the journal, the one being committed is not dropped,
+    and the fold is tried again until it works."""
+    monkeypatch.setattr(worker, "STEP_ERROR_BACKOFF_S", 0.2)
+    server = smtp_server_pipelining
+    svc = make_service(automail_home, make_task(port=server.port))
+    svc.enqueue_raw("Firma", [(f"m{i}", eml(i)) for i in range(N)])
+    path = automail_home / "outbox" / "Firma.sqlite3"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("CREATE TABLE fail_fold (x)")
+        db.execute("INSERT INTO fail_fold VALUES (1)")
+        db.execute(
+            "CREATE TRIGGER tr_fail_fold BEFORE DELETE ON results WHEN EXISTS (SELECT 1 FROM fail_fold)"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    record = server._record
+
+    def heal() -> None:
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None, timeout=30)) as db:
+            db.execute("DELETE FROM fail_fold")
+
+    def at_the_final_dot(*args: Any) -> str:
+        if len(server.messages) == CLAIM_BATCH - 1:  # the first batch's last message: its fold will fail
+            threading.Timer(1.0, heal).start()
+        return record(*args)
+
+    server._record = at_the_final_dot  # type: ignore[method-assign]
+    events: list[EventKind] = []
+    svc.subscribe(lambda e: events.append(e.kind))
+    run_engine_until(svc, lambda: EventKind.QUEUE_DRAINED in events, timeout=60)
+    assert sorted(m.message_id for m in server.messages) == sorted(m.message_id for m in svc.messages("Firma"))
+    assert [m.status for m in svc.messages("Firma")] == [MessageStatus.SENT] * N
+    assert events.count(EventKind.SENT) == N
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT count(*) FROM results").fetchone()[0] == 0
     svc.close()

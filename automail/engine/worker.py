@@ -61,8 +61,9 @@ class _Unrecorded:
 
     event: EngineEvent
     commit: Callable[[], None]
-    future: concurrent.futures.Future[None] | None = None
+    future: concurrent.futures.Future[bool] | None = None  # its result: whether the journal was folded in
     mailing_id: int | None = None  # the message's mailing: is it finished once this is committed?
+    fold: bool = False  # after the commit, fold the results journal into the messages
 
 
 class _Commit:
@@ -75,10 +76,10 @@ class _Commit:
 
     __slots__ = ("future",)
 
-    def __init__(self, future: concurrent.futures.Future[None]) -> None:
+    def __init__(self, future: concurrent.futures.Future[bool]) -> None:
         self.future = future
 
-    def __await__(self) -> Generator[Any, None, None]:
+    def __await__(self) -> Generator[Any, None, bool]:
         future = self.future
         if not future.done():
             loop = asyncio.get_running_loop()
@@ -265,17 +266,32 @@ class Worker:
         if pending is None:
             return None
         if pending.future is None:
-            pending.future = self._submit(partial(self._commit_then_look, pending.commit))
+            pending.future = self._submit(partial(self._commit_then_look, pending))
         return _Commit(pending.future)
 
-    def _commit_then_look(self, commit: Callable[[], None]) -> None:
-        """(I/O thread) Commit a result; then, if messages are held, see whether another connection
-        committed since the claim — a pause or cancel from the Mailings window or `automail mailing`:
-        the held messages' mailings are looked at before the next one is sent (``step``), not only at the
-        engine's once-a-second look, by when an unlimited task would have sent the rest of its batch."""
-        commit()
+    def _commit_then_look(self, pending: _Unrecorded) -> bool:
+        """(I/O thread) Commit a result; then fold the results journal in if asked; then, if messages are
+        held, see whether another connection committed since the claim — a pause or cancel from the
+        Mailings window or `automail mailing`: the held messages' mailings are looked at before the next
+        one is sent (``step``), not only at the engine's once-a-second look, by when an unlimited task
+        would have sent the rest of its batch.  Returns whether the journal was folded in.
+
+        Only the commit can fail this call: once it is done, the result is recorded, and a failed
+        fold or look must not make the worker commit it again (``attempts`` would count twice)."""
+        pending.commit()
+        folded = False
+        if pending.fold:
+            try:
+                self.outbox.apply_results()
+                folded = True
+            except AutomailError as exc:  # the rows are durable where they are; folded at the next chance
+                log.warning("task %s: results not yet moved into their messages: %s", self.task.name, exc)
         if self._held:
-            self._note_outside_changes()
+            try:
+                self._note_outside_changes()
+            except AutomailError as exc:
+                log.warning("task %s: cannot look for outside changes: %s", self.task.name, exc)
+        return folded
 
     def _note_outside_changes(self, *, flag: bool = True) -> None:
         """(I/O thread) Note the outbox's data_version (changed only by other connections' commits)."""
@@ -285,45 +301,50 @@ class Worker:
             self.recheck_held = self.recheck_held or flag
 
     async def flush(self, sending: int | None = None) -> None:
-        """Commit the last result now (a no-op when it is already durable), then emit its event; fold
-        the results journal into the messages once nothing is held.
+        """Commit the last result now (a no-op when it is already durable), emit its event, and once
+        nothing is held, fold the results journal into the messages.
 
         If the commit fails the result stays pending: the next flush tries again, and no
         further message is delivered meanwhile (its final dot waits for this commit).
         ``sending``: the mailing of a message this worker has sent but not recorded yet (see ``_keep``).
         """
-        pending = self._unrecorded
-        commit = self._start_commit()
-        if pending is not None and commit is not None:
-            try:
-                await commit
-            except asyncio.CancelledError:
-                raise  # the commit goes on in the I/O thread; the next flush waits for it
-            except Exception:
-                if pending.future is commit.future:
-                    pending.future = None  # try the commit again next time
-                log.error("task %s: recording message %s failed", self.task.name, pending.event.message_id)
-                raise
-        if pending is None or self._unrecorded is not pending:
-            await self._apply_journal(not self._held)
-            return
-        self._unrecorded = None
-        self.emit(pending.event)
-        ends = pending.mailing_id is not None and not self._holds(pending.mailing_id, sending)
-        await self._apply_journal(ends or not self._held)
-        if ends:
-            assert pending.mailing_id is not None
-            # After the result is durable and in its message: a mailing cancelled while this message
-            # was in flight ends now, and its notice counts this message.
-            ended = await self._db(self.outbox.end_mailing, pending.mailing_id, self.clock.now())
-            if ended is not None:
-                self.emit(mailing_end_event(ended, self.task.name))
-
-    async def _apply_journal(self, due: bool) -> None:
-        """Fold the journaled results into their messages, if there are any and ``due``."""
-        if self._journaled and due:
+        await self._report(await self._committed(), sending)
+        if self._journaled and not self._held and self._unrecorded is None:
             await self._db(self.outbox.apply_results)
             self._journaled = False
+
+    async def _committed(self) -> _Unrecorded | None:
+        """Wait for the last result's commit; the result, now durable and no longer pending (None: none)."""
+        pending = self._unrecorded
+        commit = self._start_commit()
+        if pending is None or commit is None:
+            return None
+        try:
+            folded = await commit
+        except asyncio.CancelledError:
+            raise  # the commit goes on in the I/O thread; the next flush waits for it
+        except Exception:
+            if pending.future is commit.future:
+                pending.future = None  # try the commit again next time
+            log.error("task %s: recording message %s failed", self.task.name, pending.event.message_id)
+            raise
+        if self._unrecorded is not pending:
+            return None
+        self._unrecorded = None
+        if folded:
+            self._journaled = False
+        return pending
+
+    async def _report(self, done: _Unrecorded | None, sending: int | None) -> None:
+        """Emit a durable result's event; a mailing cancelled while its message was in flight ends now
+        (the notice counts this message)."""
+        if done is None:
+            return
+        self.emit(done.event)
+        if done.mailing_id is not None and not self._holds(done.mailing_id, sending):
+            ended = await self._db(self.outbox.end_mailing, done.mailing_id, self.clock.now())
+            if ended is not None:
+                self.emit(mailing_end_event(ended, self.task.name))
 
     def _holds(self, mailing_id: int, sending: int | None) -> bool:
         """Whether a message of this mailing is still ours in ``sending`` (held, or sent and not recorded).
@@ -334,15 +355,23 @@ class Worker:
         """
         return sending == mailing_id or any(c.message.mailing_id == mailing_id for c in self._held)
 
-    async def _keep(self, event: EngineEvent, commit: Callable[[], None], mailing_id: int | None = None) -> None:
+    async def _keep(
+        self, event: EngineEvent, commit: Callable[[], None], mailing_id: int | None, journal: bool
+    ) -> None:
         """Start committing a result in the I/O thread; the next final dot (or ``flush``) waits for it.
 
         Started at once, not when the next envelope is written: the commit's fsync then overlaps
         everything before the next final dot (the next claim, and the round trip of the envelope with DATA).
+        The previous result is reported only after this one is registered: a failure while reporting
+        it (its mailing's end) must not leave this delivered message without its commit.
         """
-        await self.flush(sending=mailing_id)  # normally long done: at most one result waits
-        self._unrecorded = _Unrecorded(event, commit, mailing_id=mailing_id)
+        done = await self._committed()  # normally long done: at most one result waits
+        # A result written straight into its message also folds in what the journal holds: the batch's
+        # results reach their messages at its end, or before a mailing's end is looked for.
+        self._unrecorded = _Unrecorded(event, commit, mailing_id=mailing_id, fold=not journal and self._journaled)
+        self._journaled = self._journaled or journal
         self._start_commit()
+        await self._report(done, sending=mailing_id)
 
     async def _record(self, claimed: ClaimedMessage, outcome: Outcome, attempted: tuple[str, ...]) -> None:
         """The record step: the message's outcome, committed while the next message starts."""
@@ -361,8 +390,9 @@ class Worker:
         )  # fmt: skip
         account, task = self._account, self.task.name
         # The next message is in hand: its final dot waits for this commit, so it is the journal's one
-        # row, not the message's ~15 pages (see the outbox's schema 12); folded in when the batch ends.
-        journal = bool(self._held)
+        # row, not the message's ~15 pages (see the outbox's schema 12); folded in when the batch ends,
+        # or with the last held message of its mailing (whose end is then looked for, see ``_report``).
+        journal = bool(self._held) and (msg.mailing_id is None or self._holds(msg.mailing_id, None))
         commit: Callable[[], None]
         if outcome.status is MessageStatus.SENT:
             commit = partial(
@@ -394,8 +424,7 @@ class Worker:
                 recipients=outcome.recipients,
                 journal=journal,
             )
-        await self._keep(event, commit, msg.mailing_id)
-        self._journaled = self._journaled or journal
+        await self._keep(event, commit, msg.mailing_id, journal)
 
     @property
     def unreported_mailing(self) -> int | None:
@@ -421,8 +450,9 @@ class Worker:
         self._held.clear()
         if ids:
             await self._db(self.outbox.release, ids, now)
-        if self._unrecorded is None:
-            await self._apply_journal(True)
+        if self._journaled and self._unrecorded is None:
+            await self._db(self.outbox.apply_results)
+            self._journaled = False
 
     # ---- one step: claim → wait → send → classify → record ---------------------------------
     async def step(self, now: float) -> float:
@@ -480,6 +510,7 @@ class Worker:
 
     async def _wait(self, now: float, delay: float) -> float:
         """The bucket says wait ``delay`` seconds: give back what is held and say why we wait."""
+        await self.flush()  # the last result, so that releasing folds the journal in (a long wait: a daily cap)
         await self._release_held(now)  # claimed messages never wait in "sending"
         if await self._db(self.outbox.next_due, self.task.tags) is None:
             return await self._idle(now)

@@ -539,7 +539,9 @@ _RESULT_FIELDS = (
     "message", "status", "at", "next_at", "code", "error", "reply", "refused", "rcpt_state", "task", "account",
 )  # fmt: skip
 _JOURNAL_RESULT = (
-    f"INSERT INTO results ({', '.join(_RESULT_FIELDS)}) VALUES ({', '.join(':' + f for f in _RESULT_FIELDS)})"
+    # OR REPLACE: a commit tried again after an error that hid its success writes the same result again.
+    f"INSERT OR REPLACE INTO results ({', '.join(_RESULT_FIELDS)})"
+    f" VALUES ({', '.join(':' + f for f in _RESULT_FIELDS)})"
 )
 
 
@@ -1478,10 +1480,16 @@ class Outbox:
             ).rowcount
 
     def send_times(self, account: str, since: float) -> list[float]:
-        """Send attempts on an SMTP account since ``since``: restores the throttle after a restart."""
+        """Send attempts on an SMTP account since ``since``: restores the throttle after a restart.
+
+        Results still in the journal (a crash mid-batch; folded in when the task's worker starts) count too."""
         rows = (
             self._conn()
-            .execute("SELECT at FROM send_log WHERE account=? AND at>? ORDER BY at", (account, since))
+            .execute(
+                "SELECT at FROM send_log WHERE account=? AND at>?"
+                " UNION ALL SELECT at FROM results WHERE account=? AND at>? ORDER BY at",
+                (account, since, account, since),
+            )
             .fetchall()
         )
         return [float(r[0]) for r in rows]

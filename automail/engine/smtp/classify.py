@@ -69,6 +69,11 @@ def size_error(where: str, size: int, limit: int | None, r: Reply | None = None)
     )
 
 
+def closing(where: str, step: str, r: Reply) -> SmtpError:
+    """A 421 in the middle of a transaction: the server closes the connection (RFC 5321 3.8), for now."""
+    return SmtpError(f"{where} closed the connection in answer to {step}: {r}", kind=FaultKind.TRANSIENT, code=r.code)
+
+
 def mail_refused(where: str, mail_from: str, r: Reply, size: int, limit: int | None) -> SmtpError:
     """MAIL FROM refused: about the sender (task fault), the message (fails alone) or for now."""
     if is_size_refusal(r):

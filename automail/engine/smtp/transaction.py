@@ -360,12 +360,9 @@ class _Transaction:
             group = [p.mail, *p.rcpts, b"DATA\r\n"] if with_data else [p.mail, *p.rcpts]
             self.transport.writelines(group)
             self._run_hook()  # while the server works on the envelope
-            try:
-                mail = await self._reply("MAIL FROM", wait)
-                rcpts = [await self._reply("RCPT TO", wait) for _ in p.rcpts]
-                data = await self._reply("DATA", self.timeouts.command) if with_data else None
-            except SmtpError as exc:
-                raise self._pipelining_fault(exc.message) from None
+            mail = await self._group_reply("MAIL FROM", wait)
+            rcpts = [await self._group_reply("RCPT TO", wait) for _ in p.rcpts]
+            data = await self._group_reply("DATA", self.timeouts.command) if with_data else None
             # After a refused MAIL the RCPTs are refused as out of sequence (503), and DATA after an
             # envelope with no recipient accepted (503, or Postfix's 554 5.5.1): that is no fault.
             suspects = [mail, *rcpts] if mail.code == 250 else [mail]
@@ -385,6 +382,20 @@ class _Transaction:
             self.transport.write(command)
             rcpts.append(await self._reply("RCPT TO", wait))
         return _Envelope(mail, rcpts, None)
+
+    async def _group_reply(self, step: str, timeout: float) -> Reply:
+        """The next reply to a pipelined group.  A 421 ends the group: the server closes the connection
+        after it (RFC 5321 3.8), so the replies after it never come, and that is no pipelining fault
+        (Postfix's "421 4.7.0 Error: too many errors", or a server going down) — the message waits
+        for a new connection.  A reply that does not come, or garbage, is one."""
+        try:
+            r = await self._reply(step, timeout)
+        except SmtpError as exc:
+            raise self._pipelining_fault(exc.message) from None
+        if r.code == 421:
+            self.transport.abort()
+            raise classify.closing(self.where, step, r)
+        return r
 
     def _pipelining_fault(self, text: str, code: int | None = None) -> classify.PipeliningFault:
         self.transport.abort()

@@ -38,9 +38,11 @@ def test_kill_9_during_sending_loses_nothing_and_duplicates_at_most_one(
     smtp_server.stall_seconds = 0.05  # slow enough that the kill lands mid-run, often mid-DATA
     for _round in range(2):
         proc = engine_process(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert wait_until(lambda n=15 * (_round + 1): len(smtp_server.messages) >= n, 30)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        try:
+            assert wait_until(lambda n=15 * (_round + 1): len(smtp_server.messages) >= n, 30)
+        finally:  # killed also when the wait fails: a failed run leaves no engine behind
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
     sending = [m for m in outbox() if m["status"] == "sending"]
     # claimed by the killed engine (an unlimited task claims a batch)
     assert len(sending) <= CLAIM_BATCH

@@ -95,11 +95,16 @@ def test_sigterm_finishes_the_message_in_flight(tmp_path: Path, smtp_server: Smt
     cli("enqueue", "--company", "Firma", "-", stdin=eml(1))
     smtp_server.stall_seconds = 4.0
     proc = engine_process(stdout=subprocess.DEVNULL)
-    # In flight = the server holds the whole message and has not answered the final dot yet
-    # (watched on the server: a CLI poll of the outbox can take longer than the stall under load).
-    assert wait_until(lambda: b"Hello 1\r\n.\r\n" in b"".join(smtp_server.packets), 30)
-    assert not smtp_server.messages
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(20) == 0
+    try:
+        # In flight = the server holds the whole message and has not answered the final dot yet
+        # (watched on the server: a CLI poll of the outbox can take longer than the stall under load).
+        assert wait_until(lambda: b"Hello 1\r\n.\r\n" in b"".join(smtp_server.packets), 30)
+        assert not smtp_server.messages
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:  # a failed run leaves no engine behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
     assert [m["status"] for m in outbox()] == ["sent"]
     assert len(smtp_server.messages) == 1

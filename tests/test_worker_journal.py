@@ -8,6 +8,7 @@ import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,17 @@ from tests.smtpd import SmtpServer
 N = 2 * CLAIM_BATCH + 7  # two whole batches and a part of one
 
 
+def at_each_final_dot(server: SmtpServer, look: Callable[[], None]) -> None:
+    """Call ``look`` in the server each time it has a whole message, before it answers the final dot."""
+    record = server._record
+
+    def looking(*args: Any) -> str:
+        look()
+        return record(*args)
+
+    server._record = looking  # type: ignore[method-assign]
+
+
 def test_every_result_is_durable_before_the_next_final_dot_and_folded_in_when_the_batch_ends(
     automail_home: Path, smtp_server_pipelining: SmtpServer
 ) -> None:
@@ -30,17 +42,15 @@ def test_every_result_is_durable_before_the_next_final_dot_and_folded_in_when_th
     svc.enqueue_raw("Firma", [(f"m{i}", eml(i)) for i in range(N)])
     path = automail_home / "outbox" / "Firma.sqlite3"
     seen: list[tuple[int, int, int]] = []  # per final dot: (messages before it, results in messages, in journal)
-    record = server._record
 
-    def at_the_final_dot(*args: Any) -> str:
+    def look() -> None:
         # The server has the whole message: every earlier message's result must be committed by now.
         with contextlib.closing(sqlite3.connect(path)) as db:
             done = db.execute("SELECT count(*) FROM messages WHERE status = 'sent'").fetchone()[0]
             journal = db.execute("SELECT count(*) FROM results").fetchone()[0]
         seen.append((len(server.messages), done, journal))
-        return record(*args)
 
-    server._record = at_the_final_dot  # type: ignore[method-assign]
+    at_each_final_dot(server, look)
     events: list[EventKind] = []
     svc.subscribe(lambda e: events.append(e.kind))
     run_engine_until(svc, lambda: EventKind.QUEUE_DRAINED in events, timeout=30)
@@ -68,7 +78,6 @@ def test_the_next_final_dot_waits_while_the_journal_row_cannot_be_written(
     path = automail_home / "outbox" / "Firma.sqlite3"
     arrived: list[float] = []
     released: list[float] = []
-    record = server._record
 
     def hold_the_lock(db: sqlite3.Connection) -> None:
         time.sleep(0.5)
@@ -76,15 +85,14 @@ def test_the_next_final_dot_waits_while_the_journal_row_cannot_be_written(
         db.execute("COMMIT")
         db.close()
 
-    def at_the_final_dot(*args: Any) -> str:
+    def look() -> None:
         arrived.append(time.monotonic())
         if len(arrived) == 5:  # before message 5's 250 leaves: its result's commit must wait for this lock
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db.execute("BEGIN IMMEDIATE")
             threading.Thread(target=hold_the_lock, args=(db,), daemon=True).start()
-        return record(*args)
 
-    server._record = at_the_final_dot  # type: ignore[method-assign]
+    at_each_final_dot(server, look)
     run_engine_until(svc, lambda: len(server.messages) == 10 and not svc.pending(svc.tasks()), timeout=30)
     assert len(released) == 1 and arrived[5] > released[0]  # message 6's dot came after the lock's end
     assert [m.status for m in svc.messages("Firma")] == [MessageStatus.SENT] * 10
@@ -109,18 +117,16 @@ def test_a_fold_that_fails_loses_no_result_and_sends_nothing_twice(
             "CREATE TRIGGER tr_fail_fold BEFORE DELETE ON results WHEN EXISTS (SELECT 1 FROM fail_fold)"
             " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
         )
-    record = server._record
 
     def heal() -> None:
         with contextlib.closing(sqlite3.connect(path, isolation_level=None, timeout=30)) as db:
             db.execute("DELETE FROM fail_fold")
 
-    def at_the_final_dot(*args: Any) -> str:
+    def look() -> None:
         if len(server.messages) == CLAIM_BATCH - 1:  # the first batch's last message: its fold will fail
             threading.Timer(1.0, heal).start()
-        return record(*args)
 
-    server._record = at_the_final_dot  # type: ignore[method-assign]
+    at_each_final_dot(server, look)
     events: list[EventKind] = []
     svc.subscribe(lambda e: events.append(e.kind))
     run_engine_until(svc, lambda: EventKind.QUEUE_DRAINED in events, timeout=60)

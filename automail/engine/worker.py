@@ -309,7 +309,13 @@ class Worker:
         ``sending``: the mailing of a message this worker has sent but not recorded yet (see ``_keep``).
         """
         await self._report(await self._committed(), sending)
-        if self._journaled and not self._held and self._unrecorded is None:
+        if not self._held:
+            await self._fold()
+
+    async def _fold(self) -> None:
+        """Fold the results journal into the messages (nothing is held): if this worker appended to it,
+        and its last result is committed and reported (a pending one folds it in itself, see ``_keep``)."""
+        if self._journaled and self._unrecorded is None:
             await self._db(self.outbox.apply_results)
             self._journaled = False
 
@@ -393,38 +399,16 @@ class Worker:
         # row, not the message's ~15 pages (see the outbox's schema 12); folded in when the batch ends,
         # or with the last held message of its mailing (whose end is then looked for, see ``_report``).
         journal = bool(self._held) and (msg.mailing_id is None or self._holds(msg.mailing_id, None))
-        commit: Callable[[], None]
-        if outcome.status is MessageStatus.SENT:
-            commit = partial(
-                box.mark_sent, msg.id, now, outcome.reply, outcome.recipients, account, task, journal=journal
-            )
-        elif outcome.status is MessageStatus.DEFERRED:
-            assert outcome.next_at is not None
-            commit = partial(
-                box.mark_deferred,
-                msg.id,
-                now,
-                outcome.next_at,
-                outcome.code,
-                outcome.error,
-                account,
-                task,
-                recipients=outcome.recipients,
-                journal=journal,
-            )
+        o = outcome
+        mark: Callable[..., None]
+        if o.status is MessageStatus.SENT:
+            mark = partial(box.mark_sent, msg.id, now, o.reply, o.recipients, account, task)
+        elif o.status is MessageStatus.DEFERRED:
+            assert o.next_at is not None
+            mark = partial(box.mark_deferred, msg.id, now, o.next_at, o.code, o.error, account, task, o.recipients)
         else:
-            commit = partial(
-                box.mark_failed,
-                msg.id,
-                now,
-                outcome.code,
-                outcome.error,
-                account,
-                task,
-                recipients=outcome.recipients,
-                journal=journal,
-            )
-        await self._keep(event, commit, msg.mailing_id, journal)
+            mark = partial(box.mark_failed, msg.id, now, o.code, o.error, account, task, o.recipients)
+        await self._keep(event, partial(mark, journal=journal), msg.mailing_id, journal)
 
     @property
     def unreported_mailing(self) -> int | None:
@@ -450,9 +434,7 @@ class Worker:
         self._held.clear()
         if ids:
             await self._db(self.outbox.release, ids, now)
-        if self._journaled and self._unrecorded is None:
-            await self._db(self.outbox.apply_results)
-            self._journaled = False
+        await self._fold()
 
     # ---- one step: claim → wait → send → classify → record ---------------------------------
     async def step(self, now: float) -> float:

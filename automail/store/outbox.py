@@ -499,6 +499,12 @@ def _refusals(states: Mapping[str, RecipientState]) -> str:
     return json.dumps(refused) if refused else ""
 
 
+# A journal row's columns, in the order of ``_Result.params``.
+_RESULT_FIELDS = (
+    "message", "status", "at", "next_at", "code", "error", "reply", "refused", "rcpt_state", "task", "account",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class _Result:
     """One attempt's outcome as ``_record_attempt`` stores it (a row of the results journal)."""
@@ -515,11 +521,12 @@ class _Result:
     account: str = ""
 
     def params(self) -> dict[str, object]:
-        return {
-            "message": self.message, "status": self.status.value, "at": self.at, "next_at": self.next_at,
-            "code": self.code, "error": self.error, "reply": self.reply, "refused": _refusals(self.recipients),
-            "rcpt_state": _encode_states(self.recipients), "task": self.task, "account": self.account,
-        }  # fmt: skip
+        """The named parameters of ``_RECORD_RESULT`` and ``_JOURNAL_RESULT`` (a journal row's columns)."""
+        values = (
+            self.message, self.status.value, self.at, self.next_at, self.code, self.error, self.reply,
+            _refusals(self.recipients), _encode_states(self.recipients), self.task, self.account,
+        )  # fmt: skip
+        return dict(zip(_RESULT_FIELDS, values, strict=True))
 
 
 # What each outcome changes in its message, with the named parameters of ``_Result.params`` (a journal
@@ -535,9 +542,6 @@ _RECORD_RESULT = {
     " rcpt_state=:rcpt_state, task=:task, send_account=:account WHERE id=:message"
     for status, changes in _RESULT_CHANGES.items()
 }
-_RESULT_FIELDS = (
-    "message", "status", "at", "next_at", "code", "error", "reply", "refused", "rcpt_state", "task", "account",
-)  # fmt: skip
 _JOURNAL_RESULT = (
     # OR REPLACE: a commit tried again after an error that hid its success writes the same result again.
     f"INSERT OR REPLACE INTO results ({', '.join(_RESULT_FIELDS)})"
